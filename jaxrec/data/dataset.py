@@ -1,0 +1,292 @@
+"""The `Dataset`: an item catalog plus per-user chronological item sequences.
+
+Everything is a NumPy array so a dataset round-trips through one `.npz` read with
+`allow_pickle=False` (strings are fixed-width unicode arrays, never objects).
+
+Layout (U users, I items, N interactions, A text attributes):
+  item_text     [I, A] str    one text value per attribute per item
+  item_keys     [I]    str    the raw item id of the source files
+  user_keys     [U]    str    the raw user id
+  seq_items     [N]    int32  items of user u are seq_items[offsets[u]:offsets[u+1]], oldest first
+  offsets       [U+1]  int64
+  ratings       [N]    float32, or shape [0] when the source has none
+  times         [N]    int64 (unix seconds or an ordinal), or shape [0]
+  item_features [I, Fi] float32 (0/1 one-hot for Coat), shape [I, 0] when none
+  user_features [U, Fu] float32, shape [U, 0] when none
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaxrec.errors import DataError
+
+CACHE_VERSION = 1
+_ARRAY_FIELDS = (
+    "item_text", "item_keys", "user_keys", "seq_items", "offsets", "ratings", "times",
+    "item_features", "user_features",
+)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+  """A recommendation dataset; see the module docstring for shapes."""
+
+  name: str
+  scenario: str  # the prompt's {scenario}/{item} word, e.g. "track", "product", "movie"
+  behavior: str  # the prompt's {behavior} word, e.g. "listened to", "purchased"
+  attribute_names: tuple[str, ...]
+  item_text: np.ndarray
+  item_keys: np.ndarray
+  user_keys: np.ndarray
+  seq_items: np.ndarray
+  offsets: np.ndarray
+  ratings: np.ndarray
+  times: np.ndarray
+  item_features: np.ndarray
+  user_features: np.ndarray
+  item_feature_names: tuple[str, ...] = ()
+  user_feature_names: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    i, u, n = len(self.item_keys), len(self.user_keys), len(self.seq_items)
+    checks = [
+        (self.item_text.shape == (i, len(self.attribute_names)), "item_text shape"),
+        (self.offsets.shape == (u + 1,), "offsets shape"),
+        (u == 0 or (self.offsets[0] == 0 and self.offsets[-1] == n), "offsets bounds"),
+        (bool(np.all(np.diff(self.offsets) >= 0)), "offsets monotone"),
+        (self.ratings.shape in ((0,), (n,)), "ratings shape"),
+        (self.times.shape in ((0,), (n,)), "times shape"),
+        (self.item_features.ndim == 2 and self.item_features.shape[0] == i, "item_features"),
+        (self.user_features.ndim == 2 and self.user_features.shape[0] == u, "user_features"),
+        (n == 0 or (self.seq_items.min() >= 0 and self.seq_items.max() < i), "item ids range"),
+        (self.item_features.shape[1] == len(self.item_feature_names), "item_feature_names"),
+        (self.user_features.shape[1] == len(self.user_feature_names), "user_feature_names"),
+    ]
+    for ok, what in checks:
+      if not ok:
+        raise DataError(f"dataset {self.name!r}: inconsistent arrays ({what})")
+
+  # --- sizes -------------------------------------------------------------------------------
+  @property
+  def num_users(self) -> int:
+    return len(self.user_keys)
+
+  @property
+  def num_items(self) -> int:
+    return len(self.item_keys)
+
+  @property
+  def num_interactions(self) -> int:
+    return len(self.seq_items)
+
+  @property
+  def has_ratings(self) -> bool:
+    return self.ratings.shape[0] > 0
+
+  @property
+  def has_times(self) -> bool:
+    return self.times.shape[0] > 0
+
+  @property
+  def lengths(self) -> np.ndarray:
+    """[U] int64 sequence length per user."""
+    return np.diff(self.offsets)
+
+  def sequence(self, user: int) -> np.ndarray:
+    return self.seq_items[self.offsets[user]:self.offsets[user + 1]]
+
+  def user_of_interaction(self) -> np.ndarray:
+    """[N] int32 user index of each interaction."""
+    return np.repeat(np.arange(self.num_users, dtype=np.int32), self.lengths)
+
+  def padded(self, max_len: int = 10, keep: str = "last") -> np.ndarray:
+    """[U, max_len] int32 sequences, left-aligned, padded with -1 on the right.
+
+    keep="last" keeps the most recent max_len items of longer sequences, "first" the oldest.
+    """
+    if max_len <= 0:
+      raise DataError(f"max_len must be positive, got {max_len}")
+    out = np.full((self.num_users, max_len), -1, np.int32)
+    lengths = self.lengths
+    take = np.minimum(lengths, max_len)
+    start = self.offsets[:-1] + (lengths - take if keep == "last" else 0)
+    col = np.arange(max_len)
+    mask = col[None, :] < take[:, None]
+    idx = start[:, None] + col[None, :]
+    out[mask] = self.seq_items[idx[mask]]
+    return out
+
+  def item_popularity(self) -> np.ndarray:
+    """[I] int64 interaction count per item."""
+    return np.bincount(self.seq_items, minlength=self.num_items)
+
+  def stats(self) -> dict:
+    """The statistics of paper Table 2."""
+    return {
+        "dataset": self.name,
+        "items": self.num_items,
+        "sequences": self.num_users,
+        "interactions": self.num_interactions,
+        "attributes": "; ".join(self.attribute_names),
+    }
+
+  # --- subsets -----------------------------------------------------------------------------
+  def select_users(self, users: np.ndarray, name: str | None = None) -> Dataset:
+    """A dataset with the given users (in that order) and the same item catalog."""
+    users = np.asarray(users, np.int64)
+    starts, ends = self.offsets[users], self.offsets[users + 1]
+    idx = _ranges(starts, ends)
+    return self._with_interactions(idx, np.concatenate([[0], np.cumsum(ends - starts)]),
+                                   users, name)
+
+  def _with_interactions(self, idx, offsets, users, name):
+    return dataclasses.replace(
+        self,
+        name=name or self.name,
+        user_keys=self.user_keys[users],
+        user_features=self.user_features[users],
+        seq_items=self.seq_items[idx].astype(np.int32),
+        offsets=np.asarray(offsets, np.int64),
+        ratings=self.ratings[idx] if self.has_ratings else self.ratings,
+        times=self.times[idx] if self.has_times else self.times,
+    )
+
+  def mask_interactions(self, keep: np.ndarray, name: str | None = None) -> Dataset:
+    """Keep interactions where keep [N] bool is true; users left empty are dropped."""
+    counts = np.add.reduceat(keep.astype(np.int64), self.offsets[:-1]) if self.num_interactions else (
+        np.zeros(self.num_users, np.int64))
+    counts = np.where(self.lengths > 0, counts, 0)
+    users = np.nonzero(counts > 0)[0]
+    idx = np.nonzero(keep)[0]
+    offsets = np.concatenate([[0], np.cumsum(counts[users])])
+    return self._with_interactions(idx, offsets, users, name)
+
+  # --- cache -------------------------------------------------------------------------------
+  def save(self, path: str) -> None:
+    """Writes the `.npz` cache atomically (temp file in the same directory + rename)."""
+    meta = {
+        "cache_version": CACHE_VERSION,
+        "name": self.name, "scenario": self.scenario, "behavior": self.behavior,
+        "attribute_names": list(self.attribute_names),
+        "item_feature_names": list(self.item_feature_names),
+        "user_feature_names": list(self.user_feature_names),
+    }
+    arrays = {f: getattr(self, f) for f in _ARRAY_FIELDS}
+    atomic_savez(path, meta=np.array(json.dumps(meta)), **arrays)
+
+  @classmethod
+  def load(cls, path: str) -> Dataset:
+    try:
+      with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        arrays = {f: z[f] for f in _ARRAY_FIELDS}
+    except FileNotFoundError:
+      raise DataError(f"{path}: dataset cache not found") from None
+    except (OSError, ValueError, KeyError, EOFError) as e:
+      raise DataError(f"{path}: not a jaxrec dataset cache ({type(e).__name__}: {e})") from None
+    if meta.get("cache_version") != CACHE_VERSION:
+      raise DataError(f"{path}: cache version {meta.get('cache_version')}, "
+                      f"expected {CACHE_VERSION}; rebuild it with jaxrec.data.prepare")
+    return cls(
+        name=meta["name"], scenario=meta["scenario"], behavior=meta["behavior"],
+        attribute_names=tuple(meta["attribute_names"]),
+        item_feature_names=tuple(meta["item_feature_names"]),
+        user_feature_names=tuple(meta["user_feature_names"]),
+        **arrays)
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+  """Concatenation of arange(s, e) for each pair, vectorised."""
+  lengths = ends - starts
+  total = int(lengths.sum())
+  if total == 0:
+    return np.zeros(0, np.int64)
+  seg_start = np.repeat(np.cumsum(lengths) - lengths, lengths)
+  return np.repeat(starts, lengths) + np.arange(total) - seg_start
+
+
+def atomic_savez(path: str, **arrays) -> None:
+  """np.savez to a temporary file beside `path`, then rename: readers never see half a file."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez(f, **arrays)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def from_interactions(
+    name: str,
+    scenario: str,
+    behavior: str,
+    attribute_names: Sequence[str],
+    users: Sequence[str] | np.ndarray,
+    items: Sequence[str] | np.ndarray,
+    item_text: dict[str, Sequence[str]],
+    times: np.ndarray | None = None,
+    ratings: np.ndarray | None = None,
+    item_features: tuple[dict[str, np.ndarray], Sequence[str]] | None = None,
+    user_features: tuple[dict[str, np.ndarray], Sequence[str]] | None = None,
+    source: str = "",
+) -> Dataset:
+  """Builds a Dataset from raw interaction triples (raw string ids), sorted per user by time.
+
+  Args:
+    users, items: [N] raw ids of each interaction.
+    item_text: raw item id -> one text value per attribute. Items without text get "unknown".
+    times: [N] sortable timestamps; None keeps the file order within a user.
+    ratings: [N] float or None.
+    item_features / user_features: (raw id -> [F] vector, feature names) or None.
+  """
+  users = np.asarray(users).astype(str)
+  items = np.asarray(items).astype(str)
+  n = len(users)
+  if n == 0:
+    raise DataError(f"{source or name}: no interactions")
+  user_keys, user_idx = np.unique(users, return_inverse=True)
+  item_keys, item_idx = np.unique(items, return_inverse=True)
+  order_time = np.zeros(n, np.int64) if times is None else np.asarray(times, np.int64)
+  # Stable sort by (user, time): ties keep the file order.
+  order = np.lexsort((np.arange(n), order_time, user_idx))
+  counts = np.bincount(user_idx, minlength=len(user_keys))
+  offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+  a = len(attribute_names)
+  text = np.array([list(item_text.get(k, ("unknown",) * a)) for k in item_keys], dtype=str)
+  text = text.reshape(len(item_keys), a)
+
+  def feats(spec, keys):
+    if spec is None:
+      return np.zeros((len(keys), 0), np.float32), ()
+    table, names = spec
+    out = np.zeros((len(keys), len(names)), np.float32)
+    for row, k in enumerate(keys):
+      if k in table:
+        out[row] = table[k]
+    return out, tuple(names)
+
+  ifeat, ifeat_names = feats(item_features, item_keys)
+  ufeat, ufeat_names = feats(user_features, user_keys)
+  return Dataset(
+      name=name, scenario=scenario, behavior=behavior,
+      attribute_names=tuple(attribute_names),
+      item_text=text, item_keys=item_keys, user_keys=user_keys,
+      seq_items=item_idx[order].astype(np.int32), offsets=offsets,
+      ratings=(np.zeros(0, np.float32) if ratings is None
+               else np.asarray(ratings, np.float32)[order]),
+      times=np.zeros(0, np.int64) if times is None else order_time[order],
+      item_features=ifeat, user_features=ufeat,
+      item_feature_names=ifeat_names, user_feature_names=ufeat_names)

@@ -1,0 +1,1 @@
+"""Real-format loaders; each takes a local directory (nothing is downloaded)."""
