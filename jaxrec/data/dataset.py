@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 
 from jaxrec.errors import DataError
+from jaxrec.io import atomic_savez
 
 CACHE_VERSION = 1
 _ARRAY_FIELDS = (
@@ -210,23 +209,6 @@ def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.zeros(0, np.int64)
   seg_start = np.repeat(np.cumsum(lengths) - lengths, lengths)
   return np.repeat(starts, lengths) + np.arange(total) - seg_start
-
-
-def atomic_savez(path: str, **arrays) -> None:
-  """np.savez to a temporary file beside `path`, then rename: readers never see half a file."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 def from_interactions(
