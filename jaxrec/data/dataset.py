@@ -38,8 +38,9 @@ class Dataset:
   """A recommendation dataset; see the module docstring for shapes."""
 
   name: str
-  scenario: str  # the prompt's {scenario}/{item} word, e.g. "track", "product", "movie"
-  behavior: str  # the prompt's {behavior} word, e.g. "listened to", "purchased"
+  scenario: str  # the prompt's {scenario} (platform), e.g. "music streaming", "e-commerce"
+  item_noun: str  # the prompt's {item}, e.g. "track", "product", "movie"
+  behavior: str  # the prompt's {behavior}, e.g. "listening", "purchase", "rating"
   attribute_names: tuple[str, ...]
   item_text: np.ndarray
   item_keys: np.ndarray
@@ -172,7 +173,8 @@ class Dataset:
     """Writes the `.npz` cache atomically (temp file in the same directory + rename)."""
     meta = {
         "cache_version": CACHE_VERSION,
-        "name": self.name, "scenario": self.scenario, "behavior": self.behavior,
+        "name": self.name, "scenario": self.scenario, "item_noun": self.item_noun,
+        "behavior": self.behavior,
         "attribute_names": list(self.attribute_names),
         "item_feature_names": list(self.item_feature_names),
         "user_feature_names": list(self.user_feature_names),
@@ -194,7 +196,8 @@ class Dataset:
       raise DataError(f"{path}: cache version {meta.get('cache_version')}, "
                       f"expected {CACHE_VERSION}; rebuild it with jaxrec.data.prepare")
     return cls(
-        name=meta["name"], scenario=meta["scenario"], behavior=meta["behavior"],
+        name=meta["name"], scenario=meta["scenario"], item_noun=meta["item_noun"],
+        behavior=meta["behavior"],
         attribute_names=tuple(meta["attribute_names"]),
         item_feature_names=tuple(meta["item_feature_names"]),
         user_feature_names=tuple(meta["user_feature_names"]),
@@ -214,6 +217,7 @@ def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 def from_interactions(
     name: str,
     scenario: str,
+    item_noun: str,
     behavior: str,
     attribute_names: Sequence[str],
     users: Sequence[str] | np.ndarray,
@@ -263,7 +267,7 @@ def from_interactions(
   ifeat, ifeat_names = feats(item_features, item_keys)
   ufeat, ufeat_names = feats(user_features, user_keys)
   return Dataset(
-      name=name, scenario=scenario, behavior=behavior,
+      name=name, scenario=scenario, item_noun=item_noun, behavior=behavior,
       attribute_names=tuple(attribute_names),
       item_text=text, item_keys=item_keys, user_keys=user_keys,
       seq_items=item_idx[order].astype(np.int32), offsets=offsets,

@@ -157,7 +157,7 @@ def generate_with_truth(cfg: SyntheticConfig = SyntheticConfig()) -> tuple[Datas
 
   offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
   ds = Dataset(
-      name="synthetic", scenario="song", behavior="listened to",
+      name="synthetic", scenario="music streaming", item_noun="song", behavior="listening",
       attribute_names=("title", "genre", "label"),
       item_text=item_text,
       item_keys=np.array([f"i{i}" for i in range(n_i)]),
