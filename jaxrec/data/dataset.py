@@ -106,20 +106,16 @@ class Dataset:
     """[N] int32 user index of each interaction."""
     return np.repeat(np.arange(self.num_users, dtype=np.int32), self.lengths)
 
-  def padded(self, max_len: int = 10, keep: str = "last") -> np.ndarray:
-    """[U, max_len] int32 sequences, left-aligned, padded with -1 on the right.
-
-    keep="last" keeps the most recent max_len items of longer sequences, "first" the oldest.
-    """
+  def padded(self, max_len: int = 10) -> np.ndarray:
+    """[U, max_len] int32: each user's most recent max_len items, oldest first, right-aligned
+    with -1 padding on the left (the layout of every history in jaxrec: append = shift left)."""
     if max_len <= 0:
       raise DataError(f"max_len must be positive, got {max_len}")
     out = np.full((self.num_users, max_len), -1, np.int32)
-    lengths = self.lengths
-    take = np.minimum(lengths, max_len)
-    start = self.offsets[:-1] + (lengths - take if keep == "last" else 0)
+    take = np.minimum(self.lengths, max_len)
     col = np.arange(max_len)
-    mask = col[None, :] < take[:, None]
-    idx = start[:, None] + col[None, :]
+    mask = col[None, :] >= (max_len - take)[:, None]
+    idx = self.offsets[1:, None] - max_len + col[None, :]
     out[mask] = self.seq_items[idx[mask]]
     return out
 

@@ -59,11 +59,11 @@ class SyntheticConfig:
   min_length: int = 5
   max_length: int = 60
   zipf: float = 1.1
-  pop_weight: float = 0.5
-  temperature: float = 0.35
+  pop_weight: float = 0.3
+  temperature: float = 0.1
   drift: float = 0.3
   jump_prob: float = 0.05
-  item_noise: float = 0.35
+  item_noise: float = 0.5
   rating_noise: float = 0.5
   seed: int = 0
 

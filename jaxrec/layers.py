@@ -1,0 +1,80 @@
+"""Building blocks shared by the user models and the agents' encoders (Flax linen).
+
+`CausalBlock` is a pre-LN transformer block whose attention is banded-causal (position i sees
+i-window+1 .. i) with a per-head recency bias (ALiBi) instead of absolute position embeddings.
+That choice makes a streaming encoder exact: a key/value computed for an item never changes when
+the window slides, so an environment can keep a per-session KV cache and encode one new item per
+step (`step`) with the same result as re-encoding the whole window (`__call__`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -1e9
+
+
+def alibi_slopes(num_heads: int) -> jnp.ndarray:
+  """[H] the geometric slopes of ALiBi (Press et al. 2022)."""
+  return jnp.asarray([2.0 ** (-8.0 * (h + 1) / num_heads) for h in range(num_heads)])
+
+
+class CausalBlock(nn.Module):
+  """One transformer block: x + MHA(LN(x)), then x + FFN(LN(x))."""
+  dim: int
+  num_heads: int
+  window: int
+  ffn_mult: int = 1  # SASRec: a point-wise d -> d -> d feed-forward
+
+  def setup(self):
+    if self.dim % self.num_heads:
+      raise ValueError(f"dim {self.dim} not divisible by num_heads {self.num_heads}")
+    self.ln_attn = nn.LayerNorm()
+    self.qkv = nn.Dense(3 * self.dim)
+    self.out = nn.Dense(self.dim)
+    self.ln_ffn = nn.LayerNorm()
+    self.ff_in = nn.Dense(self.ffn_mult * self.dim)
+    self.ff_out = nn.Dense(self.dim)
+    self.slopes = self.param("slopes", lambda _: alibi_slopes(self.num_heads))
+
+  def _split(self, x):
+    q, k, v = jnp.split(self.qkv(self.ln_attn(x)), 3, axis=-1)
+    shape = x.shape[:-1] + (self.num_heads, self.dim // self.num_heads)
+    return q.reshape(shape), k.reshape(shape), v.reshape(shape)
+
+  def _ffn(self, x):
+    return x + self.ff_out(nn.gelu(self.ff_in(self.ln_ffn(x))))
+
+  def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
+    """x: [T, d]; valid: [T] bool (False = padding). Returns [T, d]."""
+    t = x.shape[0]
+    q, k, v = self._split(x)  # [T, H, dh]
+    dist = jnp.arange(t)[:, None] - jnp.arange(t)[None, :]  # i - j
+    allowed = (dist >= 0) & (dist < self.window) & valid[None, :]
+    logits = jnp.einsum("ihd,jhd->hij", q, k) / math.sqrt(q.shape[-1])
+    logits = logits - self.slopes[:, None, None] * dist[None].astype(logits.dtype)
+    logits = jnp.where(allowed[None], logits, NEG_INF)
+    attn = jax.nn.softmax(logits, axis=-1)
+    y = jnp.einsum("hij,jhd->ihd", attn, v).reshape(t, self.dim)
+    return self._ffn(x + self.out(y))
+
+  def step(self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, valid: jax.Array):
+    """Encodes one new item given the cache of the previous window-1 items.
+
+    x: [d] the new item's input; k_cache, v_cache: [W, H, dh] oldest first; valid: [W] bool.
+    Returns (y [d], k_cache, v_cache, valid) with the new item in the last slot.
+    """
+    q, k, v = self._split(x)  # [H, dh]
+    k_cache = jnp.concatenate([k_cache[1:], k[None]], axis=0)
+    v_cache = jnp.concatenate([v_cache[1:], v[None]], axis=0)
+    valid = jnp.concatenate([valid[1:], jnp.ones((1,), bool)])
+    dist = (self.window - 1 - jnp.arange(self.window)).astype(x.dtype)
+    logits = jnp.einsum("hd,jhd->hj", q, k_cache) / math.sqrt(q.shape[-1])
+    logits = jnp.where(valid[None], logits - self.slopes[:, None] * dist[None], NEG_INF)
+    attn = jax.nn.softmax(logits, axis=-1)
+    y = jnp.einsum("hj,jhd->hd", attn, v_cache).reshape(self.dim)
+    return self._ffn(x + self.out(y)), k_cache, v_cache, valid
