@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import pathlib
@@ -101,17 +100,30 @@ def test_lastfm_truncated_gzip_is_a_data_error(lastfm_dir):
   expect_error("lastfm", lastfm_dir, "LFM-1b_LEs.txt.gz:", "unreadable")
 
 
-def test_read_int_columns_across_chunks(tmp_path):
+def test_read_int_columns_across_blocks(tmp_path):
   path = write_lines(tmp_path / "ints.txt", ["1\t2", "3\t4", "", "5\t6", "7\t8", "9\tz"])
   names = ("a", "b")
+  # 5-byte blocks hold about one line each: line numbers must carry across blocks.
   with pytest.raises(DataError, match=r"ints\.txt:6: field b: expected an integer, got 'z'"):
-    _common.read_int_columns(str(path), names, chunk_rows=2)
-  write_lines(path, ["1\t2", "3\t4", "", "5\t6", "7\t8"])
-  np.testing.assert_array_equal(_common.read_int_columns(str(path), names, chunk_rows=2),
-                                [[1, 2], [3, 4], [5, 6], [7, 8]])
+    _common.read_int_columns(str(path), names, block_bytes=5)
+  write_lines(path, ["1\t2", "3\t4", "", "5\t6", "7\t8", "9\t10"])
+  for block_bytes in (1, 5, 7, 1 << 20):
+    np.testing.assert_array_equal(
+        _common.read_int_columns(str(path), names, block_bytes=block_bytes),
+        [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10]])
+  write_lines(path, ["1\t2", "3\t4\t5"])
+  with pytest.raises(DataError, match=r"ints\.txt:2: expected 2 tab-separated fields \(a, b\), "
+                     r"got 3"):
+    _common.read_int_columns(str(path), names, block_bytes=1)
   write_lines(path, ["1\t99999999999999999999"])
   with pytest.raises(DataError, match=r"ints\.txt:1: field b: integer .* out of the int64"):
     _common.read_int_columns(str(path), names)
+  write_lines(path, ["1\t1_000"])
+  with pytest.raises(DataError, match=r"ints\.txt:1: field b: expected an integer"):
+    _common.read_int_columns(str(path), names)
+  path.write_bytes(b"1::2\n3::4")  # no final newline
+  np.testing.assert_array_equal(
+      _common.read_int_columns(str(path), names, sep=b"::", block_bytes=3), [[1, 2], [3, 4]])
 
 
 # --- Amazon -----------------------------------------------------------------------------------

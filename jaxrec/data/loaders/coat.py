@@ -105,7 +105,7 @@ def _read_names(path: str) -> tuple[str, ...]:
 
 
 def _read_matrix(path: str, rows: int, cols: int, row_noun: str, col_noun: str,
-                 allowed, allowed_text: str) -> np.ndarray:
+                 allowed: tuple[int, ...], allowed_text: str) -> np.ndarray:
   """A [rows, cols] int64 matrix; every value must be in `allowed`."""
   out: list[np.ndarray] = []
   found, first_extra, last = 0, 0, 0
