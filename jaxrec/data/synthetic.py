@@ -9,7 +9,8 @@ Generative story (all NumPy, one `np.random.Generator` from the seed):
   popularity^pop_weight * exp(<taste_t, item> / temperature), and the taste drifts towards the
   items just consumed (`drift`), with an occasional jump to a new favourite genre (`jump_prob`):
   the sequential signal a SASRec-style user model can learn.
-- Ratings 1-5 are the per-user quantiles of the taste score plus noise; times are ordinals
+- Ratings 1-5 are the standardised taste score of the consumed item plus noise, rounded around
+  3.5 (so they depend on the user and the item, not only the item); times are ordinals
   (each user starts at a random time and consumes one item per tick), so both splits work.
 - Item text: "<Adjective> <Noun> <n>" titles, genre names and brand names from word lists.
 """
@@ -145,13 +146,9 @@ def generate_with_truth(cfg: SyntheticConfig = SyntheticConfig()) -> tuple[Datas
     taste /= np.linalg.norm(taste, axis=1, keepdims=True)
 
   alive = np.arange(cfg.max_length)[None, :] < lengths[:, None]
-  noisy = score_at + cfg.rating_noise * rng.normal(size=score_at.shape) * score_at.std()
-  # Per-user rank of each consumed item's noisy score -> rating 1..5 (a taste-driven scale).
-  ratings = np.zeros_like(noisy)
-  for u in range(n_u):
-    s = noisy[u, :lengths[u]]
-    q = np.argsort(np.argsort(s)) / max(lengths[u] - 1, 1)
-    ratings[u, :lengths[u]] = 1 + np.floor(q * 4.999)
+  # Ratings 1..5: the taste score standardised over all consumed items, plus noise, rounded.
+  z = (score_at - score_at[alive].mean()) / score_at[alive].std()
+  ratings = np.clip(np.round(3.5 + z + cfg.rating_noise * rng.normal(size=z.shape)), 1, 5)
   start = rng.integers(0, 10 * cfg.max_length, size=n_u)
   times = start[:, None] + np.arange(cfg.max_length)[None, :]
 
