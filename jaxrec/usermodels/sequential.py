@@ -93,6 +93,21 @@ class SeqScorer(nn.Module):
     return self.encode(items)
 
 
+def item_scores(model_params, h: jax.Array, items: jax.Array) -> jax.Array:
+  """h: [..., d] user states; items: [...] int -> [...] raw scores (no module call needed)."""
+  p = model_params["params"]
+  return jnp.sum(h * p["item_emb"]["embedding"][items], axis=-1) + p["item_bias"][items]
+
+
+def final_states(cfg: SeqConfig, model_params, histories: np.ndarray,
+                 chunk: int = 1024) -> jax.Array:
+  """[N, W] right-aligned histories -> [N, d] user states after their last item."""
+  model = SeqScorer(cfg)
+  enc = jax.jit(jax.vmap(lambda s: model.apply(model_params, s, method=SeqScorer.encode)[-1]))
+  return jnp.concatenate([enc(jnp.asarray(histories[i:i + chunk]))
+                          for i in range(0, len(histories), chunk)])
+
+
 class FitReport(NamedTuple):
   hr10: float
   ndcg10: float

@@ -1,0 +1,256 @@
+"""Dataset -> (train env, test env): fit one user model per split, calibrate, save with orbax.
+
+An env directory (what every training CLI takes as --env):
+  env.json       format, dataset name + fingerprint, env kind, build config, fit reports
+  dataset.npz    the preprocessed dataset (item catalog for prompts, sequences)
+  train/, test/  params/ (orbax checkpoint of the env params) + env.json (static shapes)
+
+Scale-free defaults make one config fit every dataset:
+  - sequential reward: r = reward_max * sigmoid((s - c) / tau), with c, tau set so the median
+    held-out true next item gets `calib_pos` and the median random item gets `calib_neg`;
+  - quit on reward: `min_reward` is the `quit_reward_quantile` quantile of random
+    recommendations' rewards (a random item makes the user leave with that probability);
+  - quit on similarity: `beta` is the `beta_quantile` quantile of random item pairs' distances.
+Absolute `min_reward` / `beta` override the quantiles (e.g. BiLLP's reward < 2 on ratings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxrec.data.dataset import Dataset
+from jaxrec.data.preprocess import split as split_dataset
+from jaxrec.envs.base import QuitParams, RecEnv
+from jaxrec.envs.matrix import MatrixEnv, MatrixParams
+from jaxrec.envs.sequential import SequentialEnv, SequentialParams
+from jaxrec.errors import ConfigError, DataError
+from jaxrec.io import atomic_write_text
+from jaxrec.usermodels import matrix as mx
+from jaxrec.usermodels import sequential as sq
+
+FORMAT = 1
+KINDS = ("sequential", "matrix")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+  kind: str = "auto"  # sequential | matrix | auto (matrix for coat, sequential otherwise)
+  split: str = "user"  # user (core paper, 80/20) | chrono (BiLLP, 50/50)
+  train_frac: float | None = None
+  history_len: int = 10
+  quit_window: int = 4
+  max_len: int = 30
+  quit_reward_quantile: float = 0.2
+  min_reward: float | None = None
+  beta_quantile: float = 0.01
+  beta: float | None = None
+  reward_max: float = 5.0
+  calib_pos: float = 4.0
+  calib_neg: float = 1.0
+  seq_dim: int = 32
+  seq_layers: int = 2
+  seq_steps: int = 500
+  mf_dim: int = 16
+  mf_steps: int = 2000
+  seed: int = 0
+
+  def resolved_kind(self, ds: Dataset) -> str:
+    if self.kind == "auto":
+      return "matrix" if ds.name == "coat" else "sequential"
+    if self.kind not in KINDS:
+      raise ConfigError(f"--env_kind must be one of auto, {', '.join(KINDS)}; got {self.kind!r}")
+    return self.kind
+
+  def validate(self) -> None:
+    for f in ("history_len", "quit_window", "max_len", "seq_dim", "seq_layers", "seq_steps",
+              "mf_dim", "mf_steps"):
+      if getattr(self, f) <= 0:
+        raise ConfigError(f"--{f} must be positive, got {getattr(self, f)}")
+    for f in ("quit_reward_quantile", "beta_quantile"):
+      if not 0.0 <= getattr(self, f) < 1.0:
+        raise ConfigError(f"--{f} must be in [0, 1), got {getattr(self, f)}")
+    if not 0.0 < self.calib_neg < self.calib_pos < self.reward_max:
+      raise ConfigError("need 0 < calib_neg < calib_pos < reward_max")
+
+
+def fingerprint(ds: Dataset) -> str:
+  h = hashlib.sha256()
+  for a in (ds.item_keys, ds.user_keys, ds.seq_items, ds.offsets):
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()[:16]
+
+
+def _quit(cfg: BuildConfig, rewards: np.ndarray, item_vecs: np.ndarray, rng) -> QuitParams:
+  min_reward = (cfg.min_reward if cfg.min_reward is not None
+                else float(np.quantile(rewards, cfg.quit_reward_quantile)))
+  if cfg.beta is not None:
+    beta = cfg.beta
+  else:
+    a, b = rng.integers(0, len(item_vecs), size=(2, 20000))
+    a, b = a[a != b], b[a != b]
+    beta = float(np.quantile(np.linalg.norm(item_vecs[a] - item_vecs[b], axis=1),
+                             cfg.beta_quantile))
+  return QuitParams(beta=jnp.float32(beta), min_reward=jnp.float32(min_reward),
+                    max_len=jnp.int32(cfg.max_len))
+
+
+def build_sequential(ds: Dataset, cfg: BuildConfig, log=print):
+  """Fits the SASRec scorer on `ds` and returns (env, params, report dict)."""
+  mcfg = sq.SeqConfig(num_items=ds.num_items, dim=cfg.seq_dim, num_layers=cfg.seq_layers,
+                      window=cfg.history_len, num_steps=cfg.seq_steps, seed=cfg.seed)
+  model_params, fit = sq.fit(ds, mcfg, log=log)
+  env = SequentialEnv(mcfg, cfg.history_len, cfg.quit_window)
+  rng = np.random.default_rng(cfg.seed)
+  # Calibration on the held-out next items (positives) and random items (negatives).
+  hist, held = sq.training_arrays(ds, cfg.history_len)
+  h = sq.final_states(mcfg, model_params, hist)
+  score = jax.jit(lambda h, a: sq.item_scores(model_params, h, a))
+  s_pos = np.median(np.asarray(score(h, jnp.asarray(held))))
+  rand = rng.integers(0, ds.num_items, size=len(held))
+  s_rand = np.asarray(score(h, jnp.asarray(rand)))
+  s_neg = np.median(s_rand)
+  if not s_pos > s_neg:
+    raise DataError(f"dataset {ds.name!r}: the fitted user model scores held-out items no higher "
+                    f"than random ones (median {s_pos:.3f} <= {s_neg:.3f}); cannot calibrate")
+  logit = lambda p: np.log(p / (1 - p))
+  lo, hi = logit(cfg.calib_neg / cfg.reward_max), logit(cfg.calib_pos / cfg.reward_max)
+  scale = (s_pos - s_neg) / (hi - lo)
+  center = s_neg - lo * scale
+  rewards = cfg.reward_max / (1 + np.exp(-(s_rand - center) / scale))
+  item_vecs = np.asarray(model_params["params"]["item_emb"]["embedding"])
+  quit = _quit(cfg, rewards, item_vecs, rng)
+  params = env.make_params(model_params, center, scale, cfg.reward_max, quit, ds.seq_items)
+  report = {"model": "sasrec", "hr10": fit.hr10, "ndcg10": fit.ndcg10,
+            "popularity_hr10": fit.pop_hr10, "popularity_ndcg10": fit.pop_ndcg10,
+            "num_eval_users": fit.num_eval_users, "final_loss": fit.final_loss,
+            "center": float(center), "scale": float(scale),
+            "min_reward": float(quit.min_reward), "beta": float(quit.beta)}
+  static = {"kind": "sequential", "history_len": cfg.history_len,
+            "quit_window": cfg.quit_window, "model": dataclasses.asdict(mcfg)}
+  return env, params, report, static
+
+
+def build_matrix(ds: Dataset, cfg: BuildConfig, log=print):
+  mcfg = mx.MatrixConfig(num_users=ds.num_users, num_items=ds.num_items,
+                         num_item_features=ds.item_features.shape[1],
+                         num_user_features=ds.user_features.shape[1],
+                         dim=cfg.mf_dim, num_steps=cfg.mf_steps, seed=cfg.seed)
+  model_params, fit = mx.fit(ds, mcfg, log=log)
+  table = mx.reward_table(mcfg, model_params, ds)
+  item_vecs = np.asarray(model_params["params"]["item_emb"]["embedding"])
+  rng = np.random.default_rng(cfg.seed)
+  quit = _quit(cfg, table.ravel(), item_vecs, rng)
+  env = MatrixEnv(ds.num_items, cfg.history_len, cfg.quit_window)
+  params = MatrixParams(table=jnp.asarray(table), item_vecs=jnp.asarray(item_vecs), quit=quit)
+  report = {"model": "deepfm", "rmse": fit.rmse, "item_mean_rmse": fit.baseline_rmse,
+            "num_heldout": fit.num_heldout, "implicit": fit.implicit,
+            "min_reward": float(quit.min_reward), "beta": float(quit.beta)}
+  static = {"kind": "matrix", "history_len": cfg.history_len, "quit_window": cfg.quit_window,
+            "num_items": ds.num_items}
+  return env, params, report, static
+
+
+def build_envs(ds: Dataset, cfg: BuildConfig, out: str, log=print) -> dict:
+  """Splits `ds`, fits a user model per side and writes the env directory `out` atomically."""
+  cfg.validate()
+  kind = cfg.resolved_kind(ds)
+  if os.path.exists(out):
+    raise DataError(f"{out}: already exists; remove it or pick another --out")
+  train, test = split_dataset(ds, cfg.split, cfg.train_frac, cfg.seed)
+  builder = build_sequential if kind == "sequential" else build_matrix
+  parent = os.path.dirname(os.path.abspath(out))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".tmp-env-", dir=parent)
+  try:
+    reports = {}
+    for name, part in (("train", train), ("test", test)):
+      log(f"fitting the {name} user model ({kind}) on {part.num_users} users, "
+          f"{part.num_interactions} interactions")
+      _, params, report, static = builder(part, cfg, log)
+      save_params(os.path.join(tmp, name), params, static | {"report": report})
+      reports[name] = report | {"users": part.num_users, "interactions": part.num_interactions}
+    ds.save(os.path.join(tmp, "dataset.npz"))
+    meta = {"format": FORMAT, "dataset": ds.name, "fingerprint": fingerprint(ds), "kind": kind,
+            "build": dataclasses.asdict(cfg), "reports": reports}
+    atomic_write_text(os.path.join(tmp, "env.json"), json.dumps(meta, indent=2) + "\n")
+    os.rename(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return meta
+
+
+def save_params(directory: str, params, static: dict) -> None:
+  tree = jax.tree_util.tree_map(np.asarray, _to_dict(params))
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(os.path.abspath(os.path.join(directory, "params")), tree)
+  ckptr.wait_until_finished()
+  atomic_write_text(os.path.join(directory, "env.json"), json.dumps(static, indent=2) + "\n")
+
+
+def _to_dict(params) -> dict:
+  d = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+  d["quit"] = {f.name: getattr(params.quit, f.name) for f in dataclasses.fields(params.quit)}
+  return d
+
+
+def read_meta(env_dir: str, expect_dataset: str | None = None) -> dict:
+  path = os.path.join(env_dir, "env.json")
+  if not os.path.isfile(path):
+    raise DataError(f"{env_dir}: not an env directory (no env.json); build one with "
+                    "python -m experiments.build_envs --dataset=NAME --out=DIR")
+  try:
+    meta = json.loads(open(path).read())
+  except (OSError, ValueError) as e:
+    raise DataError(f"{path}: unreadable ({e})") from None
+  if meta.get("format") != FORMAT:
+    raise DataError(f"{path}: env format {meta.get('format')}, expected {FORMAT}; rebuild it")
+  if expect_dataset is not None and meta["dataset"] != expect_dataset:
+    raise DataError(f"{env_dir}: built from dataset {meta['dataset']!r}, "
+                    f"not {expect_dataset!r}")
+  return meta
+
+
+def load_env(env_dir: str, which: str = "train", expect_dataset: str | None = None,
+             dataset: Dataset | None = None) -> tuple[RecEnv, object, dict]:
+  """-> (env, params, meta) of the train or test side of an env directory.
+
+  `dataset`, when given, must be the dataset the env was built from (same fingerprint).
+  """
+  if which not in ("train", "test"):
+    raise ConfigError(f"which must be 'train' or 'test', got {which!r}")
+  meta = read_meta(env_dir, expect_dataset)
+  if dataset is not None and fingerprint(dataset) != meta["fingerprint"]:
+    raise DataError(f"{env_dir}: built from a different version of dataset {meta['dataset']!r} "
+                    f"(fingerprint {meta['fingerprint']}, given {fingerprint(dataset)})")
+  side = os.path.join(env_dir, which)
+  try:
+    static = json.loads(open(os.path.join(side, "env.json")).read())
+    tree = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(side, "params")))
+  except (OSError, ValueError, FileNotFoundError) as e:
+    raise DataError(f"{side}: cannot restore env params ({type(e).__name__}: {e})") from None
+  tree = jax.tree_util.tree_map(jnp.asarray, tree)
+  quit = QuitParams(**tree.pop("quit"))
+  if static["kind"] == "sequential":
+    env = SequentialEnv(sq.SeqConfig(**static["model"]), static["history_len"],
+                        static["quit_window"])
+    params = SequentialParams(quit=quit, **tree)
+  else:
+    env = MatrixEnv(static["num_items"], static["history_len"], static["quit_window"])
+    params = MatrixParams(quit=quit, **tree)
+  return env, params, meta
+
+
+def load_dataset_of(env_dir: str) -> Dataset:
+  read_meta(env_dir)
+  return Dataset.load(os.path.join(env_dir, "dataset.npz"))
