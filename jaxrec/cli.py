@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import sys
 
+from absl import app, flags
+
 from jaxrec.errors import JaxrecError
 
 
@@ -25,3 +27,10 @@ def one_line_errors(main):
 def reject_extra_args(argv) -> None:
   if len(argv) > 1:
     raise JaxrecError(f"unexpected positional arguments {argv[1:]}; every option is a --flag")
+
+
+def run(main) -> None:
+  """absl `app.run` with library INFO logs (orbax writes a dozen per save) off by default;
+  `--verbosity=0` brings them back."""
+  flags.FLAGS.set_default("verbosity", -1)
+  app.run(one_line_errors(main))

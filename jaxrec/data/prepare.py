@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from jaxrec import cli
 from jaxrec.data import flags as data_flags
@@ -41,7 +41,6 @@ def prepare(ds: Dataset, out: str) -> str:
   return path
 
 
-@cli.one_line_errors
 def main(argv):
   cli.reject_extra_args(argv)
   if not OUT.value:
@@ -53,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

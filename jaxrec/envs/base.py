@@ -50,6 +50,15 @@ def append(buf: jax.Array, x: jax.Array) -> jax.Array:
   return jnp.concatenate([buf[1:], x[None].astype(buf.dtype)])
 
 
+def uniform_index(key: jax.Array, n: jax.Array | int) -> jax.Array:
+  """An int32 in [0, n) from one draw of 32 random bits (modulo bias < n / 2**32).
+
+  `jax.random.randint` draws twice to be exactly uniform; resets run every step for every
+  session, and the PRNG is most of a cheap env step's cost.
+  """
+  return (jax.random.bits(key, (), jnp.uint32) % jnp.uint32(n)).astype(jnp.int32)
+
+
 def too_similar(item_vecs: jax.Array, action: jax.Array, recent: jax.Array,
                 beta: jax.Array) -> jax.Array:
   """True when `action` is within distance beta of a valid item in `recent` [W]."""
@@ -89,17 +98,19 @@ class RecEnv:
   def get_obs(self, state: EnvState) -> Observation:
     return Observation(history=state.history, user=state.user, step=state.t)
 
-  def reset_env(self, key: jax.Array, params) -> tuple[Observation, EnvState]:
-    user, first, model = self._initial(key, params)
+  def _fresh(self, user, first, model) -> EnvState:
     history = jnp.full((self.history_len,), -1, jnp.int32).at[-1].set(first)
-    state = EnvState(history=history, recent=jnp.full((self.quit_window,), -1, jnp.int32),
-                     user=user.astype(jnp.int32), t=jnp.int32(0), ret=jnp.float32(0.0),
-                     model=model)
+    return EnvState(history=history, recent=jnp.full((self.quit_window,), -1, jnp.int32),
+                    user=jnp.asarray(user, jnp.int32), t=jnp.int32(0), ret=jnp.float32(0.0),
+                    model=model)
+
+  def reset_env(self, key: jax.Array, params) -> tuple[Observation, EnvState]:
+    state = self._fresh(*self._initial(key, params))
     return self.get_obs(state), state
 
-  def step_env(self, key: jax.Array, state: EnvState, action: jax.Array, params):
-    del key  # the response model is deterministic given the state; kept for the API
-    action = action.astype(jnp.int32)
+  def _respond(self, params, state: EnvState, action: jax.Array):
+    """The user's response to `action`: reward, done, info and the continued state (model not
+    yet advanced)."""
     q = self.quit_params(params)
     reward = self._reward(params, state, action).astype(jnp.float32)
     similar = too_similar(self.item_vectors(params), action, state.recent, q.beta)
@@ -108,22 +119,42 @@ class RecEnv:
     truncated = t >= q.max_len
     done = low | similar | truncated
     ret = state.ret + reward
-    new = EnvState(history=append(state.history, action), recent=append(state.recent, action),
-                   user=state.user, t=t, ret=ret, model=self._advance(params, state, action))
+    cont = state.replace(history=append(state.history, action),
+                         recent=append(state.recent, action), t=t, ret=ret)
     info = {"episode_return": ret, "episode_length": t, "quit_low_reward": low,
             "quit_similar": similar, "truncated": truncated}
+    return reward, done, info, cont
+
+  def step_env(self, key: jax.Array, state: EnvState, action: jax.Array, params):
+    """One step without reset (the episode goes on past done)."""
+    del key  # the response model is deterministic given the state; kept for the API
+    action = action.astype(jnp.int32)
+    reward, done, info, cont = self._respond(params, state, action)
+    new = cont.replace(model=self._advance(params, state, action))
     return self.get_obs(new), new, reward, done, info
+
+  def _advance_or_reset(self, key, params, state: EnvState, action, done):
+    """-> (user, first item, model state) of the next step: a fresh episode's where done.
+
+    Generic: compute both and select. Envs whose model step can start an episode itself
+    override this to do one pass instead of two (SequentialEnv)."""
+    user, first, model = self._initial(key, params)
+    advanced = self._advance(params, state, action)
+    pick = lambda a, b: jax.lax.select(jnp.broadcast_to(done, a.shape), a, b)
+    return user, first, jax.tree_util.tree_map(pick, model, advanced)
 
   def reset(self, key: jax.Array, params) -> tuple[Observation, EnvState]:
     return self.reset_env(key, params)
 
   def step(self, key: jax.Array, state: EnvState, action: jax.Array, params):
     """One step with auto-reset: on done, the returned obs/state are a fresh episode's, while
-    reward, done and info describe the finished step."""
-    key_step, key_reset = jax.random.split(key)
-    obs, new, reward, done, info = self.step_env(key_step, state, action, params)
-    obs_re, state_re = self.reset_env(key_reset, params)
-    pick = lambda a, b: jax.lax.select(jnp.broadcast_to(done, a.shape), a, b)
-    state = jax.tree_util.tree_map(pick, state_re, new)
-    obs = jax.tree_util.tree_map(pick, obs_re, obs)
-    return obs, state, reward, done, info
+    reward, done and info describe the finished step. `key` only feeds the reset."""
+    action = action.astype(jnp.int32)
+    reward, done, info, cont = self._respond(params, state, action)
+    user, first, model = self._advance_or_reset(key, params, state, action, done)
+    fresh = self._fresh(user, first, None)
+    pick = lambda a, b: jnp.where(done, a, b)
+    new = EnvState(history=pick(fresh.history, cont.history),
+                   recent=pick(fresh.recent, cont.recent), user=pick(fresh.user, cont.user),
+                   t=pick(fresh.t, cont.t), ret=pick(fresh.ret, cont.ret), model=model)
+    return self.get_obs(new), new, reward, done, info

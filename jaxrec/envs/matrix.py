@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxrec.envs.base import QuitParams, RecEnv
+from jaxrec.envs.base import QuitParams, RecEnv, uniform_index
 
 
 @struct.dataclass
@@ -25,7 +25,7 @@ class MatrixEnv(RecEnv):
     self._num_items = num_items
 
   def _initial(self, key, params: MatrixParams):
-    user = jax.random.randint(key, (), 0, params.table.shape[0])
+    user = uniform_index(key, params.table.shape[0])
     return user, jnp.int32(-1), ()
 
   def _reward(self, params: MatrixParams, state, action):

@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxrec.envs.base import QuitParams, RecEnv
-from jaxrec.usermodels.sequential import SeqCache, SeqConfig, SeqScorer, item_scores
+from jaxrec.envs.base import QuitParams, RecEnv, uniform_index
+from jaxrec.usermodels.sequential import SeqConfig, SeqScorer, item_scores
 
 
 @struct.dataclass
@@ -24,9 +24,6 @@ class SequentialParams:
   reward_max: jax.Array  # float
   quit: QuitParams
   init_items: jax.Array  # [M] int32 initial items, sampled uniformly (so by popularity)
-  init_k: jax.Array  # [I, layers, H, dh] the KV of a session that consumed only item i
-  init_v: jax.Array  # [I, layers, H, dh]
-  init_h: jax.Array  # [I, d]
   item_vecs: jax.Array  # [I, d] distance space of the quit rule
 
 
@@ -40,29 +37,29 @@ class SequentialEnv(RecEnv):
 
   def make_params(self, model_params, center, scale, reward_max, quit: QuitParams,
                   init_items, item_vecs=None) -> SequentialParams:
-    """Precomputes the one-item caches so a reset is a gather, not a pass through the model."""
-    empty = self.model.apply(model_params, method=SeqScorer.empty_cache)
-    first = jax.jit(jax.vmap(
-        lambda i: self.model.apply(model_params, empty, i, method=SeqScorer.step)))(
-            jnp.arange(self.model_cfg.num_items))
     emb = model_params["params"]["item_emb"]["embedding"]
     return SequentialParams(
         model=model_params, center=jnp.float32(center), scale=jnp.float32(scale),
         reward_max=jnp.float32(reward_max), quit=quit,
         init_items=jnp.asarray(init_items, jnp.int32),
-        init_k=first.k[:, :, -1], init_v=first.v[:, :, -1], init_h=first.h,
         item_vecs=emb if item_vecs is None else jnp.asarray(item_vecs))
 
+  def _draw_item(self, key, params: SequentialParams):
+    return params.init_items[uniform_index(key, params.init_items.shape[0])]
+
   def _initial(self, key, params: SequentialParams):
-    item = params.init_items[jax.random.randint(key, (), 0, params.init_items.shape[0])]
-    c = self.model_cfg
-    shape = (c.num_layers, c.window, c.num_heads, c.dim // c.num_heads)
-    cache = SeqCache(
-        k=jnp.zeros(shape).at[:, -1].set(params.init_k[item]),
-        v=jnp.zeros(shape).at[:, -1].set(params.init_v[item]),
-        valid=jnp.zeros((c.window,), bool).at[-1].set(True),
-        h=params.init_h[item])
-    return jnp.int32(-1), item, cache
+    item = self._draw_item(key, params)
+    empty = self.model.apply(params.model, method=SeqScorer.empty_cache)
+    return jnp.int32(-1), item, self.model.apply(params.model, empty, item, method=SeqScorer.step)
+
+  def _advance_or_reset(self, key, params: SequentialParams, state, action, done):
+    # One pass through the model either way: a finished session forgets its cache (valid=False
+    # everywhere; masked slots are never read) and consumes a fresh initial item instead.
+    first = self._draw_item(key, params)
+    cache = state.model._replace(valid=state.model.valid & ~done)
+    item = jnp.where(done, first, action)
+    return (jnp.int32(-1), first,
+            self.model.apply(params.model, cache, item, method=SeqScorer.step))
 
   def score(self, params: SequentialParams, h: jax.Array, action: jax.Array) -> jax.Array:
     return item_scores(params.model, h, action)
