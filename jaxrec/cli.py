@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from jaxrec.errors import JaxrecError
 
@@ -30,7 +30,12 @@ def reject_extra_args(argv) -> None:
 
 
 def run(main) -> None:
-  """absl `app.run` with library INFO logs (orbax writes a dozen per save) off by default;
-  `--verbosity=0` brings them back."""
-  flags.FLAGS.set_default("verbosity", -1)
-  app.run(one_line_errors(main))
+  """absl `app.run` with library INFO logs (orbax writes a dozen per save) off unless the user
+  passes --verbosity; progress lines are printed, not logged."""
+
+  def quiet_main(argv):
+    if not flags.FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)
+    return main(argv)
+
+  app.run(one_line_errors(quiet_main))

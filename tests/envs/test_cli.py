@@ -1,0 +1,43 @@
+"""The env CLIs as a user runs them; the default-preset run is marked `slow`."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                        timeout=900)
+
+
+@pytest.mark.slow
+def test_build_envs_default_preset_then_bench(tmp_path):
+  env_dir = tmp_path / "env"
+  res = _run("experiments.build_envs", "--dataset=synthetic", f"--out={env_dir}")
+  assert res.returncode == 0, res.stderr[-2000:]
+  meta = json.loads((env_dir / "env.json").read_text())
+  assert meta["kind"] == "sequential"
+  for side in ("train", "test"):
+    rep = meta["reports"][side]
+    assert rep["hr10"] > 2 * rep["popularity_hr10"], rep
+  assert meta["reports"]["train"]["users"] == 1600  # 80/20 split of the 2000 default users
+
+  out = tmp_path / "bench.json"
+  res = _run("experiments.bench_envs", f"--env_dir={env_dir}", "--sizes=64,4096",
+             "--min_time=0.2", "--loop_time=0.5", "--scan_steps=20", f"--out={out}")
+  assert res.returncode == 0, res.stderr[-2000:]
+  bench = json.loads(out.read_text())
+  for key in ("matmul_gflops", "sequential_vmap_steps_per_s_4096", "sequential_loop_steps_per_s",
+              "sequential_gflops_4096"):
+    assert bench[key] > 0, key
+
+
+def test_build_envs_bad_flags_one_line_error(tmp_path):
+  res = _run("experiments.build_envs", "--dataset=synthetic", "--max_len=0",
+             f"--out={tmp_path / 'x'}")
+  assert res.returncode != 0
+  lines = res.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: --max_len must be positive")
+  assert not (tmp_path / "x").exists()
