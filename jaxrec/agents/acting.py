@@ -1,0 +1,34 @@
+"""Exploration strategies (paper RQ4), shared by every agent: scores [N, I] -> actions [N]."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxrec.agents.types import STRATEGIES
+from jaxrec.errors import ConfigError
+
+
+def check_strategy(strategy: str) -> str:
+  if strategy not in STRATEGIES:
+    raise ConfigError(f"--explore must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+  return strategy
+
+
+def select(key: jax.Array, scores: jax.Array, strategy: str,
+           epsilon: float | jax.Array = 0.0) -> jax.Array:
+  """scores [N, I] (actor logits, or Q values for DQN) -> actions [N] int32.
+
+  greedy: argmax; epsilon: a uniform item with probability epsilon, else argmax;
+  categorical: a sample of softmax(scores).
+  """
+  check_strategy(strategy)
+  if strategy == "greedy":
+    return jnp.argmax(scores, axis=-1).astype(jnp.int32)
+  if strategy == "categorical":
+    return jax.random.categorical(key, scores, axis=-1).astype(jnp.int32)
+  k_explore, k_item = jax.random.split(key)
+  n, num_items = scores.shape
+  explore = jax.random.uniform(k_explore, (n,)) < epsilon
+  random_items = jax.random.randint(k_item, (n,), 0, num_items)
+  return jnp.where(explore, random_items, jnp.argmax(scores, axis=-1)).astype(jnp.int32)

@@ -1,0 +1,49 @@
+"""Types shared by every agent and the training loop."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+import jax
+
+STRATEGIES = ("greedy", "epsilon", "categorical")
+
+
+class Transition(NamedTuple):
+  """One env step of a batch of sessions; leading axes [T, N] in a rollout."""
+  history: jax.Array  # [..., L] int32 the observed history before acting
+  action: jax.Array  # [...] int32
+  reward: jax.Array  # [...] float32
+  done: jax.Array  # [...] bool: the episode ended at this step (no bootstrap)
+  next_history: jax.Array  # [..., L] int32 (a fresh episode's where done; masked by done)
+
+
+class AgentState(NamedTuple):
+  """What every agent carries through the loop. `extra` is agent-specific (target params,
+  replay buffer state, ...)."""
+  params: Any
+  opt_state: Any
+  step: jax.Array  # int32 number of updates so far
+  extra: Any = ()
+
+
+class Agent(Protocol):
+  """The agent API of DESIGN.md. All methods are pure and jittable."""
+  unroll_len: int  # env steps per session collected before each `update`
+
+  def init(self, key: jax.Array) -> AgentState:
+    ...
+
+  def act(self, params, history: jax.Array, key: jax.Array, strategy: str,
+          epsilon: float | jax.Array = 0.0) -> jax.Array:
+    """history [N, L] -> actions [N] int32."""
+    ...
+
+  def update(self, state: AgentState, batch: Transition,
+             key: jax.Array) -> tuple[AgentState, dict]:
+    """batch: a rollout Transition [unroll_len, N, ...]."""
+    ...
+
+  def policy_params(self, state: AgentState):
+    """The params `act` needs (what export saves)."""
+    ...

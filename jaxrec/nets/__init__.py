@@ -1,0 +1,5 @@
+"""Networks of the agents: the SASRec state encoder G and the actor / critic heads."""
+
+from jaxrec.nets.networks import ActorCritic, NetConfig, QNetwork
+
+__all__ = ["ActorCritic", "NetConfig", "QNetwork"]

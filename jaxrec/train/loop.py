@@ -1,0 +1,127 @@
+"""The fused online loop (PureJaxRL shape): act -> env step -> store -> update, for N vmapped
+sessions, compiled into one `lax.scan` per epoch. Episode statistics stay on device.
+
+  runner = init_runner(key)
+  runner, curve = train_epoch(runner)          # jitted; iterations_per_epoch x unroll_len steps
+  metrics = evaluate(agent, params, test_env, test_params, key, ...)   # paper Sec. 5.3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxrec.agents.types import Agent, AgentState, Transition
+
+CURVE_WINDOW = 20  # the paper's learning curves: mean of the most recent 20 finished episodes
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+  num_sessions: int = 256
+  iterations_per_epoch: int = 10
+  strategy: str = "categorical"
+  epsilon: float = 0.1
+
+
+class RunnerState(NamedTuple):
+  agent: AgentState
+  env_state: Any
+  history: jax.Array  # [N, L] the current observations
+  key: jax.Array
+  recent_returns: jax.Array  # [CURVE_WINDOW] most recent finished episodes, ring
+  recent_lengths: jax.Array  # [CURVE_WINDOW]
+  num_finished: jax.Array  # int32 episodes finished so far
+  env_steps: jax.Array  # int32 env steps so far (all sessions)
+
+
+def _push_finished(returns, lengths, count, ep_return, ep_length, done):
+  """Writes the episodes finished this step (in session order) into the ring buffers."""
+  w = returns.shape[0]
+  done = done.astype(jnp.int32)
+  rank = jnp.cumsum(done) - 1  # 0.. among finished
+  total = done.sum()
+  keep = (done > 0) & (rank >= total - w)  # only the last w of them can survive
+  slot = jnp.where(keep, (count + rank) % w, w)  # w = out of bounds -> dropped
+  returns = returns.at[slot].set(ep_return, mode="drop")
+  lengths = lengths.at[slot].set(ep_length.astype(jnp.float32), mode="drop")
+  return returns, lengths, count + total
+
+
+def make_train(cfg: LoopConfig, agent: Agent, env, env_params):
+  """-> (init_runner(key), train_epoch(runner)) pure functions; jit train_epoch once."""
+  n = cfg.num_sessions
+  vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+  def init_runner(key: jax.Array, agent_state: AgentState | None = None) -> RunnerState:
+    k_agent, k_env, key = jax.random.split(key, 3)
+    if agent_state is None:
+      agent_state = agent.init(k_agent)
+    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, n),
+                                                           env_params)
+    return RunnerState(agent=agent_state, env_state=env_state, history=obs.history, key=key,
+                       recent_returns=jnp.zeros(CURVE_WINDOW),
+                       recent_lengths=jnp.zeros(CURVE_WINDOW), num_finished=jnp.int32(0),
+                       env_steps=jnp.int32(0))
+
+  def _env_step(runner: RunnerState, _):
+    key, k_act, k_env = jax.random.split(runner.key, 3)
+    action = agent.act(agent.policy_params(runner.agent), runner.history, k_act, cfg.strategy,
+                       cfg.epsilon)
+    obs, env_state, reward, done, info = vstep(jax.random.split(k_env, n), runner.env_state,
+                                               action, env_params)
+    rets, lens, count = _push_finished(runner.recent_returns, runner.recent_lengths,
+                                       runner.num_finished, info["episode_return"],
+                                       info["episode_length"], done)
+    transition = Transition(runner.history, action, reward, done, obs.history)
+    runner = runner._replace(env_state=env_state, history=obs.history, key=key,
+                             recent_returns=rets, recent_lengths=lens, num_finished=count,
+                             env_steps=runner.env_steps + n)
+    return runner, transition
+
+  def _iteration(runner: RunnerState, _):
+    runner, batch = jax.lax.scan(_env_step, runner, None, agent.unroll_len)
+    key, k_update = jax.random.split(runner.key)
+    agent_state, metrics = agent.update(runner.agent, batch, k_update)
+    runner = runner._replace(agent=agent_state, key=key)
+    have = jnp.minimum(runner.num_finished, CURVE_WINDOW)
+    denom = jnp.maximum(have, 1).astype(jnp.float32)
+    point = {"env_steps": runner.env_steps,
+             "curve_return": runner.recent_returns.sum() / denom,  # zeros fill unused slots
+             "curve_length": runner.recent_lengths.sum() / denom,
+             "mean_reward": batch.reward.mean()} | metrics
+    return runner, point
+
+  def train_epoch(runner: RunnerState):
+    """iterations_per_epoch updates; returns the runner and one curve point per update."""
+    return jax.lax.scan(_iteration, runner, None, cfg.iterations_per_epoch)
+
+  return init_runner, train_epoch
+
+
+def evaluate(agent: Agent, params, env, env_params, key: jax.Array, num_sessions: int,
+             max_steps: int, strategy: str, epsilon: float = 0.0) -> dict:
+  """One episode in each of num_sessions fresh sessions (no auto-reset): the paper's Return,
+  Length and average reward (R / Len per episode, averaged)."""
+  k_reset, key = jax.random.split(key)
+  obs, state = jax.vmap(env.reset_env, in_axes=(0, None))(
+      jax.random.split(k_reset, num_sessions), env_params)
+  vstep = jax.vmap(env.step_env, in_axes=(None, 0, 0, None))
+
+  def body(carry, k):
+    state, history, alive, ret, length = carry
+    action = agent.act(params, history, k, strategy, epsilon)
+    obs, state, reward, done, _ = vstep(k, state, action, env_params)
+    ret = ret + jnp.where(alive, reward, 0.0)
+    length = length + alive.astype(jnp.int32)
+    return (state, obs.history, alive & ~done, ret, length), None
+
+  init = (state, obs.history, jnp.ones(num_sessions, bool), jnp.zeros(num_sessions),
+          jnp.zeros(num_sessions, jnp.int32))
+  (_, _, _, ret, length), _ = jax.lax.scan(body, init, jax.random.split(key, max_steps))
+  return {"R": ret.mean(), "Len": length.mean(),
+          "Ravg": (ret / jnp.maximum(length, 1)).mean(),
+          "R_std": ret.std()}

@@ -1,0 +1,145 @@
+"""`train_and_evaluate(cfg, workdir)`: the one function behind `python -m jaxrec.train`.
+
+Run directory:
+  flags.json      the TrainConfig
+  metrics.jsonl   one row per evaluation in the test env (epoch 0 = before any update):
+                  epoch, env_steps, R, Len, Ravg, R_std + the train curve and losses
+  curve.jsonl     the learning curve: one row per update (mean of the last 20 finished
+                  train episodes vs total env steps)
+  checkpoints/    orbax CheckpointManager: the whole loop state (params, optimizer, replay
+                  buffer, env states, key) + the log rows, one step per epoch. A rerun of the
+                  same command resumes from the latest and ends exactly as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxrec.agents.registry import AGENTS, AgentConfig, make_agent
+from jaxrec.agents.acting import check_strategy
+from jaxrec.envs import build
+from jaxrec.errors import ConfigError
+from jaxrec.io import atomic_write_text
+from jaxrec.train.loop import LoopConfig, evaluate, make_train
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  agent: str = "a2c"
+  env: str = ""
+  num_sessions: int = 256
+  total_steps: int = 51_200
+  steps_per_epoch: int = 5_120
+  explore: str = "categorical"
+  epsilon: float = 0.1
+  eval_sessions: int = 1024
+  eval_explore: str = ""  # default: the training strategy
+  seed: int = 0
+  agent_cfg: AgentConfig = AgentConfig()
+  keep_checkpoints: int = 2
+
+  def validate(self) -> None:
+    if self.agent not in AGENTS:
+      raise ConfigError(f"--agent must be one of {', '.join(AGENTS)}; got {self.agent!r}")
+    if not self.env:
+      raise ConfigError("--env is required (a directory from experiments.build_envs)")
+    for f in ("num_sessions", "total_steps", "steps_per_epoch", "eval_sessions"):
+      if getattr(self, f) <= 0:
+        raise ConfigError(f"--{f} must be positive, got {getattr(self, f)}")
+    if not 0.0 <= self.epsilon <= 1.0:
+      raise ConfigError(f"--epsilon must be in [0, 1], got {self.epsilon}")
+    check_strategy(self.explore)
+    if self.eval_explore:
+      check_strategy(self.eval_explore)
+    self.agent_cfg.validate()
+
+
+def _write_jsonl(path: str, rows: list[dict]) -> None:
+  atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _scalars(tree) -> dict:
+  return {k: float(np.asarray(v)) for k, v in tree.items()}
+
+
+def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print) -> list[dict]:
+  """Trains, evaluates every epoch, checkpoints; returns the metrics rows."""
+  cfg.validate()
+  env, env_params, meta = build.load_env(cfg.env, "train")
+  test_env, test_params, _ = build.load_env(cfg.env, "test")
+  max_len = int(meta["build"]["max_len"])
+  agent = make_agent(cfg.agent, cfg.agent_cfg, env.num_actions, env.history_len)
+  per_iteration = cfg.num_sessions * agent.unroll_len
+  iterations = max(1, math.ceil(cfg.steps_per_epoch / per_iteration))
+  num_epochs = max(1, math.ceil(cfg.total_steps / (iterations * per_iteration)))
+  loop_cfg = LoopConfig(num_sessions=cfg.num_sessions, iterations_per_epoch=iterations,
+                        strategy=cfg.explore, epsilon=cfg.epsilon)
+  init_runner, train_epoch = make_train(loop_cfg, agent, env, env_params)
+  train_epoch = jax.jit(train_epoch)
+  eval_strategy = cfg.eval_explore or cfg.explore
+  eval_fn = jax.jit(lambda params, key: evaluate(
+      agent, params, test_env, test_params, key, cfg.eval_sessions, max_len, eval_strategy,
+      cfg.epsilon))
+
+  os.makedirs(workdir, exist_ok=True)
+  atomic_write_text(os.path.join(workdir, "flags.json"),
+                    json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+  root = jax.random.PRNGKey(cfg.seed)
+  eval_root, train_key = jax.random.split(root)
+  runner = init_runner(train_key)
+  manager = ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, "checkpoints")),
+      options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints),
+      item_names=("runner", "log"))
+  metrics, curve = [], []
+  start = manager.latest_step()
+  if start is not None:
+    restored = manager.restore(start, args=ocp.args.Composite(
+        runner=ocp.args.StandardRestore(jax.eval_shape(lambda: runner)),
+        log=ocp.args.JsonRestore()))
+    runner, metrics, curve = restored.runner, restored.log["metrics"], restored.log["curve"]
+    log(f"resumed from epoch {start} ({int(runner.env_steps)} env steps)")
+  else:
+    start = 0
+    row = {"epoch": 0, "env_steps": 0} | _scalars(
+        eval_fn(agent.policy_params(runner.agent), jax.random.fold_in(eval_root, 0)))
+    metrics.append(row)
+    log(f"epoch 0: test R {row['R']:.3f} Len {row['Len']:.2f} Ravg {row['Ravg']:.3f}")
+
+  t_start = time.perf_counter()
+  for epoch in range(start + 1, num_epochs + 1):
+    t0 = time.perf_counter()
+    runner, points = train_epoch(runner)
+    points = jax.tree_util.tree_map(np.asarray, jax.device_get(points))
+    dt = time.perf_counter() - t0
+    curve += [{k: float(v[i]) for k, v in points.items()} for i in range(iterations)]
+    row = {"epoch": epoch, "env_steps": int(runner.env_steps)} | _scalars(
+        eval_fn(agent.policy_params(runner.agent), jax.random.fold_in(eval_root, epoch)))
+    row |= {"train_curve_return": curve[-1]["curve_return"],
+            "train_curve_length": curve[-1]["curve_length"],
+            "loss": curve[-1].get("loss", float("nan")),
+            "steps_per_s": iterations * per_iteration / dt}
+    metrics.append(row)
+    manager.save(epoch, args=ocp.args.Composite(
+        runner=ocp.args.StandardSave(runner),
+        log=ocp.args.JsonSave({"metrics": metrics, "curve": curve})))
+    manager.wait_until_finished()
+    _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
+    _write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
+    done_epochs = epoch - start
+    eta = (time.perf_counter() - t_start) / done_epochs * (num_epochs - epoch)
+    log(f"epoch {epoch}/{num_epochs}: {row['env_steps']} env steps, "
+        f"{row['steps_per_s']:,.0f} steps/s, ETA {eta:.0f}s | test R {row['R']:.3f} "
+        f"Len {row['Len']:.2f} Ravg {row['Ravg']:.3f}")
+  _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
+  _write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
+  manager.close()
+  return metrics
