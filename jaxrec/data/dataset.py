@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -156,9 +157,9 @@ class Dataset:
 
   def mask_interactions(self, keep: np.ndarray, name: str | None = None) -> Dataset:
     """Keep interactions where keep [N] bool is true; users left empty are dropped."""
-    counts = np.add.reduceat(keep.astype(np.int64), self.offsets[:-1]) if self.num_interactions else (
-        np.zeros(self.num_users, np.int64))
-    counts = np.where(self.lengths > 0, counts, 0)
+    # Per-user kept counts by prefix sums (reduceat misbehaves on empty segments).
+    cum = np.concatenate([[0], np.cumsum(keep.astype(np.int64))])
+    counts = cum[self.offsets[1:]] - cum[self.offsets[:-1]]
     users = np.nonzero(counts > 0)[0]
     idx = np.nonzero(keep)[0]
     offsets = np.concatenate([[0], np.cumsum(counts[users])])
@@ -186,7 +187,7 @@ class Dataset:
         arrays = {f: z[f] for f in _ARRAY_FIELDS}
     except FileNotFoundError:
       raise DataError(f"{path}: dataset cache not found") from None
-    except (OSError, ValueError, KeyError, EOFError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
       raise DataError(f"{path}: not a jaxrec dataset cache ({type(e).__name__}: {e})") from None
     if meta.get("cache_version") != CACHE_VERSION:
       raise DataError(f"{path}: cache version {meta.get('cache_version')}, "

@@ -75,10 +75,15 @@ class SyntheticConfig:
         raise DataError(f"synthetic: {f} must be positive, got {getattr(self, f)}")
     if self.num_genres > len(_GENRES):
       raise DataError(f"synthetic: num_genres must be <= {len(_GENRES)}, got {self.num_genres}")
-    if self.min_length > self.max_length or self.mean_length < self.min_length:
-      raise DataError("synthetic: need min_length <= mean_length and min_length <= max_length")
-    if self.num_items < self.num_genres:
-      raise DataError("synthetic: num_items must be >= num_genres")
+    # Lengths are clipped to [min_length, max_length]: a mean outside it cannot be honoured
+    # (the chained comparison is also false for NaN).
+    if not self.min_length <= self.mean_length <= self.max_length:
+      raise DataError(f"synthetic: need min_length <= mean_length <= max_length, got "
+                      f"{self.min_length}, {self.mean_length}, {self.max_length}")
+    if self.num_items < max(self.num_genres, 2):
+      # Two items at least: with one, "never the same item twice in a row" cannot hold.
+      raise DataError(f"synthetic: num_items must be >= max(num_genres, 2), got "
+                      f"{self.num_items} with num_genres={self.num_genres}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,10 +120,12 @@ def generate_with_truth(cfg: SyntheticConfig = SyntheticConfig()) -> tuple[Datas
       (f"{_ADJECTIVES[a]} {_NOUNS[b]} {i + 1}", _GENRES[item_genre[i]], _BRANDS[brand[i]])
       for i, (a, b) in enumerate(words)], dtype=str)
 
-  # Users: a Dirichlet mix over 1-3 favourite genres.
-  n_fav = rng.integers(1, 4, size=n_u)
-  fav = np.stack([rng.permutation(g)[:3] for _ in range(n_u)])
-  mix = rng.dirichlet(np.ones(3), size=n_u) * (np.arange(3)[None, :] < n_fav[:, None])
+  # Users: a Dirichlet mix over 1-3 favourite genres (at most num_genres; for 3 or more genres
+  # the draws are the same as with a fixed 3, so existing seeds keep their data).
+  k = min(3, g)
+  n_fav = rng.integers(1, k + 1, size=n_u)
+  fav = np.stack([rng.permutation(g)[:k] for _ in range(n_u)])
+  mix = rng.dirichlet(np.ones(k), size=n_u) * (np.arange(k)[None, :] < n_fav[:, None])
   mix /= mix.sum(axis=1, keepdims=True)
   taste = np.einsum("uk,ukd->ud", mix, centroids[fav])
   taste /= np.linalg.norm(taste, axis=1, keepdims=True)
