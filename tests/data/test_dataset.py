@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import zipfile
 
 import numpy as np
 import pytest
