@@ -1,8 +1,8 @@
 """The fused online loop (PureJaxRL shape): act -> env step -> store -> update, for N vmapped
 sessions, compiled into one `lax.scan` per epoch. Episode statistics stay on device.
 
-  runner = init_runner(key)
-  runner, curve = train_epoch(runner)          # jitted; iterations_per_epoch x unroll_len steps
+  runner = init_runner(key, env_params)
+  runner, curve = train_epoch(runner, env_params)   # jitted; iterations x unroll_len steps
   metrics = evaluate(agent, params, test_env, test_params, key, ...)   # paper Sec. 5.3
 """
 
@@ -51,12 +51,17 @@ def _push_finished(returns, lengths, count, ep_return, ep_length, done):
   return returns, lengths, count + total
 
 
-def make_train(cfg: LoopConfig, agent: Agent, env, env_params):
-  """-> (init_runner(key), train_epoch(runner)) pure functions; jit train_epoch once."""
+def make_train(cfg: LoopConfig, agent: Agent, env):
+  """-> (init_runner(key, env_params), train_epoch(runner, env_params)), pure functions.
+
+  env_params are arguments, not closed-over constants: XLA would otherwise embed the user
+  model (or a [U, I] reward table) into the program, and one compile could not serve the
+  train and test envs."""
   n = cfg.num_sessions
   vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
-  def init_runner(key: jax.Array, agent_state: AgentState | None = None) -> RunnerState:
+  def init_runner(key: jax.Array, env_params, agent_state: AgentState | None = None
+                  ) -> RunnerState:
     k_agent, k_env, key = jax.random.split(key, 3)
     if agent_state is None:
       agent_state = agent.init(k_agent)
@@ -67,7 +72,7 @@ def make_train(cfg: LoopConfig, agent: Agent, env, env_params):
                        recent_lengths=jnp.zeros(CURVE_WINDOW), num_finished=jnp.int32(0),
                        env_steps=jnp.int32(0))
 
-  def _env_step(runner: RunnerState, _):
+  def _env_step(runner: RunnerState, env_params):
     key, k_act, k_env = jax.random.split(runner.key, 3)
     action = agent.act(agent.policy_params(runner.agent), runner.history, k_act, cfg.strategy,
                        cfg.epsilon)
@@ -82,8 +87,9 @@ def make_train(cfg: LoopConfig, agent: Agent, env, env_params):
                              env_steps=runner.env_steps + n)
     return runner, transition
 
-  def _iteration(runner: RunnerState, _):
-    runner, batch = jax.lax.scan(_env_step, runner, None, agent.unroll_len)
+  def _iteration(runner: RunnerState, env_params):
+    runner, batch = jax.lax.scan(lambda r, _: _env_step(r, env_params), runner, None,
+                                 agent.unroll_len)
     key, k_update = jax.random.split(runner.key)
     agent_state, metrics = agent.update(runner.agent, batch, k_update)
     runner = runner._replace(agent=agent_state, key=key)
@@ -95,9 +101,10 @@ def make_train(cfg: LoopConfig, agent: Agent, env, env_params):
              "mean_reward": batch.reward.mean()} | metrics
     return runner, point
 
-  def train_epoch(runner: RunnerState):
+  def train_epoch(runner: RunnerState, env_params):
     """iterations_per_epoch updates; returns the runner and one curve point per update."""
-    return jax.lax.scan(_iteration, runner, None, cfg.iterations_per_epoch)
+    return jax.lax.scan(lambda r, _: _iteration(r, env_params), runner, None,
+                        cfg.iterations_per_epoch)
 
   return init_runner, train_epoch
 

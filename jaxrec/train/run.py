@@ -82,19 +82,19 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print) -> list[dict]:
   num_epochs = max(1, math.ceil(cfg.total_steps / (iterations * per_iteration)))
   loop_cfg = LoopConfig(num_sessions=cfg.num_sessions, iterations_per_epoch=iterations,
                         strategy=cfg.explore, epsilon=cfg.epsilon)
-  init_runner, train_epoch = make_train(loop_cfg, agent, env, env_params)
-  train_epoch = jax.jit(train_epoch)
+  init_runner, train_epoch = make_train(loop_cfg, agent, env)
+  init_runner, train_epoch = jax.jit(init_runner), jax.jit(train_epoch)
   eval_strategy = cfg.eval_explore or cfg.explore
-  eval_fn = jax.jit(lambda params, key: evaluate(
-      agent, params, test_env, test_params, key, cfg.eval_sessions, max_len, eval_strategy,
-      cfg.epsilon))
+  eval_fn = jax.jit(lambda params, root, epoch, test_params: evaluate(
+      agent, params, test_env, test_params, jax.random.fold_in(root, epoch), cfg.eval_sessions,
+      max_len, eval_strategy, cfg.epsilon))
 
   os.makedirs(workdir, exist_ok=True)
   atomic_write_text(os.path.join(workdir, "flags.json"),
                     json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
   root = jax.random.PRNGKey(cfg.seed)
   eval_root, train_key = jax.random.split(root)
-  runner = init_runner(train_key)
+  runner = init_runner(train_key, env_params)
   manager = ocp.CheckpointManager(
       os.path.abspath(os.path.join(workdir, "checkpoints")),
       options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints),
@@ -110,19 +110,19 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print) -> list[dict]:
   else:
     start = 0
     row = {"epoch": 0, "env_steps": 0} | _scalars(
-        eval_fn(agent.policy_params(runner.agent), jax.random.fold_in(eval_root, 0)))
+        eval_fn(agent.policy_params(runner.agent), eval_root, 0, test_params))
     metrics.append(row)
     log(f"epoch 0: test R {row['R']:.3f} Len {row['Len']:.2f} Ravg {row['Ravg']:.3f}")
 
   t_start = time.perf_counter()
   for epoch in range(start + 1, num_epochs + 1):
     t0 = time.perf_counter()
-    runner, points = train_epoch(runner)
+    runner, points = train_epoch(runner, env_params)
     points = jax.tree_util.tree_map(np.asarray, jax.device_get(points))
     dt = time.perf_counter() - t0
     curve += [{k: float(v[i]) for k, v in points.items()} for i in range(iterations)]
     row = {"epoch": epoch, "env_steps": int(runner.env_steps)} | _scalars(
-        eval_fn(agent.policy_params(runner.agent), jax.random.fold_in(eval_root, epoch)))
+        eval_fn(agent.policy_params(runner.agent), eval_root, epoch, test_params))
     row |= {"train_curve_return": curve[-1]["curve_return"],
             "train_curve_length": curve[-1]["curve_length"],
             "loss": curve[-1].get("loss", float("nan")),
