@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 
 import jax
@@ -20,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
+from experiments import benchlib
 from jaxrec import cli
 from jaxrec.data import SyntheticConfig, load_dataset
 from jaxrec.envs import build
@@ -31,27 +31,17 @@ SIZES = flags.DEFINE_list("sizes", ["1", "64", "1024", "4096", "16384"], "num_se
 SCAN_STEPS = flags.DEFINE_integer("scan_steps", 200, "env steps per jitted scan call")
 MIN_TIME = flags.DEFINE_float("min_time", 1.0, "seconds to time each configuration for")
 LOOP_TIME = flags.DEFINE_float("loop_time", 3.0, "seconds to run the NumPy loop baseline for")
+PRNG = flags.DEFINE_enum("prng_impl", "threefry2x32", ["threefry2x32", "rbg", "unsafe_rbg"],
+                         "JAX PRNG of the per-session keys (the envs work with any)")
 ENV_DIR = flags.DEFINE_string("env_dir", None, "benchmark this env dir instead of building "
                               "the synthetic default (sequential) and a matrix env")
-
-
-def _timed(fn, min_time):
-  """Best per-call seconds over repeated calls lasting at least min_time (after a warm-up)."""
-  jax.block_until_ready(fn())
-  best, start = np.inf, time.perf_counter()
-  while True:
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    best = min(best, time.perf_counter() - t)
-    if time.perf_counter() - start > min_time:
-      return best
 
 
 def matmul_gflops(n: int = 2048, min_time: float = 1.0) -> float:
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
   b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
   f = jax.jit(lambda a, b: a @ b)
-  return 2 * n ** 3 / _timed(lambda: f(a, b), min_time) / 1e9
+  return 2 * n ** 3 / benchlib.best_time(lambda: f(a, b), min_time) / 1e9
 
 
 def make_rollout(env, params, num_sessions: int, steps: int):
@@ -71,21 +61,25 @@ def make_rollout(env, params, num_sessions: int, steps: int):
     return state, r.sum(), d.sum()
 
   _, state = jax.vmap(env.reset, in_axes=(0, None))(
-      jax.random.split(jax.random.PRNGKey(0), num_sessions), params)
+      jax.random.split(_key(0), num_sessions), params)
   return rollout, state, vstep
+
+
+def _key(seed: int) -> jax.Array:
+  return jax.random.key(seed, impl=PRNG.value)
 
 
 def vmap_steps_per_s(env, params, num_sessions, steps, min_time):
   rollout, state, _ = make_rollout(env, params, num_sessions, steps)
-  key = jax.random.PRNGKey(1)
-  secs = _timed(lambda: rollout(state, key), min_time)
+  key = _key(1)
+  secs = benchlib.best_time(lambda: rollout(state, key), min_time)
   return num_sessions * steps / secs
 
 
 def step_flops(env, params, num_sessions) -> float:
   """XLA's flop count for one vmapped step of num_sessions sessions."""
   _, state, vstep = make_rollout(env, params, num_sessions, 1)
-  keys = jax.random.split(jax.random.PRNGKey(0), num_sessions)
+  keys = jax.random.split(_key(0), num_sessions)
   actions = jnp.zeros((num_sessions,), jnp.int32)
   cost = jax.jit(vstep).lower(keys, state, actions, params).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -134,9 +128,8 @@ def build_default_envs(workdir: str) -> dict[str, str]:
 def main(argv):
   cli.reject_extra_args(argv)
   sizes = [int(s) for s in SIZES.value]
-  result = {"device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
-            "platform": platform.platform(), "jax": jax.__version__,
-            "scan_steps": SCAN_STEPS.value}
+  result = benchlib.machine() | {
+            "scan_steps": SCAN_STEPS.value, "prng_impl": PRNG.value}
   result["matmul_gflops"] = matmul_gflops(min_time=MIN_TIME.value)
   print(f"matmul: {result['matmul_gflops']:.1f} GFLOP/s", flush=True)
   if ENV_DIR.value:

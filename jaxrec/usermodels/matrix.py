@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from jaxrec.data.dataset import Dataset
+from jaxrec.usermodels.common import make_sgd_chunk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,24 +127,18 @@ def fit(ds: Dataset, cfg: MatrixConfig, log=print) -> tuple[dict, MatrixReport]:
   opt_state = opt.init(params)
   tu, ti, tr = (jnp.asarray(a[train]) for a in (users, items, ratings))
 
-  def train_step(carry, step_key):
-    params, opt_state = carry
+  def minibatch_loss(p, step_key):
     idx = jax.random.randint(step_key, (cfg.batch_size,), 0, tu.shape[0])
-    loss, grads = jax.value_and_grad(
-        lambda p: jnp.mean(jnp.square(predict(p, tu[idx], ti[idx]) - tr[idx])))(params)
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), loss
+    return jnp.mean(jnp.square(predict(p, tu[idx], ti[idx]) - tr[idx]))
 
-  @jax.jit
-  def train_chunk(params, opt_state, key):
-    (params, opt_state), losses = jax.lax.scan(train_step, (params, opt_state),
-                                               jax.random.split(key, 200))
-    return params, opt_state, losses.mean(), rmse(params, val)
+  train_chunk = make_sgd_chunk(minibatch_loss, opt, 200)
+  val_rmse_fn = jax.jit(lambda p: rmse(p, val))
 
   best = (np.inf, params, np.nan)
   for chunk in range(max(1, cfg.num_steps // 200)):
     key, chunk_key = jax.random.split(key)
-    params, opt_state, loss, val_rmse = train_chunk(params, opt_state, chunk_key)
+    params, opt_state, loss = train_chunk(params, opt_state, chunk_key)
+    val_rmse = val_rmse_fn(params)
     if float(val_rmse) < best[0]:
       best = (float(val_rmse), params, float(loss))
     if chunk % 5 == 0:

@@ -18,6 +18,7 @@ import optax
 
 from jaxrec.data.dataset import Dataset
 from jaxrec.layers import CausalBlock
+from jaxrec.usermodels.common import make_sgd_chunk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,20 +159,12 @@ def fit(ds: Dataset, cfg: SeqConfig, log=print) -> tuple[dict, FitReport]:
   opt_state = opt.init(params)
   data = jnp.asarray(seqs)
 
-  def train_step(carry, step_key):
-    params, opt_state = carry
+  def minibatch_loss(p, step_key):
     batch_key, neg_key = jax.random.split(step_key)
     idx = jax.random.randint(batch_key, (cfg.batch_size,), 0, data.shape[0])
-    loss, grads = jax.value_and_grad(
-        lambda p: _loss(model, p, data[idx], neg_key, cfg))(params)
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), loss
+    return _loss(model, p, data[idx], neg_key, cfg)
 
-  @jax.jit
-  def train_chunk(params, opt_state, key):
-    (params, opt_state), losses = jax.lax.scan(train_step, (params, opt_state),
-                                               jax.random.split(key, 100))
-    return params, opt_state, losses.mean()
+  train_chunk = make_sgd_chunk(minibatch_loss, opt, 100)
 
   loss = float("nan")
   for chunk in range(max(1, cfg.num_steps // 100)):

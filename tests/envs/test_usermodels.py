@@ -5,7 +5,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from jaxrec.data import SyntheticConfig, load_dataset, split_by_user
 from jaxrec.usermodels import matrix as mx
