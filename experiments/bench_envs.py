@@ -50,7 +50,8 @@ def make_rollout(env, params, num_sessions: int, steps: int):
 
   def body(state, key):
     k_act, k_env = jax.random.split(key)
-    action = jax.random.randint(k_act, (num_sessions,), 0, env.num_actions)
+    # One 32-bit draw per action (randint draws twice): the policy should not be the cost.
+    action = (jax.random.bits(k_act, (num_sessions,), jnp.uint32) % env.num_actions).astype(jnp.int32)
     _, state, reward, done, _ = vstep(jax.random.split(k_env, num_sessions), state, action,
                                       params)
     return state, (reward.sum(), done.sum())
