@@ -1,0 +1,81 @@
+"""The `hf` backend: transformers on CPU, scoring the label tokens of a real (small) model.
+
+One forward pass per batch of prompts; the next-token logits at the end of each prompt,
+restricted to the k + 1 label tokens, give the greedy constrained choice and the soft
+preference (`base.choose`). It exercises the real text path (prompt, tokenizer, model) on
+machines without a GPU; the vllm backend is the production one.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from jaxrec.errors import ConfigError
+from jaxrec.shards import Catalog, LabelShard, RequestShard
+from llm_labeler.backends.base import choose, label_token_ids
+from llm_labeler.prompts import PromptRenderer, chat_wrapper, letters
+
+
+def load_model(model: str, dtype: str = "float32"):
+  """(tokenizer, model) from a local directory or a local .gguf file; never a hub download."""
+  import torch
+  from transformers import AutoModelForCausalLM, AutoTokenizer
+  if not os.path.exists(model):
+    raise ConfigError(f"--model {model!r}: no such local file or directory")
+  kwargs = {}
+  path = model
+  if model.endswith(".gguf"):
+    path, kwargs["gguf_file"] = os.path.dirname(os.path.abspath(model)), os.path.basename(model)
+  tok = AutoTokenizer.from_pretrained(path, local_files_only=True, **kwargs)
+  torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                 "float16": torch.float16, "auto": "auto"}[dtype]
+  lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype,
+                                            **kwargs)
+  lm.eval()
+  return tok, lm
+
+
+class HFBackend:
+  name = "hf"
+
+  def __init__(self, model: str, catalog: Catalog, k: int, batch_size: int = 16,
+               chat_template: bool = False, dtype: str = "float32"):
+    import torch
+    self._torch = torch
+    self.tokenizer, self.lm = load_model(model, dtype)
+    self.tokenizer.padding_side = "left"
+    if self.tokenizer.pad_token is None:
+      self.tokenizer.pad_token = self.tokenizer.eos_token
+    chat = chat_wrapper(self.tokenizer) if chat_template else None
+    self.renderer = PromptRenderer(catalog, k, chat)
+    self.label_ids = label_token_ids(self.tokenizer, letters(k))
+    self.batch_size = batch_size
+    self.model = os.path.abspath(model)
+    self.meta = {"chat_template": chat_template, "dtype": dtype, "label_token_ids": self.label_ids}
+    self.prompt_tokens = 0
+
+  def scores(self, prompts: list[str]) -> np.ndarray:
+    """[N, k+1] next-token logits of the label tokens after each prompt."""
+    torch = self._torch
+    out = []
+    ids = torch.tensor(self.label_ids)
+    for start in range(0, len(prompts), self.batch_size):
+      enc = self.tokenizer(prompts[start:start + self.batch_size], return_tensors="pt",
+                           padding=True)
+      mask = enc["attention_mask"]
+      self.prompt_tokens += int(mask.sum())
+      # Left padding: positions count real tokens only, as generate() does.
+      pos = (mask.cumsum(-1) - 1).clamp(min=0)
+      with torch.inference_mode():
+        logits = self.lm(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos,
+                         logits_to_keep=1).logits[:, -1, :]
+      out.append(logits[:, ids].float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(self.label_ids)), np.float32)
+
+  def label(self, requests: RequestShard, shard: str = "") -> LabelShard:
+    del shard
+    prompts = self.renderer.render(requests.history, requests.candidates)
+    choice, logprobs = choose(self.scores(prompts))
+    return LabelShard(choice, np.ones(len(choice), bool), logprobs)

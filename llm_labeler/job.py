@@ -1,0 +1,223 @@
+"""The labeling job behind `python -m llm_labeler.label` (see label.py for the flags).
+
+Labels every request shard of DIR that has no label shard in --out yet, one shard at a time
+(each committed atomically, see jaxrec.shards), so a killed job rerun finishes the rest with
+each shard labeled exactly once; a committed label shard is never rewritten.
+
+  --num_workers=W --worker_id=i   this process labels only its share of the shards (hosts may
+                                  share --out: commits are locked, the manifest is derived)
+  --follow                        keep polling DIR for new shards until DIR/DONE exists and
+                                  every shard (of this worker) is labeled, then exit 0
+
+Backends: vllm (GPU hosts: --model, --lora_path, --tensor_parallel_size, --max_num_seqs,
+--dtype, --gpu_memory_utilization), hf (transformers on CPU, a small model), oracle (a SIMULATED
+judge on the --env train user model: not an LLM; for CPU-only runs and labeler-quality studies).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+import zlib
+
+from jaxrec import shards
+from jaxrec.errors import ConfigError, DataError
+from llm_labeler.backends import BACKENDS
+from llm_labeler.prompts import TEMPLATE_VERSION
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelConfig:
+  requests: str = ""
+  out: str = ""
+  backend: str = "oracle"
+  env: str = ""  # oracle: the env whose train user model judges; others: catalog fallback
+  model: str = ""  # vllm / hf: local model directory (hf also takes a .gguf file)
+  lora_path: str = ""
+  tensor_parallel_size: int = 1
+  max_num_seqs: int = 256
+  dtype: str = "auto"
+  gpu_memory_utilization: float = 0.9
+  max_model_len: int = 0
+  constraint: str = "tokens"
+  prefix_caching: bool = True
+  enforce_eager: bool = False
+  chat_template: bool = False
+  batch_size: int = 16  # hf: prompts per forward pass
+  oracle_temperature: float = 0.5
+  oracle_none_threshold: float | None = None
+  oracle_flip_prob: float = 0.0
+  seed: int = 0
+  num_workers: int = 1
+  worker_id: int = 0
+  follow: bool = False
+  poll_seconds: float = 2.0
+  max_shards: int = 0  # stop after labeling this many shards (0 = no limit)
+
+  def validate(self) -> None:
+    if not self.requests or not self.out:
+      raise ConfigError("--requests and --out are required")
+    if os.path.abspath(self.requests) == os.path.abspath(self.out):
+      raise ConfigError("--out must differ from --requests (label shards take the request "
+                        "shards' names)")
+    if self.backend not in BACKENDS:
+      raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+    if self.backend == "oracle" and not self.env:
+      raise ConfigError("--backend=oracle needs --env (the env directory whose train user "
+                        "model judges)")
+    if self.backend in ("vllm", "hf") and not self.model:
+      raise ConfigError(f"--backend={self.backend} needs --model (a local model path)")
+    if self.num_workers < 1 or not 0 <= self.worker_id < self.num_workers:
+      raise ConfigError(f"need 0 <= --worker_id < --num_workers, got {self.worker_id} of "
+                        f"{self.num_workers}")
+    if self.batch_size < 1 or self.poll_seconds <= 0 or self.max_shards < 0:
+      raise ConfigError("--batch_size and --poll_seconds must be positive, --max_shards >= 0")
+
+
+def worker_of(name: str, num_workers: int) -> int:
+  """The worker that labels shard `name`: its trailing number mod W (round robin over
+  "requests-00007"-style names), else a CRC32 of the name; stable as new shards appear."""
+  m = re.search(r"(\d+)$", name)
+  return (int(m.group(1)) if m else zlib.crc32(name.encode())) % num_workers
+
+
+def load_catalog(cfg: LabelConfig, request_meta: dict) -> shards.Catalog:
+  """The requests' item catalog: DIR/catalog.npz, else the dataset of --env."""
+  if os.path.exists(os.path.join(cfg.requests, shards.CATALOG)) or not cfg.env:
+    cat = shards.read_catalog(cfg.requests)
+  else:
+    from jaxrec.envs import build
+    ds = build.load_dataset_of(cfg.env)
+    cat = shards.catalog_of(ds, build.fingerprint(ds))
+  want = request_meta.get("fingerprint")
+  if want is not None and cat.fingerprint != want:
+    raise DataError(f"{cfg.requests}: requests are of dataset fingerprint {want}, the catalog "
+                    f"is {cat.fingerprint} ({cat.dataset})")
+  return cat
+
+
+def make_backend(cfg: LabelConfig, request_meta: dict):
+  """Builds the backend (imports vLLM / transformers / the env only now)."""
+  k = int(request_meta["k"])
+  if cfg.backend == "oracle":
+    from jaxrec.oracle import OracleConfig
+    from llm_labeler.backends.oracle_backend import OracleBackend
+    backend = OracleBackend(cfg.env, OracleConfig(cfg.oracle_temperature,
+                                                  cfg.oracle_none_threshold,
+                                                  cfg.oracle_flip_prob), seed=cfg.seed)
+    want = request_meta.get("fingerprint")
+    if want is not None and backend.fingerprint != want:
+      raise DataError(f"--env {cfg.env}: built from dataset fingerprint {backend.fingerprint}, "
+                      f"the requests are of {want}")
+    return backend
+  catalog = load_catalog(cfg, request_meta)
+  if cfg.backend == "hf":
+    from llm_labeler.backends.hf_backend import HFBackend
+    return HFBackend(cfg.model, catalog, k, cfg.batch_size, cfg.chat_template,
+                     "float32" if cfg.dtype == "auto" else cfg.dtype)
+  from llm_labeler.backends.vllm_backend import VLLMBackend, VLLMConfig
+  return VLLMBackend(VLLMConfig(
+      model=cfg.model, lora_path=cfg.lora_path, tensor_parallel_size=cfg.tensor_parallel_size,
+      max_num_seqs=cfg.max_num_seqs, dtype=cfg.dtype,
+      gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
+      constraint=cfg.constraint, enable_prefix_caching=cfg.prefix_caching,
+      enforce_eager=cfg.enforce_eager, chat_template=cfg.chat_template, seed=cfg.seed),
+      catalog, k)
+
+
+def label_meta(backend, request_meta: dict) -> dict:
+  """What every label shard of --out records (CONSISTENT_KEYS must agree across shards)."""
+  return {"backend": backend.name, "model": backend.model, "template_version": TEMPLATE_VERSION,
+          "k": int(request_meta["k"]), "dataset": request_meta.get("dataset"),
+          "fingerprint": request_meta.get("fingerprint"),
+          "history_len": request_meta.get("history_len"),
+          "num_items": request_meta.get("num_items"), "backend_meta": backend.meta}
+
+
+class _Progress:
+  """Cumulative rates and the ETA over the rows still pending."""
+
+  def __init__(self, log):
+    self.log, self.start = log, None
+    self.rows = self.invalid = self.shards = 0
+
+  def begin(self) -> None:
+    """Starts the clock (after the backend is built: loading a model is not labeling)."""
+    if self.start is None:
+      self.start = time.perf_counter()
+
+  def update(self, name: str, rows: int, invalid: int, tokens: int, pending_rows: int,
+             is_oracle: bool) -> None:
+    self.rows += rows
+    self.invalid += invalid
+    self.shards += 1
+    dt = max(time.perf_counter() - self.start, 1e-9)
+    rate = self.rows / dt
+    tok = "n/a (oracle)" if is_oracle else f"{tokens / dt:.4g}"
+    self.log(f"labeled {name}: {rows} rows | total {self.rows} rows in {self.shards} shards, "
+             f"{rate:.4g} prompts/s, {tok} prompt tokens/s, invalid {self.invalid} "
+             f"({self.invalid / max(self.rows, 1):.2%}), ETA {pending_rows / rate:.0f}s for "
+             f"{pending_rows} known rows")
+
+
+def label_directory(cfg: LabelConfig, log=print, backend=None) -> dict:
+  """Labels the pending shards of cfg.requests into cfg.out (see the module docstring).
+
+  Returns {"labeled": [names], "skipped": n already labeled, "rows": n, "invalid": n}.
+  `backend` may be passed pre-built (tests, benchmarks); otherwise it is built on the first
+  pending shard, so a finished job reruns without loading a model.
+  """
+  cfg.validate()
+  if not cfg.follow and not os.path.isdir(cfg.requests):
+    raise DataError(f"--requests {cfg.requests}: no such directory")
+  os.makedirs(cfg.out, exist_ok=True)
+  for fn in shards.remove_stale_temps(cfg.out):
+    log(f"removed {fn}, left by a killed labeler")
+  progress = _Progress(log)
+  labeled, skipped, meta = [], 0, None
+  announced = False
+  while True:
+    done_marker = shards.is_done(cfg.requests)  # read before listing: no shard follows it
+    manifest = shards.read_manifest(cfg.requests)
+    mine = [n for n in sorted(manifest["shards"]) if worker_of(n, cfg.num_workers) ==
+            cfg.worker_id]
+    have = set(shards.list_shards(cfg.out))
+    pending = [n for n in mine if n not in have]
+    if not announced and mine:
+      skipped = len(mine) - len(pending)
+      log(f"worker {cfg.worker_id}/{cfg.num_workers}: {len(mine)} shards, {skipped} already "
+          f"labeled in {cfg.out}")
+      announced = True
+    for i, name in enumerate(pending):
+      if cfg.max_shards and len(labeled) >= cfg.max_shards:
+        return _summary(labeled, skipped, progress)
+      if backend is None:
+        backend = make_backend(cfg, manifest["meta"])
+        if backend.name == "oracle":
+          log("backend oracle: a SIMULATED judge on the env's user model, not an LLM")
+      if meta is None:
+        meta = label_meta(backend, manifest["meta"])
+        shards.check_meta(cfg.out, meta, shards.directory_meta(cfg.out))
+      progress.begin()
+      req = shards.read_requests(cfg.requests, name)
+      lab = backend.label(req, name)
+      try:
+        shards.write_labels(cfg.out, shards.label_name(name), lab, meta)
+      except shards.ShardExistsError:
+        log(f"{name}: labeled by another process meanwhile; kept that label shard")
+        continue
+      labeled.append(name)
+      pending_rows = sum(manifest["shards"][n]["rows"] for n in pending[i + 1:])
+      progress.update(name, len(req.session), int((~lab.valid).sum()), backend.prompt_tokens,
+                      pending_rows, backend.name == "oracle")
+    if not cfg.follow or (done_marker and not pending):
+      return _summary(labeled, skipped, progress)
+    if not pending:
+      time.sleep(cfg.poll_seconds)
+
+
+def _summary(labeled, skipped, progress) -> dict:
+  return {"labeled": labeled, "skipped": skipped, "rows": progress.rows,
+          "invalid": progress.invalid}

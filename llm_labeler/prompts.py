@@ -1,0 +1,156 @@
+"""The preference prompt of paper Table 1, word for word, rendered for whole request shards.
+
+The paper's template (Sec. 4.1.1, Table 1), with {scenario}, {item}, {behavior} and the
+attributes filled from the dataset's catalog, the history as item texts and the k candidates
+lettered a, b, ... with the next letter for "None" (k = 10: a-j and "k. None"):
+
+  Below is an instruction that describes a task, paired with an input that provides further
+  context. Write a response that appropriately completes the request.
+
+  Instruction: You are a user in a {scenario} platform now. The {item} is in the form of
+  {attribute1; attribute2; ...}. Given a user's {behavior} history of {item}, and candidate
+  {item} labelled by lowercase letter to be decided to recommend to the user, identify which
+  {item} the user will mostly prefer to at next timestamp. Please judge by the user's preference
+  on {attribute1; attribute2; ...}; if you think that none of the candidates will be selected by
+  the user, please answer "None"
+  Input: History: {interacted items}. Which one the user will mostly like at next timestamp in
+  the following candidates?
+  a. {item1}
+  ...
+  k. None
+  Response: By analysing the user's preference, the user will select
+
+The prompt ends where the paper's response puts "{label from a-k}", so the model's next token
+is the label (" a" ... " k"). An item is rendered as its attribute values joined by "; " (the
+form the instruction announces), in parentheses inside the history. The paper prints the
+candidates on one line; we put each on its own line (same words, easier to read for a model).
+
+With a chat template (instruct models) the preamble, instruction and input are the user turn
+and the response sentence starts the assistant turn; `chat_wrapper` takes the two halves of the
+template from a tokenizer once, so rendering stays string concatenation.
+
+Speed: the per-item strings are built once per catalog; a shard is rendered by fancy-indexing
+object arrays of those strings with the shard's id arrays (padding -1 picks a trailing entry)
+and one `str.join` per prompt.
+"""
+
+from __future__ import annotations
+
+import string
+
+import numpy as np
+
+from jaxrec.errors import ConfigError, DataError
+from jaxrec.shards import Catalog
+
+# Bump whenever a rendered prompt changes; recorded in every label manifest.
+TEMPLATE_VERSION = "table1-v1"
+
+PREAMBLE = ("Below is an instruction that describes a task, paired with an input that provides "
+            "further context. Write a response that appropriately completes the request.")
+INSTRUCTION = (
+    "You are a user in a {scenario} platform now. The {item} is in the form of {attributes}. "
+    "Given a user's {behavior} history of {item}, and candidate {item} labelled by lowercase "
+    "letter to be decided to recommend to the user, identify which {item} the user will mostly "
+    "prefer to at next timestamp. Please judge by the user's preference on {attributes}; if you "
+    "think that none of the candidates will be selected by the user, please answer \"None\"")
+INPUT = ("History: {history}. Which one the user will mostly like at next timestamp in the "
+         "following candidates?")
+RESPONSE = "By analysing the user's preference, the user will select"
+NONE_TEXT = "None"
+EMPTY_HISTORY = "none"
+_CHAT_SENTINEL = "\x00JAXREC_PROMPT\x00"
+MAX_K = len(string.ascii_lowercase) - 1
+
+
+def letters(k: int) -> list[str]:
+  """The k + 1 labels: k candidate letters and the letter of "None" (k=10: a..j, k)."""
+  if not 1 <= k <= MAX_K:
+    raise ConfigError(f"--k must be in 1..{MAX_K} (one lowercase letter per candidate plus "
+                      f"one for None), got {k}")
+  return list(string.ascii_lowercase[:k + 1])
+
+
+def item_strings(catalog: Catalog) -> list[str]:
+  """[I] each item's attribute values joined by '; '."""
+  return ["; ".join(row) for row in np.asarray(catalog.item_text).tolist()]
+
+
+def chat_wrapper(tokenizer) -> tuple[str, str]:
+  """(head, tail) of a tokenizer's chat template around one user turn, generation prompt
+  included: prompt = head + user text + tail + assistant text. Prompts are encoded with
+  special tokens (as vLLM does), so a BOS that the template writes and the tokenizer also
+  adds is dropped from head; templates whose first token merely equals BOS (ChatML models
+  where bos = "<|im_start|>") keep it."""
+  text = tokenizer.apply_chat_template([{"role": "user", "content": _CHAT_SENTINEL}],
+                                       tokenize=False, add_generation_prompt=True)
+  if text.count(_CHAT_SENTINEL) != 1:
+    raise ConfigError("--chat_template: the tokenizer's chat template does not keep the user "
+                      "message verbatim")
+  head, tail = text.split(_CHAT_SENTINEL)
+  bos, bos_id = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "bos_token_id", None)
+  with_special = tokenizer.encode("x", add_special_tokens=True)
+  adds_bos = (bos_id is not None and with_special[:1] == [bos_id]
+              and len(with_special) > len(tokenizer.encode("x", add_special_tokens=False)))
+  if adds_bos and bos and head.startswith(bos):  # else the prompt would start with two BOS
+    head = head[len(bos):]
+  return head, tail
+
+
+class PromptRenderer:
+  """Renders Table 1 prompts for a catalog and k; build once, call per shard."""
+
+  def __init__(self, catalog: Catalog, k: int, chat: tuple[str, str] | None = None):
+    """Args:
+      catalog: the dataset's item text and prompt nouns.
+      k: candidates per prompt.
+      chat: (head, tail) from `chat_wrapper` for instruct models; None = the plain template.
+    """
+    self.k = k
+    self.labels = letters(k)
+    self.num_items = len(catalog.item_text)
+    attributes = "; ".join(catalog.attribute_names)
+    instruction = INSTRUCTION.format(scenario=catalog.scenario, item=catalog.item_noun,
+                                     attributes=attributes, behavior=catalog.behavior)
+    before_history, after_history = INPUT.split("{history}")
+    body_head = f"{PREAMBLE}\n\nInstruction: {instruction}\nInput: {before_history}"
+    none_line = f"\n{self.labels[k]}. {NONE_TEXT}"
+    if chat is None:
+      self._head = body_head
+      self._tail = f"{none_line}\nResponse: {RESPONSE}"
+    else:
+      self._head = chat[0] + body_head
+      self._tail = f"{none_line}{chat[1]}{RESPONSE}"
+    self._mid = after_history
+    items = item_strings(catalog)
+    # History columns 0..L-2 carry their separator; the last column is the newest item, which
+    # is padding only when the whole (right-aligned) history is empty. Index -1 = the pad.
+    self._hist = np.array([f"({s}), " for s in items] + [""], dtype=object)
+    self._hist_last = np.array([f"({s})" for s in items] + [EMPTY_HISTORY], dtype=object)
+    self._cand = np.array(items, dtype=object)
+    self._cand_prefix = np.array([f"\n{c}. " for c in self.labels[:k]], dtype=object)
+
+  def render(self, history: np.ndarray, candidates: np.ndarray) -> list[str]:
+    """history [N, L] int32 (-1 padding, right-aligned), candidates [N, k] int32 -> N prompts."""
+    history = np.asarray(history)
+    candidates = np.asarray(candidates)
+    n, length = history.shape
+    if candidates.shape != (n, self.k):
+      raise ConfigError(f"candidates has shape {candidates.shape}, expected ({n}, {self.k})")
+    if n and max(int(history.max()), int(candidates.max())) >= self.num_items:
+      raise DataError(f"item id out of range for the catalog's {self.num_items} items")
+    if n and (int(candidates.min()) < 0 or int(history.min()) < -1):
+      raise DataError("candidate ids must be >= 0 and history ids >= -1 (-1 = padding)")
+    parts = np.empty((n, length + 2 * self.k + 3), dtype=object)
+    parts[:, 0] = self._head
+    parts[:, 1:length] = self._hist[history[:, :-1]]
+    parts[:, length] = self._hist_last[history[:, -1]]
+    parts[:, length + 1] = self._mid
+    parts[:, length + 2:length + 2 + 2 * self.k:2] = self._cand_prefix
+    parts[:, length + 3:length + 3 + 2 * self.k:2] = self._cand[candidates]
+    parts[:, -1] = self._tail
+    join = "".join
+    return [join(row) for row in parts.tolist()]
+
+  def render_one(self, history, candidates) -> str:
+    return self.render(np.asarray(history)[None], np.asarray(candidates)[None])[0]
