@@ -108,11 +108,12 @@ def sequential_env(num_layers):
   return env, env.make_params(model, 0.0, 0.3, 5.0, quit, np.arange(NUM_ITEMS))
 
 
-@pytest.mark.parametrize("num_layers, exact_steps", [(1, 9), (2, 4)])
-def test_sequential_rewards_equal_what_env_step_pays(num_layers, exact_steps):
-  """The judge sees only the history; the env's streaming state is the same function of it
-  while every consumed item is still in the window (with one layer: always)."""
-  env, params = sequential_env(num_layers)
+def test_sequential_rewards_equal_what_env_step_pays():
+  """The judge sees only the history; the env's streaming state (2 layers) is the same function
+  of it while every consumed item is still in the window (L = 4 steps). Later the env also
+  remembers, through the stacked layers, items that slid out of the window."""
+  env, params = sequential_env(2)
+  exact_steps = 4
   all_items = jnp.arange(NUM_ITEMS, dtype=jnp.int32)
 
   def body(carry, action):
@@ -142,6 +143,28 @@ def test_judge_prefers_what_the_sequential_env_pays():
 
   choice, best = run(jax.random.PRNGKey(1))
   assert int(choice) == int(best)
+
+
+def test_quit_aware_never_picks_a_near_repeat():
+  env, params = matrix_env()
+  params = params.replace(quit=params.quit.replace(beta=jnp.float32(0.5)))  # eye vectors: a
+  # candidate is "too similar" exactly when it is one of the last quit_window (2) items.
+  cfg = oracle.OracleConfig(temperature=0.0, quit_aware=True)
+  rewards = np.asarray(params.table)[0, [5, 0, 7, 3]]
+  best, second = np.argsort(rewards)[-1], np.argsort(rewards)[-2]
+  hist = jnp.asarray([[-1, 1, 2, [5, 0, 7, 3][best]], [-1, -1, 5, 0]], jnp.int32)
+  cands = jnp.asarray([[5, 0, 7, 3], [0, 5, 0, 5]], jnp.int32)
+
+  @jax.jit
+  def run():
+    quit = jax.vmap(lambda h, c: oracle.would_quit(env, params, h, c))(hist, cands)
+    return (quit,) + oracle.judge_batch(jax.random.PRNGKey(0), env, params, hist,
+                                        jnp.zeros(2, jnp.int32), cands, cfg)
+
+  quit, choice, logprobs = run()
+  np.testing.assert_array_equal(quit[0], np.arange(4) == best)
+  assert int(choice[0]) == second and logprobs[0, best] == -np.inf
+  assert np.all(quit[1]) and int(choice[1]) == 4  # every candidate a near-repeat: None
 
 
 @pytest.mark.parametrize("kw, message", [({"temperature": -1.0}, "--oracle_temperature"),

@@ -32,3 +32,25 @@ def select(key: jax.Array, scores: jax.Array, strategy: str,
   explore = jax.random.uniform(k_explore, (n,)) < epsilon
   random_items = jax.random.randint(k_item, (n,), 0, num_items)
   return jnp.where(explore, random_items, jnp.argmax(scores, axis=-1)).astype(jnp.int32)
+
+
+def propose(key: jax.Array, scores: jax.Array, k: int, strategy: str,
+            epsilon: float | jax.Array = 0.0) -> jax.Array:
+  """scores [N, I] -> k distinct candidate items [N, k] int32 (paper Alg. 1 line 9), best
+  first for greedy.
+
+  greedy: the top k; categorical: k draws of softmax(scores) without replacement (Gumbel
+  top-k); epsilon: the top k, each slot replaced by a uniform item with probability epsilon
+  (a replacement may repeat another slot).
+  """
+  check_strategy(strategy)
+  if strategy == "categorical":
+    scores = scores + jax.random.gumbel(key, scores.shape, scores.dtype)
+  _, top = jax.lax.top_k(scores, k)
+  top = top.astype(jnp.int32)
+  if strategy != "epsilon":
+    return top
+  k_explore, k_item = jax.random.split(key)
+  explore = jax.random.uniform(k_explore, top.shape) < epsilon
+  return jnp.where(explore, jax.random.randint(k_item, top.shape, 0, scores.shape[-1]),
+                   top).astype(jnp.int32)

@@ -9,6 +9,12 @@ Run directory:
   checkpoints/    orbax CheckpointManager: the whole loop state (params, optimizer, replay
                   buffer, env states, key) + the log rows, one step per epoch. A rerun of the
                   same command resumes from the latest and ends exactly as an uninterrupted run.
+
+Agents (jaxrec.agents.registry): the baselines a2c, dqn, pg; llm_online (RQ3: the actor
+proposes, the in-process oracle labeler picks); and, from a pre-training run
+(`init_from`, see jaxrec.train.pretrain): ialp (the pre-trained policy, no updates: the paper's
+iALP row), ialp_ft (A2C fine-tuned from it) and ialp_ap (frozen iALP mixed with a learnable
+policy). Epoch 0's row is R@0 of the paper's Table 3.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxrec.agents.registry import AGENTS, AgentConfig, make_agent
+from jaxrec.agents.registry import AGENTS, PRETRAINED, AgentConfig, make_agent
 from jaxrec.agents.acting import check_strategy
 from jaxrec.envs import build
 from jaxrec.errors import ConfigError
@@ -45,10 +51,17 @@ class TrainConfig:
   seed: int = 0
   agent_cfg: AgentConfig = AgentConfig()
   keep_checkpoints: int = 2
+  init_from: str = ""  # a jaxrec.pretrain run directory (ialp, ialp_ft, ialp_ap)
 
   def validate(self) -> None:
     if self.agent not in AGENTS:
       raise ConfigError(f"--agent must be one of {', '.join(AGENTS)}; got {self.agent!r}")
+    if self.agent in PRETRAINED and not self.init_from:
+      raise ConfigError(f"--agent={self.agent} needs --init_from (a jaxrec.pretrain run "
+                        "directory)")
+    if self.init_from and self.agent not in PRETRAINED:
+      raise ConfigError(f"--init_from applies to {', '.join(PRETRAINED)}, not --agent="
+                        f"{self.agent}")
     if not self.env:
       raise ConfigError("--env is required (a directory from experiments.build_envs)")
     for f in ("num_sessions", "total_steps", "steps_per_epoch", "eval_sessions"):
@@ -70,13 +83,39 @@ def _scalars(tree) -> dict:
   return {k: float(np.asarray(v)) for k, v in tree.items()}
 
 
+def resolved_agent_config(cfg: TrainConfig) -> AgentConfig:
+  """cfg.agent_cfg with its run-dependent defaults filled (alpha_steps 0 = total_steps / 2)."""
+  a = cfg.agent_cfg
+  if a.alpha_steps == 0:
+    a = dataclasses.replace(a, alpha_steps=max(1, cfg.total_steps // 2))
+  return a
+
+
+def build_agent(cfg: TrainConfig, env, env_params, env_meta: dict | None = None,
+                load_pretrained: bool = True):
+  """The agent of a run, built exactly as `train_and_evaluate` builds it.
+
+  load_pretrained=False skips reading `init_from` (the pre-trained agents then start from a
+  random init of the same shapes): enough to restore a finished run's checkpoint.
+  """
+  agent_cfg = resolved_agent_config(cfg)
+  pretrained = None
+  if cfg.agent in PRETRAINED and load_pretrained:
+    from jaxrec.train.policy import load_policy
+    pretrained = load_policy(cfg.init_from, agent_cfg.net(env.num_actions, env.history_len),
+                             (env_meta or {}).get("fingerprint"))
+  return make_agent(cfg.agent, agent_cfg, env.num_actions, env.history_len,
+                    num_sessions=cfg.num_sessions, env=env, env_params=env_params,
+                    pretrained=pretrained)
+
+
 def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print) -> list[dict]:
   """Trains, evaluates every epoch, checkpoints; returns the metrics rows."""
   cfg.validate()
   env, env_params, meta = build.load_env(cfg.env, "train")
   test_env, test_params, _ = build.load_env(cfg.env, "test")
   max_len = int(meta["build"]["max_len"])
-  agent = make_agent(cfg.agent, cfg.agent_cfg, env.num_actions, env.history_len)
+  agent = build_agent(cfg, env, env_params, meta)
   per_iteration = cfg.num_sessions * agent.unroll_len
   iterations = max(1, math.ceil(cfg.steps_per_epoch / per_iteration))
   num_epochs = max(1, math.ceil(cfg.total_steps / (iterations * per_iteration)))
@@ -125,8 +164,8 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print) -> list[dict]:
         eval_fn(agent.policy_params(runner.agent), eval_root, epoch, test_params))
     row |= {"train_curve_return": curve[-1]["curve_return"],
             "train_curve_length": curve[-1]["curve_length"],
-            "loss": curve[-1].get("loss", float("nan")),
             "steps_per_s": iterations * per_iteration / dt}
+    row |= {k: curve[-1][k] for k in ("loss", "alpha") if k in curve[-1]}
     metrics.append(row)
     manager.save(epoch, args=ocp.args.Composite(
         runner=ocp.args.StandardSave(runner),

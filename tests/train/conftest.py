@@ -54,7 +54,7 @@ PRETRAIN_TINY = dict(num_sessions=64, episode_len=5, episodes_per_epoch=2, epoch
 
 def tiny_agent_config(**kw):
   from jaxrec.agents.registry import AgentConfig
-  return AgentConfig(**(dict(dim=16, num_layers=1, num_heads=1, learning_rate=1e-2) | kw))
+  return AgentConfig(**(dict(dim=16, num_layers=0, num_heads=1, learning_rate=1e-2) | kw))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,355 @@
+"""python -m experiments.paper --dataset=NAME [--data_dir=PATH] --labeler=oracle|vllm|hf
+    --seeds=3 --workdir=DIR [--preset=tiny|default|paper] [--model=PATH] [--workers=N]
+
+Reproduces the paper's Tables 3-5 and Figures 6-11 (Wang et al., WSDM 2025) end to end:
+  1. env       WORKDIR/env: the train / test simulators (built once, reused by reruns);
+  2. labels    oracle: none (the simulated judge runs inside pre-training; NOT an LLM);
+               vllm / hf: `llm_labeler.sample_requests` + `llm_labeler.label` (subprocesses)
+               write request / label shards to WORKDIR/labels;
+  3. pretrain  iALP (jaxrec.train.pretrain: --labeler=inproc for oracle, shards otherwise);
+  4. runs      DQN, PG, A2C, iALP, A-iALP_ft, A-iALP_ap and LLMOnline with the same env-step
+               budget over the seeds (WORKDIR/runs/<method>/seed<k>: jaxrec.train run dirs,
+               each with its own orbax resume), plus the exploration-strategy runs of
+               Figures 10-11 (WORKDIR/runs/explore/<method>/<strategy>/seed<k>);
+  5. report    results.json, tables.md, figures/*.png (experiments/paper_report.py).
+A rerun with the same flags skips finished runs and resumes unfinished ones. Runs go to
+--workers processes (default: 2 where there are 2 cores) sharing a persistent XLA compilation
+cache (WORKDIR/xla_cache), so each program is compiled once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import flags
+
+from experiments import paper_report
+from experiments.paper_tasks import Task, run_tasks, setup_compile_cache
+from jaxrec import cli
+from jaxrec.agents.registry import PRETRAINED, AgentConfig
+from jaxrec.agents.types import STRATEGIES
+from jaxrec.data import flags as data_flags
+from jaxrec.data import registry, synthetic
+from jaxrec.envs import build
+from jaxrec.errors import ConfigError, DataError
+from jaxrec.io import atomic_write_text
+from jaxrec.train.pretrain import PretrainConfig
+from jaxrec.train.run import TrainConfig
+
+# results.json / table name -> jaxrec agent
+METHODS = {"DQN": "dqn", "PG": "pg", "A2C": "a2c", "iALP": "ialp", "A-iALP_ft": "ialp_ft",
+           "A-iALP_ap": "ialp_ap", "LLMOnline": "llm_online"}
+LABELERS = ("oracle", "vllm", "hf")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+  """Everything a preset fixes. `train` / `pretrain` are templates: agent, env, seed, explore,
+  init_from and labeler are filled per run."""
+  build: build.BuildConfig
+  synthetic: synthetic.SyntheticConfig
+  train: TrainConfig
+  pretrain: PretrainConfig
+  pretrain_per_seed: bool  # False: one iALP shared by every seed's runs (the paper's setup)
+  explore_methods: tuple[str, ...]  # Figures 10-11: these under each strategy
+  explore_seeds: int  # seeds of the exploration runs (0 = all)
+  num_requests: int  # vllm / hf: requests sampled for offline labeling
+
+
+# The default preset is the README's main job: <= 10 min on a 2-core CPU. 128 sessions x 32 =
+# 4,096 env steps is one PG update, so every method gets exactly the same 3 x 4,096 steps.
+PRESETS = {
+    "tiny": Preset(
+        build=build.BuildConfig(seq_steps=100, max_len=8),
+        synthetic=synthetic.SyntheticConfig(num_users=200, num_items=80, num_genres=4,
+                                            mean_length=10),
+        train=TrainConfig(num_sessions=8, total_steps=512, steps_per_epoch=256, eval_sessions=32,
+                          agent_cfg=AgentConfig(dim=16, num_layers=1, num_heads=1, min_buffer=64,
+                                                batch_size=32, num_candidates=4)),
+        pretrain=PretrainConfig(num_sessions=16, episode_len=4, episodes_per_epoch=1, epochs=2,
+                                batch_size=32, buffer_size=1024, eval_sessions=32,
+                                num_candidates=4,
+                                agent_cfg=AgentConfig(dim=16, num_layers=1, num_heads=1)),
+        pretrain_per_seed=False, explore_methods=("A2C", "A-iALP_ap"), explore_seeds=1,
+        num_requests=64),
+    "default": Preset(
+        build=build.BuildConfig(),
+        synthetic=synthetic.SyntheticConfig(),
+        train=TrainConfig(num_sessions=128, total_steps=12_288, steps_per_epoch=4_096,
+                          eval_sessions=256),
+        # Pre-training's per-epoch test evaluations only monitor it; iALP's R@0 is measured
+        # by its online runs on eval_sessions like every method.
+        pretrain=PretrainConfig(eval_sessions=64),
+        pretrain_per_seed=False, explore_methods=("A2C", "A-iALP_ap"), explore_seeds=1,
+        num_requests=10_000),
+    "paper": Preset(
+        build=build.BuildConfig(),
+        synthetic=synthetic.SyntheticConfig(),
+        train=TrainConfig(num_sessions=256, total_steps=49_152, steps_per_epoch=8_192,
+                          eval_sessions=1024),
+        pretrain=PretrainConfig(epochs=100),
+        pretrain_per_seed=True, explore_methods=("A2C", "A-iALP_ft", "A-iALP_ap"),
+        explore_seeds=0, num_requests=50_000),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperConfig:
+  dataset: str = "synthetic"
+  data_dir: str = ""
+  labeler: str = "oracle"
+  model: str = ""  # vllm / hf: local model path for llm_labeler.label
+  seeds: int = 3
+  workdir: str = ""
+  preset: str = "default"
+  workers: int = 0  # 0 = min(2, cores)
+  methods: tuple[str, ...] = tuple(METHODS)
+  explore: bool = True  # the exploration-strategy runs (Figures 10-11)
+
+  def validate(self) -> None:
+    if not self.workdir:
+      raise ConfigError("--workdir is required")
+    if self.labeler not in LABELERS:
+      raise ConfigError(f"--labeler must be one of {', '.join(LABELERS)}; got {self.labeler!r}")
+    if self.seeds <= 0:
+      raise ConfigError(f"--seeds must be positive, got {self.seeds}")
+    if self.preset not in PRESETS:
+      raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}; got {self.preset!r}")
+    if self.workers < 0:
+      raise ConfigError(f"--workers must be >= 0 (0 = auto), got {self.workers}")
+    if self.dataset not in registry.DATASETS:
+      raise ConfigError(f"--dataset must be one of {', '.join(registry.DATASETS)}; "
+                        f"got {self.dataset!r}")
+    unknown = [m for m in self.methods if m not in METHODS]
+    if unknown or not self.methods:
+      raise ConfigError(f"--methods must be a non-empty subset of {', '.join(METHODS)}; "
+                        f"got {', '.join(self.methods) or 'nothing'}")
+    if self.labeler in ("vllm", "hf") and not self.model:
+      raise ConfigError(f"--labeler={self.labeler} needs --model (a local model path)")
+    env_dir = os.path.join(self.workdir, "env")
+    if self.dataset != "synthetic" and not self.data_dir and not os.path.isdir(env_dir):
+      raise ConfigError(f"--dataset={self.dataset} needs --data_dir (the raw files; "
+                        "docs/datasets.md lists them)")
+
+  @property
+  def num_workers(self) -> int:
+    return self.workers or max(1, min(2, os.cpu_count() or 1))
+
+
+def run_dir(workdir: str, method: str, seed: int, strategy: str = "") -> str:
+  if strategy:
+    return os.path.join(workdir, "runs", "explore", method, strategy, f"seed{seed}")
+  return os.path.join(workdir, "runs", method, f"seed{seed}")
+
+
+def pretrain_dir(workdir: str, preset: Preset, seed: int) -> str:
+  return os.path.join(workdir, "pretrain", f"seed{seed}" if preset.pretrain_per_seed
+                      else "shared")
+
+
+def main_strategy(method: str) -> str:
+  """The training strategy of the main runs: epsilon-greedy for DQN's Q values, sampling from
+  the policy for the policy-gradient family."""
+  return "epsilon" if METHODS[method] == "dqn" else "categorical"
+
+
+def plan(cfg: PaperConfig, preset: Preset, env_dir: str, env_kind: str = "sequential"
+         ) -> list[Task]:
+  """Every task, in the order they should start: pre-training first, then seed-major (each
+  method's first seed compiles its programs, later seeds load them from the cache)."""
+  seeds = range(cfg.seeds)
+  tasks, pre = [], {}
+  labeler_dir = os.path.join(cfg.workdir, "labels")
+  for s in seeds:
+    d = pretrain_dir(cfg.workdir, preset, s)
+    pre[s] = d
+    if d in [t.workdir for t in tasks] or not any(METHODS[m] in PRETRAINED for m in cfg.methods):
+      continue
+    pcfg = dataclasses.replace(
+        preset.pretrain, env=env_dir, seed=s,
+        labeler="inproc" if cfg.labeler == "oracle" else "shards",
+        labeler_dir="" if cfg.labeler == "oracle" else labeler_dir)
+    tasks.append(Task(f"pretrain {os.path.basename(d)}", "pretrain", d, pcfg, seed=s))
+  explore = [m for m in preset.explore_methods if m in cfg.methods] if cfg.explore else []
+  explore_seeds = preset.explore_seeds or cfg.seeds
+  for s in seeds:
+    runs = [(m, "") for m in cfg.methods if not skip_reason(cfg, m, env_kind)]
+    if s < explore_seeds:
+      runs += [(m, st) for m in explore for st in STRATEGIES if st != main_strategy(m)]
+    for m, st in runs:
+      agent = METHODS[m]
+      init = pre[s] if agent in PRETRAINED else ""
+      # Exploration runs train with `st` and are tested like the main runs: one evaluation
+      # program per method (compiled once), and Figures 10-11 plot the training curves.
+      tcfg = dataclasses.replace(preset.train, agent=agent, env=env_dir, seed=s,
+                                 explore=st or main_strategy(m),
+                                 eval_explore=main_strategy(m) if st else "", init_from=init)
+      label = f"explore {m} {st} seed {s}" if st else f"{m} seed {s}"
+      tasks.append(Task(label, "train", run_dir(cfg.workdir, m, s, st), tcfg, needs=init,
+                        method=m, seed=s, explore=bool(st)))
+  return tasks
+
+
+def skip_reason(cfg: PaperConfig, method: str, env_kind: str) -> str:
+  """Why a method cannot run with this labeler and env ("" = it can)."""
+  if method != "LLMOnline":
+    return ""
+  if cfg.labeler != "oracle":
+    return ("LLMOnline needs its labeler inside the training loop, and only the simulated "
+            "oracle runs there (jaxrec.agents.llm_online); skipped with --labeler="
+            f"{cfg.labeler}")
+  if env_kind != "sequential":
+    return (f"LLMOnline's oracle judges from the history, which a {env_kind} env does not "
+            "model (the paper runs RQ3 on the sequential LFM / Industry envs); skipped")
+  return ""
+
+
+# --- the stages ---------------------------------------------------------------------------------
+def ensure_env(cfg: PaperConfig, preset: Preset, syn: synthetic.SyntheticConfig,
+               prep: registry.PrepConfig, log) -> str:
+  env_dir = os.path.join(cfg.workdir, "env")
+  if os.path.isdir(env_dir):
+    build.read_meta(env_dir, expect_dataset=cfg.dataset)
+    log(f"env: reusing {env_dir}")
+    return env_dir
+  ds = registry.load_dataset(cfg.dataset, cfg.data_dir or None, prep,
+                             syn if cfg.dataset == "synthetic" else None)
+  log(f"env: building {env_dir} from {ds.name} ({ds.num_users} users, {ds.num_items} items)")
+  build.build_envs(ds, preset.build, env_dir, log=lambda s: log(f"  [env] {s}"))
+  return env_dir
+
+
+def ensure_labels(cfg: PaperConfig, preset: Preset, env_dir: str, log) -> None:
+  """vllm / hf: request shards sampled from the train env, labeled by the LLM offline."""
+  if cfg.labeler == "oracle":
+    log("labels: the simulated oracle judge (jaxrec.oracle, NOT an LLM) labels inside "
+        "pre-training")
+    return
+  root = os.path.join(cfg.workdir, "labels")
+  req, lab = os.path.join(root, "requests"), os.path.join(root, "labels")
+  steps = [
+      ("sample requests", os.path.join(req, "DONE"),
+       [sys.executable, "-m", "llm_labeler.sample_requests", f"--env={env_dir}", f"--out={req}",
+        f"--num={preset.num_requests}", f"--k={preset.pretrain.num_candidates}", "--seed=0"]),
+      (f"label with {cfg.labeler}", os.path.join(lab, "DONE.paper"),
+       [sys.executable, "-m", "llm_labeler.label", f"--requests={req}", f"--out={lab}",
+        f"--backend={cfg.labeler}", f"--model={cfg.model}", f"--env={env_dir}"]),
+  ]
+  for what, marker, cmd in steps:
+    if os.path.exists(marker):
+      log(f"labels: {what}: done before")
+      continue
+    log(f"labels: {what}: {' '.join(cmd[1:])}")
+    res = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
+    if res.returncode:
+      tail = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
+      raise DataError(f"{cmd[2]} failed (exit {res.returncode}): {tail}")
+    if marker.endswith(".paper"):
+      atomic_write_text(marker, "")
+
+
+def _check_same_flags(cfg: PaperConfig, path: str) -> None:
+  """A workdir holds one experiment: a rerun must use the flags that shape its results."""
+  keys = ("dataset", "labeler", "preset", "model")
+  if not os.path.isfile(path):
+    return
+  try:
+    old = json.loads(open(path).read())["flags"]
+  except (OSError, ValueError, KeyError) as e:
+    raise DataError(f"{path}: unreadable ({e})") from None
+  for k in keys:
+    if old.get(k) != getattr(cfg, k):
+      raise ConfigError(f"--workdir={cfg.workdir} holds a run with --{k}={old.get(k)}; "
+                        f"got --{k}={getattr(cfg, k)} (use another --workdir)")
+
+
+def run_paper(cfg: PaperConfig, syn: synthetic.SyntheticConfig | None = None,
+              prep: registry.PrepConfig = registry.PrepConfig(), log=print) -> dict:
+  """The whole pipeline; returns results.json's content."""
+  cfg.validate()
+  preset = PRESETS[cfg.preset]
+  syn = syn or preset.synthetic
+  config_path = os.path.join(cfg.workdir, "paper.json")
+  _check_same_flags(cfg, config_path)
+  os.makedirs(cfg.workdir, exist_ok=True)
+  atomic_write_text(config_path, json.dumps(
+      {"flags": dataclasses.asdict(cfg), "preset": dataclasses.asdict(preset),
+       "synthetic": dataclasses.asdict(syn), "prep": dataclasses.asdict(prep)},
+      indent=2) + "\n")
+  cache_dir = os.path.join(cfg.workdir, "xla_cache")
+  setup_compile_cache(cache_dir)
+  t0 = time.perf_counter()
+  walls = {}
+  env_dir = ensure_env(cfg, preset, syn, prep, log)
+  walls["env"] = time.perf_counter() - t0
+  t1 = time.perf_counter()
+  ensure_labels(cfg, preset, env_dir, log)
+  walls["labels"] = time.perf_counter() - t1
+  env_kind = build.read_meta(env_dir)["kind"]
+  skipped = {m: skip_reason(cfg, m, env_kind) for m in cfg.methods
+             if skip_reason(cfg, m, env_kind)}
+  for m, why in skipped.items():
+    log(f"{m}: {why}")
+  tasks = plan(cfg, preset, env_dir, env_kind)
+  log(f"{len(tasks)} tasks ({cfg.seeds} seeds, preset {cfg.preset}: "
+      f"{preset.train.total_steps} env steps per run) on {cfg.num_workers} worker(s)")
+  t2 = time.perf_counter()
+  run_tasks(tasks, cfg.num_workers, cache_dir, log)
+  walls["runs"] = time.perf_counter() - t2
+  t3 = time.perf_counter()
+  results = paper_report.write_all(cfg.workdir, tasks, cfg, preset, skipped, log)
+  walls["report"] = time.perf_counter() - t3
+  walls["total"] = time.perf_counter() - t0
+  results["wall_s"] |= walls
+  paper_report.write_results(cfg.workdir, results)
+  log(f"done in {walls['total']:.0f}s (env {walls['env']:.0f}s, labels {walls['labels']:.0f}s, "
+      f"runs {walls['runs']:.0f}s, report {walls['report']:.0f}s): "
+      f"{os.path.join(cfg.workdir, 'tables.md')}")
+  return results
+
+
+# --- CLI ------------------------------------------------------------------------------------
+_C = PaperConfig
+LABELER = flags.DEFINE_string("labeler", _C.labeler, f"one of {', '.join(LABELERS)}: oracle = "
+                              "the simulated judge (not an LLM); vllm / hf = an LLM via "
+                              "llm_labeler")
+MODEL = flags.DEFINE_string("model", "", "vllm / hf: local model path for llm_labeler.label")
+SEEDS = flags.DEFINE_integer("seeds", _C.seeds, "seeds 0..N-1 of every method")
+WORKDIR = flags.DEFINE_string("workdir", None, "experiment directory (created; resumed)")
+PRESET = flags.DEFINE_string("preset", _C.preset, f"one of {', '.join(PRESETS)}")
+WORKERS = flags.DEFINE_integer("workers", 0, "parallel run processes (0 = min(2, cores))")
+METHODS_FLAG = flags.DEFINE_list("methods", list(METHODS), "subset of the methods to run")
+EXPLORE = flags.DEFINE_bool("explore", True, "exploration-strategy runs (Figures 10-11)")
+
+
+def config_from_flags() -> PaperConfig:
+  return PaperConfig(dataset=data_flags.DATASET.value, data_dir=data_flags.DATA_DIR.value or "",
+                     labeler=LABELER.value, model=MODEL.value, seeds=SEEDS.value,
+                     workdir=WORKDIR.value or "", preset=PRESET.value, workers=WORKERS.value,
+                     methods=tuple(METHODS_FLAG.value), explore=EXPLORE.value)
+
+
+def synthetic_from_flags(preset_name: str) -> synthetic.SyntheticConfig:
+  """The preset's synthetic dataset, with any --synthetic_* flag given on the command line."""
+  base = PRESETS.get(preset_name, PRESETS["default"]).synthetic
+  given = {f: getattr(data_flags, v).value for f, v, name in (
+      ("num_users", "SYN_USERS", "synthetic_users"), ("num_items", "SYN_ITEMS", "synthetic_items"),
+      ("num_genres", "SYN_GENRES", "synthetic_genres"),
+      ("mean_length", "SYN_LENGTH", "synthetic_mean_length"), ("seed", "DATA_SEED", "data_seed"))
+      if flags.FLAGS[name].present}
+  return dataclasses.replace(base, **given)
+
+
+def main(argv):
+  cli.reject_extra_args(argv)
+  cfg = config_from_flags()
+  run_paper(cfg, synthetic_from_flags(cfg.preset), data_flags.prep_config_from_flags())
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,123 @@
+"""Read what a training run wrote, without re-running it.
+
+A run directory of `jaxrec.train.run.train_and_evaluate` holds `flags.json` (the TrainConfig)
+and `checkpoints/<epoch>/{runner,log}` (orbax: the whole loop state + the metrics rows). To
+restore the state, the restorer needs its structure: we rebuild the agent and the loop from the
+flags (`jaxrec.train.run.build_agent`) and take the structure from `jax.eval_shape` of the
+loop's `init_runner`, as the run does before it resumes: nothing is trained, and the
+pre-training run that an iALP agent started from is not read (the checkpoint holds its params).
+
+  cfg = read_train_config(workdir)
+  restored = restore_run(workdir)                 # latest epoch; or step=E
+  params = restored.agent.policy_params(restored.runner.agent)   # what `act` needs
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, NamedTuple
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxrec.agents.registry import AgentConfig
+from jaxrec.envs import build
+from jaxrec.errors import DataError
+from jaxrec.train.loop import LoopConfig, make_train
+from jaxrec.train.run import TrainConfig, build_agent
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class RestoredRun(NamedTuple):
+  cfg: TrainConfig
+  agent: Any  # the agent the run trained (jaxrec.agents.types.Agent)
+  runner: Any  # jaxrec.train.loop.RunnerState at the end of epoch `step`
+  step: int  # the epoch whose end state this is
+  log: dict  # {"metrics": [...], "curve": [...]} as saved with the state
+  env_meta: dict  # env.json of the run's env directory
+
+
+def _dataclass_from_dict(cls, d: dict, where: str):
+  """cls(**d) for the fields cls knows; unknown keys are refused (a newer run format)."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(d) - names)
+  if unknown:
+    raise DataError(f"{where}: unknown {cls.__name__} fields {unknown}; written by a newer "
+                    "jaxrec?")
+  return cls(**d)
+
+
+def read_train_config(workdir: str, env: str | None = None) -> TrainConfig:
+  """The TrainConfig of a run directory (its flags.json); `env` replaces the env path saved
+  there (an env directory moved to another host)."""
+  path = os.path.join(workdir, "flags.json")
+  if not os.path.isfile(path):
+    raise DataError(f"{workdir}: not a run directory (no flags.json); train one with "
+                    "python -m jaxrec.train --workdir=DIR ...")
+  try:
+    d = json.loads(open(path).read())
+  except (OSError, ValueError) as e:
+    raise DataError(f"{path}: unreadable ({e})") from None
+  if not isinstance(d, dict):
+    raise DataError(f"{path}: expected a JSON object")
+  agent_cfg = _dataclass_from_dict(AgentConfig, d.pop("agent_cfg", {}), path)
+  cfg = _dataclass_from_dict(TrainConfig, d | {"agent_cfg": agent_cfg}, path)
+  if env:
+    cfg = dataclasses.replace(cfg, env=env)
+  return cfg
+
+
+def latest_step(workdir: str) -> int | None:
+  """The newest finished epoch checkpoint of a run directory, or None."""
+  directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+  if not os.path.isdir(directory):
+    return None
+  with ocp.CheckpointManager(directory, item_names=("runner", "log")) as manager:
+    return manager.latest_step()
+
+
+def abstract_runner(cfg: TrainConfig):
+  """-> (agent, abstract RunnerState, env meta): the structure of the run's loop state (shapes
+  and dtypes only), built the way `train_and_evaluate` builds it."""
+  cfg.validate()
+  env, env_params, meta = build.load_env(cfg.env, "train")
+  # The pre-trained agents' init params only fix shapes here: the checkpoint holds the values.
+  agent = build_agent(cfg, env, env_params, meta, load_pretrained=False)
+  loop_cfg = LoopConfig(num_sessions=cfg.num_sessions, iterations_per_epoch=1,
+                        strategy=cfg.explore, epsilon=cfg.epsilon)
+  init_runner, _ = make_train(loop_cfg, agent, env)
+  shape = jax.eval_shape(init_runner, jax.random.PRNGKey(cfg.seed), env_params)
+  return agent, shape, meta
+
+
+def restore_run(workdir: str, step: int | None = None, env: str | None = None) -> RestoredRun:
+  """The loop state saved at the end of epoch `step` (default: the latest) of a run."""
+  cfg = read_train_config(workdir, env)
+  agent, shape, meta = abstract_runner(cfg)
+  directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+  if not os.path.isdir(directory):
+    raise DataError(f"{workdir}: no checkpoints yet (the run has not finished an epoch)")
+  with ocp.CheckpointManager(directory, item_names=("runner", "log")) as manager:
+    steps = manager.all_steps()
+    if not steps:
+      raise DataError(f"{directory}: no finished checkpoint")
+    step = max(steps) if step is None else step
+    if step not in steps:
+      raise DataError(f"{directory}: no checkpoint of epoch {step}; have {sorted(steps)}")
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          runner=ocp.args.StandardRestore(shape), log=ocp.args.JsonRestore()))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise DataError(f"{directory}/{step}: cannot restore ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''})") from None
+  return RestoredRun(cfg=cfg, agent=agent, runner=restored.runner, step=int(step),
+                     log=dict(restored.log), env_meta=meta)
+
+
+def restore_policy(workdir: str, step: int | None = None, env: str | None = None):
+  """-> (agent, policy params, RestoredRun): the params `agent.act` takes."""
+  run = restore_run(workdir, step, env)
+  return run.agent, run.agent.policy_params(run.runner.agent), run

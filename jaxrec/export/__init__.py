@@ -1,0 +1,261 @@
+"""A trained policy as a self-contained directory, and its evaluation from that directory alone.
+
+Export directory (`export_run`, CLI `python -m jaxrec.export --workdir=RUN --out=DIR`):
+  config.json              format, agent + net config, the env it was trained on (dataset,
+                           fingerprint, num_items, history_len, max_len), the default strategy
+                           and epsilon, the param leaves (path, shape, dtype), the source run and
+                           epoch, its last metrics row, and the sha256 of every file below
+  params.npz               the policy params as flat leaves `leaf_00000`, ... (tree order)
+  act_<strategy>.jaxexport `jax.export`-serialized act(params, history, key) -> actions, one per
+                           strategy in greedy, epsilon, categorical:
+                             params   list of the leaves of params.npz
+                             history  int32 [n, L] (item ids, right-aligned, -1 = padding)
+                             key      uint32 [2] (a raw threefry key, jax.random.PRNGKey)
+                             actions  int32 [n]
+                           n is symbolic: one file serves any batch size. Each file is lowered
+                           for cpu, cuda and tpu. epsilon (strategy `epsilon`) is the run's,
+                           baked in and recorded in config.json.
+
+`load_export(dir)` verifies the hashes and deserializes; `evaluate_export(...)` runs the paper's
+test-env metrics (jaxrec.train.loop.evaluate) with the deserialized function as the policy: no
+agent class or network code is involved, so an export outlives changes to them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import export as jax_export
+
+from jaxrec.agents.types import STRATEGIES
+from jaxrec.errors import ConfigError, DataError
+from jaxrec.io import atomic_savez, atomic_write_text
+
+FORMAT = 1
+CONFIG = "config.json"
+PARAMS = "params.npz"
+PLATFORMS = ("cpu", "cuda", "tpu")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def act_file(strategy: str) -> str:
+  return f"act_{strategy}.jaxexport"
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _leaf_name(i: int) -> str:
+  return f"leaf_{i:05d}"
+
+
+def export_policy(agent, params, out: str, *, epsilon: float, strategy: str, meta: dict) -> dict:
+  """Writes params, config and one serialized `act` per strategy into `out` (atomically: a temp
+  directory renamed into place). `meta` goes into config.json as is. Returns the config."""
+  if os.path.exists(out):
+    raise DataError(f"{out}: already exists; remove it or pick another --out")
+  if strategy not in STRATEGIES:
+    raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  leaves = [np.asarray(x) for x in leaves]
+  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  history_len = int(meta["env"]["history_len"])
+  (n,) = jax_export.symbolic_shape("n")
+  args = ([jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves],
+          jax.ShapeDtypeStruct((n, history_len), jnp.int32),
+          jax.ShapeDtypeStruct((2,), jnp.uint32))
+  blobs = {}
+  for s in STRATEGIES:
+    def act(leaves, history, key, s=s):
+      return agent.act(jax.tree_util.tree_unflatten(treedef, leaves), history, key, s, epsilon)
+    blobs[s] = jax_export.export(jax.jit(act), platforms=PLATFORMS)(*args).serialize()
+
+  parent = os.path.dirname(os.path.abspath(out))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
+  try:
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    atomic_savez(os.path.join(tmp, PARAMS), **{_leaf_name(i): x for i, x in enumerate(leaves)})
+    for s, blob in blobs.items():
+      with open(os.path.join(tmp, act_file(s)), "wb") as f:
+        f.write(blob)
+    config = {
+        "format": FORMAT,
+        **meta,
+        "strategy": strategy,
+        "epsilon": float(epsilon),
+        "act": {"signature": "act(params: list[leaf], history: int32[n, L], key: uint32[2]) "
+                             "-> int32[n]", "platforms": list(PLATFORMS),
+                "files": {s: act_file(s) for s in STRATEGIES}},
+        "params": [{"path": p, "shape": list(x.shape), "dtype": str(x.dtype)}
+                   for p, x in zip(paths, leaves)],
+        "jax_version": jax.__version__,
+        "sha256": {name: _sha256(os.path.join(tmp, name))
+                   for name in [PARAMS] + [act_file(s) for s in STRATEGIES]},
+    }
+    atomic_write_text(os.path.join(tmp, CONFIG), json.dumps(config, indent=2) + "\n")
+    os.rename(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return config
+
+
+def export_run(workdir: str, out: str, step: int | None = None, env: str | None = None,
+               log=print) -> dict:
+  """Exports the policy of a training run (its latest epoch, or `step`). `env` replaces the
+  env directory recorded in the run's flags (moved env)."""
+  from jaxrec import checkpoint  # the training stack is needed to write, never to read
+
+  if os.path.exists(out):
+    raise DataError(f"{out}: already exists; remove it or pick another --out")
+  agent, params, run = checkpoint.restore_policy(workdir, step, env)
+  cfg, env_meta = run.cfg, run.env_meta
+  net = agent.cfg.net
+  meta = {
+      "agent": cfg.agent,
+      "agent_cfg": dataclasses.asdict(cfg.agent_cfg),
+      "net": dataclasses.asdict(net),
+      "env": {"dataset": env_meta["dataset"], "fingerprint": env_meta["fingerprint"],
+              "kind": env_meta["kind"], "num_items": int(net.num_items),
+              "history_len": int(net.history_len),
+              "max_len": int(env_meta["build"]["max_len"])},
+      "source": {"workdir": os.path.abspath(workdir), "epoch": run.step,
+                 "env_steps": int(run.runner.env_steps), "seed": cfg.seed,
+                 "train_explore": cfg.explore,
+                 "last_metrics": (run.log.get("metrics") or [None])[-1]},
+  }
+  config = export_policy(agent, params, out, epsilon=cfg.epsilon,
+                         strategy=cfg.eval_explore or cfg.explore, meta=meta)
+  log(f"exported {cfg.agent} (epoch {run.step}, {meta['source']['env_steps']} env steps) "
+      f"of {workdir} to {out}")
+  return config
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportedPolicy:
+  """A loaded export. `act` has the shape of the Agent API's act, so the generic evaluation
+  loop runs it unchanged; `params` are the leaves of params.npz."""
+  directory: str
+  config: dict
+  params: list
+  functions: dict  # strategy -> jax.export.Exported
+
+  def act(self, params, history: jax.Array, key: jax.Array, strategy: str,
+          epsilon: Any = None) -> jax.Array:
+    """history [n, L] int32 -> actions [n] int32. epsilon is the exported one (baked in)."""
+    del epsilon
+    if strategy not in self.functions:
+      raise ConfigError(f"--strategy must be one of {', '.join(self.functions)}; "
+                        f"got {strategy!r}")
+    return self.functions[strategy].call(params, history, key)
+
+
+def _read_config(directory: str) -> dict:
+  path = os.path.join(directory, CONFIG)
+  if not os.path.isdir(directory):
+    raise DataError(f"{directory}: no such export directory")
+  if not os.path.isfile(path):
+    raise DataError(f"{directory}: not an export directory (no {CONFIG}); write one with "
+                    "python -m jaxrec.export --workdir=RUN --out=DIR")
+  try:
+    config = json.loads(open(path).read())
+  except (OSError, ValueError) as e:
+    raise DataError(f"{path}: unreadable ({e})") from None
+  if not isinstance(config, dict) or config.get("format") != FORMAT:
+    got = config.get("format") if isinstance(config, dict) else None
+    raise DataError(f"{path}: export format {got}, expected {FORMAT}")
+  for k in ("sha256", "params", "env", "act", "strategy"):
+    if k not in config:
+      raise DataError(f"{path}: missing field {k!r}")
+  return config
+
+
+def load_export(directory: str) -> ExportedPolicy:
+  """Reads and verifies an export directory (hashes, leaf shapes, function signatures)."""
+  config = _read_config(directory)
+  for name, digest in config["sha256"].items():
+    path = os.path.join(directory, name)
+    if not os.path.isfile(path):
+      raise DataError(f"{path}: missing from the export")
+    if _sha256(path) != digest:
+      raise DataError(f"{path}: sha256 mismatch with {CONFIG} (corrupt or partly copied)")
+  try:
+    with np.load(os.path.join(directory, PARAMS), allow_pickle=False) as z:
+      leaves = [z[_leaf_name(i)] for i in range(len(config["params"]))]
+  except (OSError, ValueError, KeyError) as e:
+    raise DataError(f"{os.path.join(directory, PARAMS)}: unreadable ({e})") from None
+  for leaf, spec in zip(leaves, config["params"]):
+    if list(leaf.shape) != spec["shape"] or str(leaf.dtype) != spec["dtype"]:
+      raise DataError(f"{os.path.join(directory, PARAMS)}: leaf {spec['path']} is "
+                      f"{leaf.dtype}{list(leaf.shape)}, config says {spec['dtype']}{spec['shape']}")
+  functions = {}
+  for s, name in config["act"]["files"].items():
+    path = os.path.join(directory, name)
+    try:
+      with open(path, "rb") as f:
+        functions[s] = jax_export.deserialize(bytearray(f.read()))
+    except Exception as e:  # flatbuffers / MLIR errors have no common type
+      raise DataError(f"{path}: not a serialized jax.export function ({type(e).__name__})"
+                      ) from None
+    if len(functions[s].in_avals) != len(leaves) + 2:
+      raise DataError(f"{path}: takes {len(functions[s].in_avals)} arrays, expected "
+                      f"{len(leaves)} param leaves + history + key")
+  return ExportedPolicy(directory=directory, config=config,
+                        params=[jnp.asarray(x) for x in leaves], functions=functions)
+
+
+def check_env_matches(policy: ExportedPolicy, env, env_meta: dict, env_dir: str) -> None:
+  """One-line DataError when the env is not the one the policy's item ids refer to."""
+  want = policy.config["env"]
+  if env_meta["fingerprint"] != want["fingerprint"]:
+    raise DataError(f"{env_dir}: built from dataset {env_meta['dataset']!r} fingerprint "
+                    f"{env_meta['fingerprint']}, but the export was trained on "
+                    f"{want['dataset']!r} fingerprint {want['fingerprint']}")
+  if env.num_actions != want["num_items"]:
+    raise DataError(f"{env_dir}: {env.num_actions} items, the export acts over "
+                    f"{want['num_items']}")
+  if env.history_len != want["history_len"]:
+    raise DataError(f"{env_dir}: history_len {env.history_len}, the export expects "
+                    f"{want['history_len']}")
+
+
+def evaluate_export(export: str | ExportedPolicy, env_dir: str, num_sessions: int,
+                    key: jax.Array, strategy: str | None = None, which: str = "test") -> dict:
+  """The paper's metrics (R, Len, Ravg, R_std; Sec. 5.3) of an export in the `which` env of
+  `env_dir`: one episode in each of num_sessions fresh sessions. Same key -> same numbers as
+  `jaxrec.train.loop.evaluate` on the live params (bit-exact on CPU)."""
+  from jaxrec.envs import build
+  from jaxrec.train.loop import evaluate
+
+  policy = load_export(export) if isinstance(export, str) else export
+  strategy = strategy or policy.config["strategy"]
+  if strategy not in policy.functions:
+    raise ConfigError(f"--strategy must be one of {', '.join(policy.functions)}; "
+                      f"got {strategy!r}")
+  if num_sessions <= 0:
+    raise ConfigError(f"--sessions must be positive, got {num_sessions}")
+  env, env_params, meta = build.load_env(env_dir, which)
+  check_env_matches(policy, env, meta, env_dir)
+  max_len = int(meta["build"]["max_len"])
+  fn = jax.jit(lambda params, key, env_params: evaluate(
+      policy, params, env, env_params, key, num_sessions, max_len, strategy,
+      policy.config["epsilon"]))
+  metrics = fn(policy.params, key, env_params)
+  return {k: float(v) for k, v in metrics.items()} | {
+      "sessions": num_sessions, "strategy": strategy, "env": which}

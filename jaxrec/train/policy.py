@@ -1,0 +1,61 @@
+"""The pre-trained policy a `jaxrec.pretrain` run leaves behind, and what `--init_from` reads:
+RUN/policy/params (orbax, ActorCritic params) and RUN/policy/policy.json (its NetConfig and
+the env's dataset + fingerprint)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxrec.errors import ConfigError
+from jaxrec.io import atomic_write_text
+from jaxrec.nets.networks import NetConfig
+
+POLICY_DIR = "policy"
+
+
+def save_policy(workdir: str, params, net: NetConfig, info: dict) -> None:
+  """workdir/policy/{params (orbax), policy.json}; policy.json is written last (= complete)."""
+  directory = os.path.abspath(os.path.join(workdir, POLICY_DIR))
+  if os.path.exists(directory):
+    shutil.rmtree(directory)
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(os.path.join(directory, "params"), jax.device_get(params))
+  ckptr.wait_until_finished()
+  atomic_write_text(os.path.join(directory, "policy.json"),
+                    json.dumps({"net": dataclasses.asdict(net)} | info, indent=2) + "\n")
+
+
+def load_policy(workdir: str, net: NetConfig, fingerprint: str | None = None):
+  """The pre-trained ActorCritic params of a pretrain run, checked against `net` (and the env's
+  dataset fingerprint); one-line ConfigError otherwise."""
+  path = os.path.join(workdir, POLICY_DIR, "policy.json")
+  if not os.path.isfile(path):
+    raise ConfigError(f"--init_from={workdir}: no pre-trained policy ({path} missing); run "
+                      f"python -m jaxrec.pretrain --workdir={workdir} ... to the end first")
+  try:
+    info = json.loads(open(path).read())
+    have = NetConfig(**info["net"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ConfigError(f"--init_from={workdir}: unreadable {path} ({e})") from None
+  for f in dataclasses.fields(NetConfig):
+    a, b = getattr(have, f.name), getattr(net, f.name)
+    if a != b:
+      flag = {"num_items": "env's num_items", "history_len": "env's history_len"}.get(
+          f.name, f"--{f.name}")
+      raise ConfigError(f"--init_from={workdir}: pre-trained with {f.name}={a}, this run has "
+                        f"{flag}={b}")
+  if fingerprint is not None and info.get("fingerprint") not in (None, fingerprint):
+    raise ConfigError(f"--init_from={workdir}: pre-trained on dataset {info.get('dataset')!r} "
+                      f"(fingerprint {info.get('fingerprint')}), not this env's ({fingerprint})")
+  try:
+    return ocp.StandardCheckpointer().restore(
+        os.path.abspath(os.path.join(workdir, POLICY_DIR, "params")))
+  except (OSError, ValueError, FileNotFoundError) as e:
+    raise ConfigError(f"--init_from={workdir}: cannot restore the policy params "
+                      f"({type(e).__name__})") from None

@@ -1,0 +1,389 @@
+"""iALP pre-training (paper Alg. 1, Eq. 2-10): `pretrain(cfg, workdir)`, behind
+`python -m jaxrec.pretrain`.
+
+Lockstep over N sessions that start from initial states of the TRAIN env (no env reward is
+used): at each of `episode_len` steps the actor proposes k candidates (top-k or sampled
+without replacement), the labeler answers, `jaxrec.agents.ialp.preference_actions` turns the
+answer into (a_t, r^p_t), a_t extends the history, the N transitions go to the replay buffer
+D_LLM (flashbax) and A2C (Eq. 6-10, `jaxrec.agents.a2c`) takes `updates_per_step` steps on
+uniform minibatches of it. An epoch is `episodes_per_epoch` such episodes; after each, the
+policy is evaluated in the TEST env (R, Len, Ravg: epoch E's row is iALP's R@0 if training
+stopped there; epoch 0 is the random init).
+
+Labelers (`--labeler`):
+  inproc  the simulated oracle (jaxrec.oracle, NOT an LLM) inside one jitted lax.scan per
+          epoch: propose, judge, store and update never leave the device.
+  dir     each step writes a request shard to LABELER_DIR/requests and waits for its label
+          shard in LABELER_DIR/labels, written by a separate
+          `python -m llm_labeler.label --requests=... --out=... --follow` (an LLM or the oracle,
+          same or another host); DONE is written to the requests directory at the end.
+  shards  no proposals: every (request, label) shard pair in LABELER_DIR/{requests,labels}
+          (from llm_labeler.sample_requests + llm_labeler.label, run offline) fills D_LLM once,
+          as one-step transitions (see `load_shard_transitions`); then each epoch takes the
+          same number of A2C updates as the lockstep modes.
+
+Run directory: flags.json, metrics.jsonl (one row per epoch), checkpoints/ (orbax: agent +
+buffer + log, one step per epoch; a rerun resumes and ends as an uninterrupted run would) and
+policy/ (the final ActorCritic params + policy.json: what `--init_from` of jaxrec.train reads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, NamedTuple
+
+import flashbax as fbx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxrec import oracle, shards
+from jaxrec.agents import acting, ialp
+from jaxrec.agents.a2c import A2C
+from jaxrec.agents.registry import AgentConfig, make_agent
+from jaxrec.agents.types import AgentState, Transition
+from jaxrec.envs import build
+from jaxrec.errors import ConfigError
+from jaxrec.io import atomic_write_text
+from jaxrec.train import label_exchange as exchange
+from jaxrec.train.loop import evaluate
+from jaxrec.train.policy import load_policy, save_policy
+
+__all__ = ["PretrainConfig", "pretrain", "load_policy", "save_policy", "LABELERS", "CANDIDATES"]
+
+LABELERS = ("inproc", "dir", "shards")
+CANDIDATES = {"topk": "greedy", "sample": "categorical"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+  env: str = ""
+  labeler: str = "inproc"
+  labeler_dir: str = ""  # dir / shards: holds requests/ and labels/ (default: the workdir)
+  label_timeout: float = 600.0  # dir: seconds to wait for one label shard
+  labels: str = "hard"  # hard (paper Eq. 3) | soft (r^p = 1 - p(None), needs logprobs)
+  oracle_temperature: float = oracle.OracleConfig.temperature  # inproc labeler
+  oracle_none_threshold: float | None = oracle.OracleConfig.none_threshold
+  oracle_flip_prob: float = oracle.OracleConfig.flip_prob
+  oracle_quit_aware: bool = oracle.OracleConfig.quit_aware
+  num_candidates: int = 10  # k (the paper's prompt shows 10)
+  candidates: str = "topk"  # topk | sample (without replacement from the actor's softmax)
+  num_sessions: int = 256
+  episode_len: int = 10  # T of Alg. 1
+  episodes_per_epoch: int = 4
+  epochs: int = 10  # the paper: 100 (of unstated size); 10 x 4 episodes is CPU-sized
+  updates_per_step: int = 1
+  batch_size: int = 256
+  buffer_size: int = 100_000
+  eval_sessions: int = 1024
+  eval_explore: str = "categorical"
+  epsilon: float = 0.1
+  seed: int = 0
+  agent_cfg: AgentConfig = AgentConfig()
+  keep_checkpoints: int = 2
+
+  def oracle(self) -> oracle.OracleConfig:
+    return oracle.OracleConfig(temperature=self.oracle_temperature,
+                               none_threshold=self.oracle_none_threshold,
+                               flip_prob=self.oracle_flip_prob,
+                               quit_aware=self.oracle_quit_aware)
+
+  @property
+  def updates_per_epoch(self) -> int:
+    return self.episodes_per_epoch * self.episode_len * self.updates_per_step
+
+  def validate(self) -> None:
+    if self.labeler not in LABELERS:
+      raise ConfigError(f"--labeler must be one of {', '.join(LABELERS)}; got {self.labeler!r}")
+    if not self.env:
+      raise ConfigError("--env is required (a directory from experiments.build_envs)")
+    if self.labels not in ialp.LABELS:
+      raise ConfigError(f"--labels must be one of {', '.join(ialp.LABELS)}; got {self.labels!r}")
+    if self.candidates not in CANDIDATES:
+      raise ConfigError(f"--candidates must be one of {', '.join(CANDIDATES)}; "
+                        f"got {self.candidates!r}")
+    for f in ("num_candidates", "num_sessions", "episode_len", "episodes_per_epoch", "epochs",
+              "updates_per_step", "batch_size", "buffer_size", "eval_sessions",
+              "keep_checkpoints"):
+      if getattr(self, f) <= 0:
+        raise ConfigError(f"--{f} must be positive, got {getattr(self, f)}")
+    if self.label_timeout <= 0:
+      raise ConfigError(f"--label_timeout must be positive, got {self.label_timeout}")
+    if self.labeler != "shards" and self.buffer_size < self.num_sessions:
+      raise ConfigError(f"--buffer_size ({self.buffer_size}) must hold one step of "
+                        f"--num_sessions ({self.num_sessions})")
+    if not 0.0 <= self.epsilon <= 1.0:
+      raise ConfigError(f"--epsilon must be in [0, 1], got {self.epsilon}")
+    acting.check_strategy(self.eval_explore)
+    self.oracle().validate()
+    self.agent_cfg.validate()
+
+
+class PretrainState(NamedTuple):
+  agent: AgentState  # A2C's params and optimizer
+  buffer: Any  # D_LLM: flashbax item buffer of Transitions
+
+
+class StepStats(NamedTuple):
+  none_rate: jax.Array
+  invalid_rate: jax.Array
+  mean_rp: jax.Array
+  actor_loss: jax.Array
+  critic_loss: jax.Array
+
+
+# --- the pure pieces (shared by the three labelers) -----------------------------------------
+class Pretrainer:
+  """Builds the jittable pieces of Alg. 1 for one env and config."""
+
+  def __init__(self, cfg: PretrainConfig, env, num_items: int, buffer_items: int):
+    self.cfg = cfg
+    self.env = env
+    self.agent: A2C = make_agent("a2c", cfg.agent_cfg, num_items, env.history_len)
+    if not 0 < cfg.num_candidates <= num_items:
+      raise ConfigError(f"--num_candidates must be in 1..{num_items}, got {cfg.num_candidates}")
+    self.strategy = CANDIDATES[cfg.candidates]
+    self.buffer = fbx.make_item_buffer(max_length=buffer_items, min_length=1,
+                                       sample_batch_size=cfg.batch_size, add_batches=True)
+
+  def example(self) -> Transition:
+    h = jnp.full((self.env.history_len,), -1, jnp.int32)
+    return Transition(history=h, action=jnp.int32(0), reward=jnp.float32(0.0),
+                      done=jnp.bool_(False), next_history=h)
+
+  def init(self, key: jax.Array) -> PretrainState:
+    return PretrainState(agent=self.agent.init(key), buffer=self.buffer.init(self.example()))
+
+  def start(self, key: jax.Array, env_params) -> tuple[jax.Array, jax.Array]:
+    """-> (history [N, L], user [N]) of N fresh sessions of the train env."""
+    obs, _ = jax.vmap(self.env.reset_env, in_axes=(0, None))(
+        jax.random.split(key, self.cfg.num_sessions), env_params)
+    return obs.history, obs.user
+
+  def propose(self, state: PretrainState, history: jax.Array, key: jax.Array) -> jax.Array:
+    """history [N, L] -> candidates [N, k] (Alg. 1 lines 7-9)."""
+    logits = self.agent.logits(state.agent.params, history)
+    return acting.propose(key, logits, self.cfg.num_candidates, self.strategy,
+                          self.cfg.epsilon)
+
+  def train(self, state: PretrainState, key: jax.Array, num_updates: int):
+    """num_updates A2C steps on uniform minibatches of D_LLM (Alg. 1 lines 13-15)."""
+
+    def one(agent_state, k):
+      sample = self.buffer.sample(state.buffer, k).experience
+      return self.agent.update(agent_state, sample, k)
+
+    agent_state, metrics = jax.lax.scan(one, state.agent, jax.random.split(key, num_updates))
+    return state._replace(agent=agent_state), jax.tree_util.tree_map(jnp.mean, metrics)
+
+  def learn(self, state: PretrainState, history, candidates, choice, valid, logprobs, last,
+            key: jax.Array):
+    """Labels of one lockstep step -> stored transitions and updates; returns the state, the
+    next histories [N, L] and the step's StepStats."""
+    k_none, k_train = jax.random.split(key)
+    action, reward, none = ialp.preference_actions(k_none, candidates, choice, valid, logprobs,
+                                                   self.cfg.labels)
+    next_history = ialp.extend(history, action)
+    done = jnp.full(action.shape, last, bool)  # the episode's last step: no bootstrap
+    batch = Transition(history, action, reward, done, next_history)
+    state = state._replace(buffer=self.buffer.add(state.buffer, batch))
+    state, metrics = self.train(state, k_train, self.cfg.updates_per_step)
+    stats = StepStats(none_rate=none.mean(), invalid_rate=(~valid).mean(),
+                      mean_rp=reward.mean(), actor_loss=metrics["actor_loss"],
+                      critic_loss=metrics["critic_loss"])
+    return state, next_history, stats
+
+  def inproc_epoch(self, state: PretrainState, env_params, key: jax.Array):
+    """One epoch with the oracle in the loop: a scan over episodes of a scan over steps."""
+    cfg = self.cfg
+    ocfg = cfg.oracle()
+
+    def step(carry, xs):
+      state, history, user = carry
+      k, t = xs
+      k_propose, k_judge, k_learn = jax.random.split(k, 3)
+      cands = self.propose(state, history, k_propose)
+      choice, logprobs = oracle.judge_batch(k_judge, self.env, env_params, history, user, cands,
+                                            ocfg)
+      valid = jnp.ones(choice.shape, bool)
+      state, history, stats = self.learn(state, history, cands, choice, valid, logprobs,
+                                         t == cfg.episode_len - 1, k_learn)
+      return (state, history, user), stats
+
+    def episode(state, k):
+      k_start, k_steps = jax.random.split(k)
+      history, user = self.start(k_start, env_params)
+      xs = (jax.random.split(k_steps, cfg.episode_len), jnp.arange(cfg.episode_len))
+      (state, _, _), stats = jax.lax.scan(step, (state, history, user), xs)
+      return state, stats
+
+    state, stats = jax.lax.scan(episode, state, jax.random.split(key, cfg.episodes_per_epoch))
+    return state, jax.tree_util.tree_map(jnp.mean, stats)
+
+
+def episode_keys(key: jax.Array, cfg: PretrainConfig):
+  """The per-episode (start key, per-step keys [T]) of an epoch, as inproc_epoch splits them."""
+  for k in jax.random.split(key, cfg.episodes_per_epoch):
+    k_start, k_steps = jax.random.split(k)
+    yield k_start, jax.random.split(k_steps, cfg.episode_len)
+
+
+# --- the driver -------------------------------------------------------------------------------
+def _write_jsonl(path: str, rows: list[dict]) -> None:
+  atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _floats(tree) -> dict:
+  return {k: float(np.asarray(v)) for k, v in tree.items()}
+
+
+def pretrain(cfg: PretrainConfig, workdir: str, log=print) -> list[dict]:
+  """Runs iALP pre-training to cfg.epochs (resuming from workdir's latest checkpoint) and
+  writes the final policy; returns the metrics rows (epoch 0 = the random init)."""
+  cfg.validate()
+  env, env_params, meta = build.load_env(cfg.env, "train")
+  test_env, test_params, _ = build.load_env(cfg.env, "test")
+  num_items, max_len = env.num_actions, int(meta["build"]["max_len"])
+  if cfg.labeler == "shards" and not os.path.isdir(cfg.labeler_dir):
+    raise ConfigError(f"--labeler=shards needs --labeler_dir (a directory with requests/ and "
+                      f"labels/); got {cfg.labeler_dir!r}")
+  if cfg.labeler == "inproc":
+    oracle.check_env(env)
+  offline, offline_stats = None, {}
+  if cfg.labeler == "shards":
+    offline, offline_stats = exchange.load_shard_transitions(cfg.labeler_dir, meta, env,
+                                                             num_items, cfg.labels, cfg.seed)
+  pt = Pretrainer(cfg, env, num_items,
+                  cfg.buffer_size if offline is None else int(offline.action.shape[0]))
+  agent = pt.agent
+  eval_root, init_key, train_root = jax.random.split(jax.random.PRNGKey(cfg.seed), 3)
+  eval_fn = jax.jit(lambda params, epoch, test_params: evaluate(
+      agent, params, test_env, test_params, jax.random.fold_in(eval_root, epoch),
+      cfg.eval_sessions, max_len, cfg.eval_explore, cfg.epsilon))
+
+  os.makedirs(workdir, exist_ok=True)
+  atomic_write_text(os.path.join(workdir, "flags.json"),
+                    json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+  state = jax.jit(pt.init)(init_key)
+  if offline is not None:  # D_LLM holds every offline row (passed in, not a program constant)
+    state = state._replace(buffer=jax.jit(pt.buffer.add)(state.buffer, offline))
+    log(f"D_LLM: {offline.action.shape[0]} labeled transitions from {cfg.labeler_dir}")
+  manager = ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, "checkpoints")),
+      options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints),
+      item_names=("state", "log"))
+  start = manager.latest_step()
+  if start is not None:
+    restored = manager.restore(start, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(jax.eval_shape(lambda: state)),
+        log=ocp.args.JsonRestore()))
+    state, metrics = restored.state, list(restored.log["metrics"])
+    log(f"resumed from epoch {start}")
+  else:
+    start = 0
+    metrics = [{"epoch": 0, "updates": 0} | _floats(eval_fn(state.agent.params, 0, test_params))]
+    log(f"epoch 0 (random init): test R {metrics[0]['R']:.3f} Len {metrics[0]['Len']:.2f}")
+  if start < cfg.epochs:
+    log(f"pre-training iALP with {_LABELER_NOTES[cfg.labeler]}: {cfg.epochs} epochs x "
+        f"{cfg.episodes_per_epoch} episodes x {cfg.episode_len} steps x {cfg.num_sessions} "
+        "sessions")
+
+  run_epoch = _epoch_runner(cfg, pt, env_params, meta, num_items, workdir, offline_stats)
+  for epoch in range(start + 1, cfg.epochs + 1):
+    t0 = time.perf_counter()
+    state, stats = jax.block_until_ready(
+        run_epoch(state, epoch, jax.random.fold_in(train_root, epoch)))
+    dt = time.perf_counter() - t0
+    row = {"epoch": epoch, "updates": epoch * cfg.updates_per_epoch} | _floats(
+        eval_fn(state.agent.params, epoch, test_params)) | stats | {"epoch_s": dt}
+    metrics.append(row)
+    manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                log=ocp.args.JsonSave({"metrics": metrics})))
+    manager.wait_until_finished()
+    _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
+    log(f"epoch {epoch}/{cfg.epochs}: {dt:.1f}s | None rate {row['none_rate']:.3f} mean r^p "
+        f"{row['mean_rp']:.3f} | test R {row['R']:.3f} Len {row['Len']:.2f} "
+        f"Ravg {row['Ravg']:.3f}")
+  manager.close()
+  _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
+  save_policy(workdir, state.agent.params, agent.cfg.net,
+              {"dataset": meta["dataset"], "fingerprint": meta["fingerprint"], "env": cfg.env,
+               "labeler": cfg.labeler, "epochs": cfg.epochs})
+  if cfg.labeler == "dir":
+    shards.mark_done(os.path.join(cfg.labeler_dir or workdir, "requests"))
+  return metrics
+
+
+_LABELER_NOTES = {"inproc": "the in-process oracle (a simulated judge, not an LLM)",
+                  "dir": "label shards from a separate llm_labeler.label job",
+                  "shards": "offline label shards"}
+
+
+def _epoch_runner(cfg: PretrainConfig, pt: Pretrainer, env_params, meta, num_items,
+                  workdir, offline_stats: dict):
+  """-> run_epoch(state, epoch, key) -> (state, stats dict) for the configured labeler."""
+  if cfg.labeler == "inproc":
+    inproc = jax.jit(pt.inproc_epoch)
+
+    def inproc_epoch(state, epoch, key):
+      del epoch
+      state, stats = inproc(state, env_params, key)
+      return state, _floats(stats._asdict())
+    return inproc_epoch
+  if cfg.labeler == "shards":
+    train = jax.jit(lambda state, key: pt.train(state, key, cfg.updates_per_epoch))
+
+    def shards_epoch(state, epoch, key):
+      del epoch
+      state, m = train(state, key)
+      return state, offline_stats | {"actor_loss": float(m["actor_loss"]),
+                                     "critic_loss": float(m["critic_loss"])}
+    return shards_epoch
+
+  # dir: a Python loop over steps; propose and learn are the same jitted functions as inproc.
+  labeler_dir = cfg.labeler_dir or workdir
+  req_dir, lab_dir = (os.path.join(labeler_dir, d) for d in ("requests", "labels"))
+  os.makedirs(req_dir, exist_ok=True)
+  os.makedirs(lab_dir, exist_ok=True)
+  shards.remove_stale_temps(req_dir)
+  if shards.is_done(req_dir):
+    os.unlink(os.path.join(req_dir, shards.DONE))  # resumed after a finished run's marker
+  req_meta = exchange.request_meta(meta, cfg.num_candidates, pt.env.history_len, num_items)
+  if os.path.exists(os.path.join(cfg.env, "dataset.npz")):  # the prompts' item text
+    shards.write_catalog(req_dir, shards.catalog_of(build.load_dataset_of(cfg.env),
+                                                    meta["fingerprint"]))
+  start = jax.jit(pt.start)
+  propose = jax.jit(pt.propose)
+  learn = jax.jit(pt.learn)
+  n, t_len = cfg.num_sessions, cfg.episode_len
+
+  def dir_epoch(state, epoch, key):
+    stats, wait_s = [], 0.0
+    for e, (k_start, k_steps) in enumerate(episode_keys(key, cfg)):
+      history, user = start(k_start, env_params)
+      session = ((epoch - 1) * cfg.episodes_per_epoch + e) * n + np.arange(n, dtype=np.int32)
+      for t in range(t_len):
+        k_propose, _, k_learn = jax.random.split(k_steps[t], 3)
+        cands = propose(state, history, k_propose)
+        name = f"e{epoch:05d}-p{e:04d}-t{t:04d}"
+        shard = shards.RequestShard(session=session, step=np.full(n, t, np.int32),
+                                    history=np.asarray(history, np.int32),
+                                    candidates=np.asarray(cands, np.int32),
+                                    user=np.asarray(user, np.int32))
+        exchange.post_request(req_dir, name, shard, req_meta)
+        t0 = time.perf_counter()
+        labels = exchange.await_labels(lab_dir, name, n, cfg.label_timeout, cfg.labels == "soft")
+        wait_s += time.perf_counter() - t0
+        logprobs = (labels.logprobs if labels.logprobs is not None
+                    else np.zeros((n, cfg.num_candidates + 1), np.float32))
+        state, history, st = learn(state, history, cands, labels.choice, labels.valid,
+                                   logprobs, t == t_len - 1, k_learn)
+        stats.append(st)
+    mean = jax.tree_util.tree_map(lambda *xs: jnp.mean(jnp.stack(xs)), *stats)
+    return state, _floats(mean._asdict()) | {"label_wait_s": wait_s}
+
+  return dir_epoch

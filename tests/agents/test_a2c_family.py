@@ -1,0 +1,187 @@
+"""A2C (Eq. 6-10) and the agents built on it: iALP (frozen), A-iALP_ft, A-iALP_ap (mixture,
+Eq. 14-15, alpha schedule) and LLMOnline: losses and one update step against hand-computed
+values, and what each update may and may not change."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxrec.agents import a2c, adaptive
+from jaxrec.agents.registry import AgentConfig, make_agent
+from jaxrec.agents.types import Transition
+from jaxrec.errors import ConfigError
+from jaxrec.nets.networks import NetConfig
+
+NET = NetConfig(num_items=6, history_len=3, dim=8, num_layers=0, num_heads=1)
+
+
+def tiny_batch(n=4):
+  hist = jnp.asarray([[-1, -1, 0], [-1, 1, 2], [3, 4, 5], [-1, -1, 2]][:n], jnp.int32)
+  nxt = jnp.concatenate([hist[:, 1:], jnp.asarray([[1], [0], [5], [3]][:n], jnp.int32)], 1)
+  return Transition(history=hist, action=jnp.asarray([1, 0, 5, 3][:n], jnp.int32),
+                    reward=jnp.asarray([1.0, 0.0, 2.0, 0.5][:n]),
+                    done=jnp.asarray([False, True, False, False][:n]), next_history=nxt)
+
+
+def trees_equal(a, b) -> bool:
+  return all(bool(jnp.array_equal(x, y))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+class LossTest(chex.TestCase):
+
+  @chex.all_variants(with_jit=True, without_jit=True, with_pmap=False)
+  def test_a2c_loss_single_hand_computed(self):
+    # y = 0.5 + 0.9 * 4 = 4.1; td = 4.1 - 3 = 1.1; actor = -log(0.25) * 1.1; critic = 1.21
+    f = self.variant(functools.partial(a2c.a2c_loss_single, gamma=0.9))
+    actor, critic, td = f(jnp.log(0.25), jnp.float32(3.0), jnp.float32(4.0), jnp.float32(0.5),
+                          jnp.float32(0.0))
+    np.testing.assert_allclose([actor, critic, td], [-np.log(0.25) * 1.1, 1.21, 1.1], rtol=1e-5)
+    # done: no bootstrap. td = 0.5 - 3 = -2.5
+    _, critic, td = f(jnp.log(0.25), jnp.float32(3.0), jnp.float32(4.0), jnp.float32(0.5),
+                      jnp.float32(1.0))
+    np.testing.assert_allclose([critic, td], [6.25, -2.5], rtol=1e-5)
+
+  @chex.all_variants(with_jit=True, without_jit=True, with_pmap=False)
+  def test_mixture_probabilities(self):
+    lt = jnp.log(jnp.asarray([0.5, 0.3, 0.2]))
+    lb = jnp.log(jnp.asarray([0.1, 0.1, 0.8]))
+    mix = self.variant(adaptive.mixture_log_probs)
+    np.testing.assert_allclose(jnp.exp(mix(lt, lb, 0.25)),
+                               [0.75 * 0.5 + 0.25 * 0.1, 0.75 * 0.3 + 0.25 * 0.1,
+                                0.75 * 0.2 + 0.25 * 0.8], rtol=1e-5)
+    np.testing.assert_allclose(jnp.exp(mix(lt, lb, 0.0)), [0.5, 0.3, 0.2], rtol=1e-5)
+    np.testing.assert_allclose(jnp.exp(mix(lt, lb, 1.0)), [0.1, 0.1, 0.8], rtol=1e-5)
+
+  def test_mixture_gradient_at_the_ends(self):
+    lt, lb = jnp.asarray([2.0, 0.0, -1.0]), jnp.asarray([0.0, 1.0, 0.0])
+    g0 = jax.grad(lambda b: adaptive.mixture_log_probs(lt, b, 0.0)[2])(lb)
+    assert np.all(np.asarray(g0) == 0.0)  # alpha 0: pi_beta has no say, and no NaN
+    g1 = jax.grad(lambda b: adaptive.mixture_log_probs(lt, b, 1.0)[2])(lb)
+    np.testing.assert_allclose(g1, jax.grad(lambda b: jax.nn.log_softmax(b)[2])(lb), rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape, want", [
+    ("linear", [0.2, 0.2, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0]),
+    ("cosine", [0.2, 0.2, 0.2, 0.2 + 0.8 * (1 - np.cos(np.pi / 4)) / 2, 0.6,
+                0.2 + 0.8 * (1 - np.cos(3 * np.pi / 4)) / 2, 1.0, 1.0]),
+    ("step", [0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 1.0, 1.0]),
+])
+def test_alpha_schedule(shape, want):
+  sched = adaptive.AlphaSchedule(alpha0=0.2, delay=2, length=4, shape=shape)
+  got = jax.jit(jax.vmap(sched))(jnp.arange(8))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_registry_converts_alpha_env_steps_to_updates():
+  cfg = AgentConfig(alpha0=0.0, alpha_delay=64, alpha_steps=128)
+  agent = make_agent("ialp_ap", cfg, 6, 3, num_sessions=32)
+  assert (agent.schedule.delay, agent.schedule.length) == (2, 4)
+
+
+@pytest.fixture(scope="module")
+def theta():
+  return jax.jit(a2c.A2C(a2c.A2CConfig(net=NET)).init_params)(jax.random.PRNGKey(7))
+
+
+def assert_adam_step(old, new, grads, lr):
+  """new == one clipped-Adam step from old along grads. Adam's first step is ~lr * sign(g), so
+  only entries with a clear gradient are compared (elsewhere float noise picks the sign)."""
+  opt = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(lr))
+  updates, _ = opt.update(grads, opt.init(old), old)
+  want = optax.apply_updates(old, updates)
+  checked = 0
+  for n, w, g in zip(jax.tree.leaves(new), jax.tree.leaves(want), jax.tree.leaves(grads)):
+    clear = np.abs(np.asarray(g)) > 1e-4
+    np.testing.assert_allclose(np.asarray(n)[clear], np.asarray(w)[clear], rtol=1e-4, atol=1e-6)
+    checked += clear.sum()
+  assert checked > 40
+
+
+def _reference_loss(net, params, batch, gamma, log_pi):
+  """Eq. 6-10 written out for a batch, independently of a2c.py."""
+  logits, q = net.apply(params, batch.history)
+  _, q_next = net.apply(params, batch.next_history)
+  idx = jnp.arange(batch.action.shape[0])
+  y = batch.reward + gamma * (1.0 - batch.done) * q_next.max(-1)
+  td = jax.lax.stop_gradient(y) - q[idx, batch.action]
+  logp = log_pi(logits)[idx, batch.action]
+  return jnp.mean(-logp * jax.lax.stop_gradient(td)) + jnp.mean(td ** 2)
+
+
+def test_a2c_and_ft_one_update_is_adam_on_eq_6_to_10(theta):
+  batch = tiny_batch()
+  cfg = AgentConfig(dim=8, num_layers=0, num_heads=1, learning_rate=0.01)
+  ft = make_agent("ialp_ft", cfg, 6, 3, pretrained=theta)
+  state = jax.jit(ft.init)(jax.random.PRNGKey(0))
+  assert trees_equal(state.params, theta)  # starts from iALP, not from the key
+  new, metrics = jax.jit(ft.update)(state, batch, jax.random.PRNGKey(1))
+  grads = jax.jit(jax.grad(lambda p: _reference_loss(ft.net, p, batch, 0.9,
+                                                     jax.nn.log_softmax)))(theta)
+  assert_adam_step(theta, new.params, grads, 0.01)
+  assert int(new.step) == 1 and np.isfinite(float(metrics["loss"]))
+
+
+def test_ialp_is_frozen(theta):
+  agent = make_agent("ialp", AgentConfig(dim=8, num_layers=0, num_heads=1), 6, 3,
+                     pretrained=theta)
+  state = jax.jit(agent.init)(jax.random.PRNGKey(0))
+  new, metrics = agent.update(state, tiny_batch(), jax.random.PRNGKey(1))
+  assert trees_equal(new.params, theta) and metrics == {}
+
+
+@pytest.mark.parametrize("beta_init", ["random", "theta"])
+def test_ap_one_update_moves_only_beta_along_eq_15(theta, beta_init):
+  batch = tiny_batch()
+  cfg = AgentConfig(dim=8, num_layers=0, num_heads=1, learning_rate=0.01, alpha0=0.3,
+                    alpha_steps=10, beta_init=beta_init)
+  ap = make_agent("ialp_ap", cfg, 6, 3, num_sessions=1, pretrained=theta)
+  state = jax.jit(ap.init)(jax.random.PRNGKey(0))
+  beta = state.params["beta"]
+  assert trees_equal(state.params["theta"], theta)
+  assert trees_equal(beta, theta) == (beta_init == "theta")
+  new, metrics = jax.jit(ap.update)(state, batch, jax.random.PRNGKey(1))
+  assert trees_equal(new.params["theta"], theta)  # frozen
+  np.testing.assert_allclose(metrics["alpha"], 0.3)
+  logits_theta = ap.logits(theta, batch.history)
+  log_mix = lambda logits: jnp.log(0.7 * jax.nn.softmax(logits_theta) +
+                                   0.3 * jax.nn.softmax(logits))
+  grads = jax.jit(jax.grad(lambda p: _reference_loss(ap.net, p, batch, 0.9, log_mix)))(beta)
+  assert_adam_step(beta, new.params["beta"], grads, 0.01)
+  # policy_params carries alpha: one update later it has moved along the ramp (0.3 -> 1 / 10).
+  np.testing.assert_allclose(ap.policy_params(new)["alpha"], 0.3 + 0.07, rtol=1e-5)
+
+
+def test_ap_acts_from_the_mixture(theta):
+  ap = make_agent("ialp_ap", AgentConfig(dim=8, num_layers=0, num_heads=1, alpha0=0.0,
+                                         alpha_steps=1), 6, 3, pretrained=theta)
+  state = jax.jit(ap.init)(jax.random.PRNGKey(0))
+  hist = jnp.asarray([[-1, -1, 0], [-1, 1, 2]], jnp.int32)
+
+  @jax.jit
+  def run(pp, beta):
+    key = jax.random.PRNGKey(0)
+    return (ap.log_policy(pp, hist), ap.act(pp, hist, key, "greedy"),
+            ap.act(pp | {"alpha": jnp.float32(1.0)}, hist, key, "greedy"),
+            ap.logits(theta, hist), ap.logits(beta, hist))
+
+  log_mix, act0, act1, logits_theta, logits_beta = run(ap.policy_params(state),
+                                                       state.params["beta"])
+  # alpha 0: the mixture is pi_theta, and greedy acting takes theta's argmax; alpha 1: beta's.
+  np.testing.assert_allclose(jnp.exp(log_mix), jax.nn.softmax(logits_theta), rtol=1e-5)
+  np.testing.assert_array_equal(act0, jnp.argmax(logits_theta, -1))
+  np.testing.assert_array_equal(act1, jnp.argmax(logits_beta, -1))
+  assert not np.array_equal(np.asarray(logits_theta), np.asarray(logits_beta))
+
+
+@pytest.mark.parametrize("kw, message", [({"alpha_shape": "sigmoid"}, "--alpha_shape"),
+                                         ({"beta_init": "zeros"}, "--beta_init"),
+                                         ({"alpha0": 1.5}, "--alpha0")])
+def test_bad_adaptive_config(kw, message):
+  with pytest.raises(ConfigError, match=message):
+    make_agent("ialp_ap", AgentConfig(**kw), 6, 3)

@@ -1,0 +1,221 @@
+"""experiments.paper: the plan (same budget for every method, pre-training first), the report
+writers on hand-made run directories, bad flags, and (slow) a whole tiny-preset run."""
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import paper, paper_report
+from jaxrec.agents.registry import PRETRAINED, make_agent
+from jaxrec.checkpoint import read_train_config
+from jaxrec.envs import build
+from jaxrec.errors import ConfigError
+from jaxrec.export import evaluate_export, export_run
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _env_steps(preset: paper.Preset, agent_name: str, num_items: int = 50) -> int:
+  """The env steps jaxrec.train.run takes for this preset and agent (its epoch arithmetic)."""
+  t = preset.train
+  # llm_online needs a live env to build; it unrolls like a2c (one step per update).
+  unroll = make_agent("a2c" if agent_name == "llm_online" else agent_name, t.agent_cfg,
+                      num_items, 10).unroll_len
+  per_iteration = t.num_sessions * unroll
+  iterations = max(1, math.ceil(t.steps_per_epoch / per_iteration))
+  epochs = max(1, math.ceil(t.total_steps / (iterations * per_iteration)))
+  return epochs * iterations * per_iteration
+
+
+@pytest.mark.parametrize("name", sorted(paper.PRESETS))
+def test_every_method_gets_the_same_env_step_budget(name):
+  preset = paper.PRESETS[name]
+  steps = {m: _env_steps(preset, a) for m, a in paper.METHODS.items()}
+  assert set(steps.values()) == {preset.train.total_steps}, steps
+  assert preset.train.total_steps >= 2 * preset.train.steps_per_epoch  # epochs 0, 1 and a last
+
+
+def test_plan_orders_pretraining_first_and_links_it(tmp_path):
+  cfg = paper.PaperConfig(workdir=str(tmp_path), seeds=2, preset="tiny")
+  preset = paper.PRESETS["tiny"]
+  tasks = paper.plan(cfg, preset, "ENV")
+  assert tasks[0].kind == "pretrain" and tasks[0].cfg.labeler == "inproc"
+  assert sum(t.kind == "pretrain" for t in tasks) == 1  # shared by the seeds in this preset
+  main = [t for t in tasks if t.kind == "train" and not t.explore]
+  assert [t.method for t in main] == list(paper.METHODS) * 2
+  assert [t.seed for t in main] == [0] * 7 + [1] * 7  # seed-major: seed 0 compiles
+  for t in main:
+    assert t.cfg.seed == t.seed and t.cfg.env == "ENV"
+    assert bool(t.needs) == (t.cfg.agent in PRETRAINED) and t.cfg.init_from == t.needs
+    assert t.cfg.explore == ("epsilon" if t.method == "DQN" else "categorical")
+  extra = [(t.method, t.cfg.explore, t.seed) for t in tasks if t.explore]
+  assert extra == [(m, s, 0) for m in preset.explore_methods for s in ("greedy", "epsilon")]
+  assert len({t.workdir for t in tasks}) == len(tasks)
+
+  shards = paper.plan(dataclasses.replace(cfg, labeler="vllm", model="m"), preset, "ENV")
+  assert shards[0].cfg.labeler == "shards"
+  assert "LLMOnline" not in {t.method for t in shards}  # no LLM inside the training loop
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"labeler": "gpt"}, "--labeler must be one of oracle, vllm, hf"),
+    ({"seeds": 0}, "--seeds must be positive"),
+    ({"dataset": "coat"}, "--dataset=coat needs --data_dir"),
+    ({"labeler": "hf"}, "--labeler=hf needs --model"),
+    ({"preset": "huge"}, "--preset must be one of tiny, default, paper"),
+    ({"methods": ("A2C", "SAC")}, "--methods must be a non-empty subset"),
+])
+def test_bad_config_is_refused(kw, message, tmp_path):
+  with pytest.raises(ConfigError, match=message):
+    paper.run_paper(paper.PaperConfig(workdir=str(tmp_path / "w"), **kw), log=lambda s: None)
+  assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--labeler=gpt", "error: --labeler must be one of oracle, vllm, hf"),
+    ("--seeds=0", "error: --seeds must be positive"),
+    ("--dataset=lastfm", "error: --dataset=lastfm needs --data_dir"),
+])
+def test_cli_bad_flags_one_line_error(flag, message, tmp_path):
+  res = subprocess.run([sys.executable, "-m", "experiments.paper", f"--workdir={tmp_path}/w",
+                        flag], capture_output=True, text=True, timeout=120)
+  assert res.returncode == 2
+  lines = res.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(message), res.stderr
+  assert not (tmp_path / "w").exists()
+
+
+# --- the report writers on hand-made run directories ----------------------------------------
+def _write_run(d, seed, method_offset, epochs=3, points=6):
+  os.makedirs(d, exist_ok=True)
+  with open(os.path.join(d, "metrics.jsonl"), "w") as f:
+    for e in range(epochs + 1):
+      r = method_offset + e + 0.5 * seed
+      f.write(json.dumps({"epoch": e, "env_steps": 100 * e, "R": r, "Len": r / 2,
+                          "Ravg": 2.0, "R_std": 1.0}) + "\n")
+  with open(os.path.join(d, "curve.jsonl"), "w") as f:
+    for p in range(points):
+      f.write(json.dumps({"env_steps": 50 * (p + 1), "curve_return": 0.0 if p == 0 else p + seed,
+                          "curve_length": 0.0 if p == 0 else 1.0 + p}) + "\n")
+  with open(os.path.join(d, "done.json"), "w") as f:
+    json.dump({"wall_s": 1.5 + seed}, f)
+
+
+@pytest.fixture
+def fake_experiment(tmp_path):
+  cfg = paper.PaperConfig(workdir=str(tmp_path), seeds=2, preset="tiny")
+  preset = paper.PRESETS["tiny"]
+  env_dir = tmp_path / "env"  # the figures read max_len from env.json
+  env_dir.mkdir()
+  (env_dir / "env.json").write_text(json.dumps(
+      {"format": build.FORMAT, "dataset": "synthetic", "fingerprint": "0" * 16,
+       "kind": "sequential", "build": {"max_len": 8}, "reports": {}}))
+  tasks = paper.plan(cfg, preset, str(env_dir))
+  offsets = {m: 10.0 * i for i, m in enumerate(paper.METHODS)}
+  for t in tasks:
+    if t.kind == "pretrain":
+      os.makedirs(t.workdir)
+      with open(os.path.join(t.workdir, "metrics.jsonl"), "w") as f:
+        f.write(json.dumps({"epoch": 2, "R": 9.0, "Len": 4.0, "Ravg": 2.2}) + "\n")
+    else:
+      _write_run(t.workdir, t.seed, offsets[t.method] + (100.0 if t.explore else 0.0))
+  return cfg, preset, tasks
+
+
+def test_results_json_and_tables_from_run_dirs(fake_experiment, tmp_path):
+  cfg, preset, tasks = fake_experiment
+  results = paper_report.write_all(str(tmp_path), tasks, cfg, preset, {}, log=lambda s: None)
+  on_disk = json.loads((tmp_path / "results.json").read_text())
+  assert list(on_disk["methods"]) == list(paper.METHODS)
+  for name, entry in on_disk["methods"].items():
+    assert set(entry) == set(paper_report.KEYS)
+    off = 10.0 * list(paper.METHODS).index(name)
+    assert entry["R@0"] == [off, off + 0.5] and entry["R@1"] == [off + 1, off + 1.5]
+    assert entry["R"] == [off + 3, off + 3.5] and entry["Len"] == [(off + 3) / 2,
+                                                                     (off + 3.5) / 2]
+  assert on_disk["seeds"] == [0, 1] and on_disk["config"]["flags"]["preset"] == "tiny"
+  assert on_disk["tasks"]["A2C seed 1"] == {"wall_s": 2.5}
+  # Exploration: the extra runs (seed 0 only in tiny) and the main run for categorical.
+  a2c = on_disk["exploration"]["A2C"]
+  assert a2c["greedy"]["R"] == [123.0] and a2c["categorical"]["R"] == [23.0]
+
+  md = (tmp_path / "tables.md").read_text()
+  t3 = md.split("## Table 3")[1].split("## Table 4")[0]
+  assert "| A2C | 20.25 ± 0.35 |" in t3  # mean and sample std of [20, 20.5]
+  assert "| LLMOnline | **60.25 ± 0.35** |" in t3  # the best mean in bold
+  t5 = md.split("## Table 5")[1].split("## Exploration")[0]
+  assert t5.splitlines()[2] == "| | " + " | ".join(paper.METHODS) + " |"
+  assert [l.split(" |")[0] for l in t5.splitlines()[4:7]] == ["| R", "| Len", "| Ravg"]
+  assert "oracle = a simulated judge" in md
+  assert results["figures"] == [os.path.join("figures", f) for f in (
+      "fig6_7_learning_curves.png", "fig8_9_llm_online.png", "fig10_11_exploration.png")]
+  for f in results["figures"]:
+    assert (tmp_path / f).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_figures_are_skipped_without_matplotlib(fake_experiment, tmp_path, monkeypatch):
+  _, _, tasks = fake_experiment
+  monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+  lines = []
+  assert paper_report.write_figures(str(tmp_path), tasks, lines.append) == []
+  assert lines == ["figures: skipped (matplotlib is not installed: pip install -e '.[plots]')"]
+
+
+def test_curves_drop_the_empty_window_and_average_seeds(tmp_path):
+  for s in (0, 1):
+    _write_run(str(tmp_path / f"s{s}"), s, 0.0)
+  steps, ret, length = paper_report._curves([str(tmp_path / "s0"), str(tmp_path / "s1")])
+  np.testing.assert_array_equal(steps, [100, 150, 200, 250, 300])
+  np.testing.assert_array_equal(ret, [[1, 2, 3, 4, 5], [2, 3, 4, 5, 6]])
+
+
+# --- the whole pipeline -------------------------------------------------------------------------
+@pytest.mark.slow
+def test_tiny_preset_end_to_end_then_resume(tmp_path):
+  work = tmp_path / "paper"
+  cmd = [sys.executable, "-m", "experiments.paper", "--preset=tiny", "--seeds=2",
+         "--labeler=oracle", f"--workdir={work}"]
+  res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert "ETA" in res.stdout and "not an LLM" in res.stdout
+  results = json.loads((work / "results.json").read_text())
+  assert list(results["methods"]) == list(paper.METHODS)
+  for entry in results["methods"].values():
+    assert set(entry) == set(paper_report.KEYS)
+    assert all(len(v) == 2 and all(np.isfinite(v)) for v in entry.values())
+  assert set(results["exploration"]) == {"A2C", "A-iALP_ap"}
+  md = (work / "tables.md").read_text()
+  for title in ("## Table 3", "## Table 4", "## Table 5", "## Exploration"):
+    assert title in md
+  for f in ("fig6_7_learning_curves.png", "fig8_9_llm_online.png", "fig10_11_exploration.png"):
+    assert (work / "figures" / f).read_bytes()[:8] == PNG_MAGIC
+  # iALP never updates: the epoch-0 evaluation of A-iALP_ft is iALP's (same params and keys).
+  m = results["methods"]
+  assert m["iALP"]["R@0"] == m["A-iALP_ft"]["R@0"]
+
+  # The exports of the richest policies (iALP theta + beta + alpha; LLMOnline with the oracle
+  # inside its act) reproduce their runs' last test evaluation exactly.
+  for method in ("A-iALP_ap", "LLMOnline"):
+    run = work / "runs" / method / "seed1"
+    export_run(str(run), str(tmp_path / method), log=lambda s: None)
+    row = paper_report.read_jsonl(str(run / "metrics.jsonl"))[-1]
+    cfg = read_train_config(str(run))
+    eval_root, _ = jax.random.split(jax.random.PRNGKey(cfg.seed))
+    got = evaluate_export(str(tmp_path / method), str(work / "env"), cfg.eval_sessions,
+                          jax.random.fold_in(eval_root, row["epoch"]))
+    assert (got["R"], got["Len"]) == (row["R"], row["Len"]), method
+
+  done = {p: p.stat().st_mtime for p in work.glob("runs/**/done.json")}
+  assert len(done) == 2 * 7 + 4
+  res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert "19 of 19 tasks already finished (skipped)" in res.stdout
+  assert {p: p.stat().st_mtime for p in work.glob("runs/**/done.json")} == done
+  assert json.loads((work / "results.json").read_text())["methods"] == results["methods"]
