@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from jaxrec.agents.registry import AgentConfig
 from jaxrec.envs import build
 from jaxrec.errors import DataError
+from jaxrec.train import sharding
 from jaxrec.train.loop import LoopConfig, make_train
 from jaxrec.train.run import TrainConfig, build_agent
 
@@ -97,6 +98,8 @@ def restore_run(workdir: str, step: int | None = None, env: str | None = None) -
   """The loop state saved at the end of epoch `step` (default: the latest) of a run."""
   cfg = read_train_config(workdir, env)
   agent, shape, meta = abstract_runner(cfg)
+  # Onto this process's devices, whatever mesh (or hosts) the run was saved from.
+  target = sharding.abstract(shape, sharding.runner_shardings(sharding.make_mesh(), shape))
   directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
   if not os.path.isdir(directory):
     raise DataError(f"{workdir}: no checkpoints yet (the run has not finished an epoch)")
@@ -109,7 +112,7 @@ def restore_run(workdir: str, step: int | None = None, env: str | None = None) -
       raise DataError(f"{directory}: no checkpoint of epoch {step}; have {sorted(steps)}")
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
-          runner=ocp.args.StandardRestore(shape), log=ocp.args.JsonRestore()))
+          runner=ocp.args.StandardRestore(target), log=ocp.args.JsonRestore()))
     except (OSError, ValueError, KeyError, TypeError) as e:
       raise DataError(f"{directory}/{step}: cannot restore ({type(e).__name__}: "
                       f"{str(e).splitlines()[0] if str(e) else ''})") from None

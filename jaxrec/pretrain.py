@@ -17,6 +17,7 @@ from absl import flags
 from jaxrec import cli
 from jaxrec.agents.ialp import LABELS
 from jaxrec.errors import ConfigError
+from jaxrec.train import dist_flags
 from jaxrec.train import flags as common
 from jaxrec.train.pretrain import CANDIDATES, LABELERS, PretrainConfig, pretrain
 
@@ -61,7 +62,8 @@ def main(argv):
   cli.reject_extra_args(argv)
   if not common.WORKDIR.value:
     raise ConfigError("--workdir is required")
-  pretrain(config_from_flags(), common.WORKDIR.value)
+  mesh = dist_flags.mesh_from_flags()
+  pretrain(config_from_flags(), common.WORKDIR.value, mesh=mesh)
 
 
 if __name__ == "__main__":

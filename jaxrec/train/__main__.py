@@ -15,6 +15,7 @@ from jaxrec import cli
 from jaxrec.agents.registry import AGENTS, AgentConfig
 from jaxrec.agents.types import STRATEGIES
 from jaxrec.errors import ConfigError
+from jaxrec.train import dist_flags
 from jaxrec.train import flags as common
 from jaxrec.train.run import TrainConfig, train_and_evaluate
 
@@ -70,7 +71,8 @@ def main(argv):
   cli.reject_extra_args(argv)
   if not common.WORKDIR.value:
     raise ConfigError("--workdir is required")
-  train_and_evaluate(config_from_flags(), common.WORKDIR.value)
+  mesh = dist_flags.mesh_from_flags()
+  train_and_evaluate(config_from_flags(), common.WORKDIR.value, mesh=mesh)
 
 
 if __name__ == "__main__":

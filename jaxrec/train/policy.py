@@ -11,6 +11,7 @@ import shutil
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from jaxrec.errors import ConfigError
 from jaxrec.io import atomic_write_text
@@ -22,13 +23,17 @@ POLICY_DIR = "policy"
 def save_policy(workdir: str, params, net: NetConfig, info: dict) -> None:
   """workdir/policy/{params (orbax), policy.json}; policy.json is written last (= complete)."""
   directory = os.path.abspath(os.path.join(workdir, POLICY_DIR))
-  if os.path.exists(directory):
+  primary = jax.process_index() == 0
+  if primary and os.path.exists(directory):
     shutil.rmtree(directory)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("jaxrec.save_policy")
   ckptr = ocp.StandardCheckpointer()
   ckptr.save(os.path.join(directory, "params"), jax.device_get(params))
   ckptr.wait_until_finished()
-  atomic_write_text(os.path.join(directory, "policy.json"),
-                    json.dumps({"net": dataclasses.asdict(net)} | info, indent=2) + "\n")
+  if primary:
+    atomic_write_text(os.path.join(directory, "policy.json"),
+                      json.dumps({"net": dataclasses.asdict(net)} | info, indent=2) + "\n")
 
 
 def load_policy(workdir: str, net: NetConfig, fingerprint: str | None = None):

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh
 
 from jaxrec import oracle, shards
 from jaxrec.agents import acting, ialp
@@ -50,6 +51,7 @@ from jaxrec.envs import build
 from jaxrec.errors import ConfigError
 from jaxrec.io import atomic_write_text
 from jaxrec.train import label_exchange as exchange
+from jaxrec.train import sharding
 from jaxrec.train.loop import evaluate
 from jaxrec.train.policy import load_policy, save_policy
 
@@ -140,9 +142,13 @@ class StepStats(NamedTuple):
 class Pretrainer:
   """Builds the jittable pieces of Alg. 1 for one env and config."""
 
-  def __init__(self, cfg: PretrainConfig, env, num_items: int, buffer_items: int):
+  def __init__(self, cfg: PretrainConfig, env, num_items: int, buffer_items: int,
+               mesh: Mesh | None = None):
     self.cfg = cfg
     self.env = env
+    # Sessions (and each minibatch) split over mesh's `data` axis; None = no constraint.
+    self.shard = (lambda t: t) if mesh is None else (
+        lambda t: sharding.constrain_sessions(t, mesh))
     self.agent: A2C = make_agent("a2c", cfg.agent_cfg, num_items, env.history_len)
     if not 0 < cfg.num_candidates <= num_items:
       raise ConfigError(f"--num_candidates must be in 1..{num_items}, got {cfg.num_candidates}")
@@ -162,7 +168,7 @@ class Pretrainer:
     """-> (history [N, L], user [N]) of N fresh sessions of the train env."""
     obs, _ = jax.vmap(self.env.reset_env, in_axes=(0, None))(
         jax.random.split(key, self.cfg.num_sessions), env_params)
-    return obs.history, obs.user
+    return self.shard((obs.history, obs.user))
 
   def propose(self, state: PretrainState, history: jax.Array, key: jax.Array) -> jax.Array:
     """history [N, L] -> candidates [N, k] (Alg. 1 lines 7-9)."""
@@ -174,7 +180,7 @@ class Pretrainer:
     """num_updates A2C steps on uniform minibatches of D_LLM (Alg. 1 lines 13-15)."""
 
     def one(agent_state, k):
-      sample = self.buffer.sample(state.buffer, k).experience
+      sample = self.shard(self.buffer.sample(state.buffer, k).experience)
       return self.agent.update(agent_state, sample, k)
 
     agent_state, metrics = jax.lax.scan(one, state.agent, jax.random.split(key, num_updates))
@@ -241,10 +247,20 @@ def _floats(tree) -> dict:
   return {k: float(np.asarray(v)) for k, v in tree.items()}
 
 
-def pretrain(cfg: PretrainConfig, workdir: str, log=print) -> list[dict]:
+def pretrain(cfg: PretrainConfig, workdir: str, log=print,
+             mesh: Mesh | None = None) -> list[dict]:
   """Runs iALP pre-training to cfg.epochs (resuming from workdir's latest checkpoint) and
-  writes the final policy; returns the metrics rows (epoch 0 = the random init)."""
+  writes the final policy; returns the metrics rows (epoch 0 = the random init). mesh: the
+  sessions and each minibatch sharded over its `data` axis (jaxrec.train.sharding)."""
   cfg.validate()
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  sharding.check_sessions(mesh, num_sessions=cfg.num_sessions, eval_sessions=cfg.eval_sessions,
+                          batch_size=cfg.batch_size)
+  if cfg.labeler == "dir" and jax.process_count() > 1:
+    raise ConfigError("--labeler=dir runs in one process (it exchanges whole request shards); "
+                      "use --labeler=inproc or shards with --num_processes > 1")
+  primary = jax.process_index() == 0  # one process writes the logs (orbax: every process)
+  log = log if primary else (lambda s: None)
   env, env_params, meta = build.load_env(cfg.env, "train")
   test_env, test_params, _ = build.load_env(cfg.env, "test")
   num_items, max_len = env.num_actions, int(meta["build"]["max_len"])
@@ -258,19 +274,24 @@ def pretrain(cfg: PretrainConfig, workdir: str, log=print) -> list[dict]:
     offline, offline_stats = exchange.load_shard_transitions(cfg.labeler_dir, meta, env,
                                                              num_items, cfg.labels, cfg.seed)
   pt = Pretrainer(cfg, env, num_items,
-                  cfg.buffer_size if offline is None else int(offline.action.shape[0]))
+                  cfg.buffer_size if offline is None else int(offline.action.shape[0]), mesh)
   agent = pt.agent
-  eval_root, init_key, train_root = jax.random.split(jax.random.PRNGKey(cfg.seed), 3)
-  eval_fn = jax.jit(lambda params, epoch, test_params: evaluate(
-      agent, params, test_env, test_params, jax.random.fold_in(eval_root, epoch),
-      cfg.eval_sessions, max_len, cfg.eval_explore, cfg.epsilon))
+  env_params, test_params = (sharding.replicate(p, mesh) for p in (env_params, test_params))
+  eval_root, init_key, train_root = sharding.replicate(
+      tuple(jax.random.split(jax.random.PRNGKey(cfg.seed), 3)), mesh)
+  eval_fn = sharding.jit_replicated(lambda params, epoch, test_params: evaluate(
+      sharding.ShardedActing(agent, mesh), params, test_env, test_params,
+      jax.random.fold_in(eval_root, epoch), cfg.eval_sessions, max_len, cfg.eval_explore,
+      cfg.epsilon), mesh)
 
   os.makedirs(workdir, exist_ok=True)
-  atomic_write_text(os.path.join(workdir, "flags.json"),
-                    json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-  state = jax.jit(pt.init)(init_key)
+  if primary:
+    atomic_write_text(os.path.join(workdir, "flags.json"),
+                      json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+  state = sharding.jit_replicated(pt.init, mesh)(init_key)
   if offline is not None:  # D_LLM holds every offline row (passed in, not a program constant)
-    state = state._replace(buffer=jax.jit(pt.buffer.add)(state.buffer, offline))
+    state = state._replace(buffer=sharding.jit_replicated(pt.buffer.add, mesh)(
+        state.buffer, sharding.replicate(offline, mesh)))
     log(f"D_LLM: {offline.action.shape[0]} labeled transitions from {cfg.labeler_dir}")
   manager = ocp.CheckpointManager(
       os.path.abspath(os.path.join(workdir, "checkpoints")),
@@ -279,7 +300,9 @@ def pretrain(cfg: PretrainConfig, workdir: str, log=print) -> list[dict]:
   start = manager.latest_step()
   if start is not None:
     restored = manager.restore(start, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(jax.eval_shape(lambda: state)),
+        state=ocp.args.StandardRestore(sharding.abstract(
+            jax.eval_shape(lambda: state),
+            jax.tree.map(lambda _: sharding.replicated(mesh), state))),
         log=ocp.args.JsonRestore()))
     state, metrics = restored.state, list(restored.log["metrics"])
     log(f"resumed from epoch {start}")
@@ -292,7 +315,8 @@ def pretrain(cfg: PretrainConfig, workdir: str, log=print) -> list[dict]:
         f"{cfg.episodes_per_epoch} episodes x {cfg.episode_len} steps x {cfg.num_sessions} "
         "sessions")
 
-  run_epoch = _epoch_runner(cfg, pt, env_params, meta, num_items, workdir, offline_stats)
+  run_epoch = _epoch_runner(cfg, pt, env_params, meta, num_items, workdir, offline_stats,
+                            mesh)
   for epoch in range(start + 1, cfg.epochs + 1):
     t0 = time.perf_counter()
     state, stats = jax.block_until_ready(
@@ -304,12 +328,14 @@ def pretrain(cfg: PretrainConfig, workdir: str, log=print) -> list[dict]:
     manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                 log=ocp.args.JsonSave({"metrics": metrics})))
     manager.wait_until_finished()
-    _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
+    if primary:
+      _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
     log(f"epoch {epoch}/{cfg.epochs}: {dt:.1f}s | None rate {row['none_rate']:.3f} mean r^p "
         f"{row['mean_rp']:.3f} | test R {row['R']:.3f} Len {row['Len']:.2f} "
         f"Ravg {row['Ravg']:.3f}")
   manager.close()
-  _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
+  if primary:
+    _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
   save_policy(workdir, state.agent.params, agent.cfg.net,
               {"dataset": meta["dataset"], "fingerprint": meta["fingerprint"], "env": cfg.env,
                "labeler": cfg.labeler, "epochs": cfg.epochs})
@@ -324,10 +350,10 @@ _LABELER_NOTES = {"inproc": "the in-process oracle (a simulated judge, not an LL
 
 
 def _epoch_runner(cfg: PretrainConfig, pt: Pretrainer, env_params, meta, num_items,
-                  workdir, offline_stats: dict):
+                  workdir, offline_stats: dict, mesh: Mesh):
   """-> run_epoch(state, epoch, key) -> (state, stats dict) for the configured labeler."""
   if cfg.labeler == "inproc":
-    inproc = jax.jit(pt.inproc_epoch)
+    inproc = sharding.jit_replicated(pt.inproc_epoch, mesh)
 
     def inproc_epoch(state, epoch, key):
       del epoch
@@ -335,7 +361,8 @@ def _epoch_runner(cfg: PretrainConfig, pt: Pretrainer, env_params, meta, num_ite
       return state, _floats(stats._asdict())
     return inproc_epoch
   if cfg.labeler == "shards":
-    train = jax.jit(lambda state, key: pt.train(state, key, cfg.updates_per_epoch))
+    train = sharding.jit_replicated(
+        lambda state, key: pt.train(state, key, cfg.updates_per_epoch), mesh)
 
     def shards_epoch(state, epoch, key):
       del epoch

@@ -28,12 +28,14 @@ import time
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh
 
 from jaxrec.agents.registry import AGENTS, PRETRAINED, AgentConfig, make_agent
 from jaxrec.agents.acting import check_strategy
 from jaxrec.envs import build
 from jaxrec.errors import ConfigError
 from jaxrec.io import atomic_write_text
+from jaxrec.train import sharding
 from jaxrec.train.loop import LoopConfig, evaluate, make_train
 
 
@@ -109,30 +111,41 @@ def build_agent(cfg: TrainConfig, env, env_params, env_meta: dict | None = None,
                     pretrained=pretrained)
 
 
-def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print) -> list[dict]:
-  """Trains, evaluates every epoch, checkpoints; returns the metrics rows."""
+def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print,
+                       mesh: Mesh | None = None) -> list[dict]:
+  """Trains, evaluates every epoch, checkpoints; returns the metrics rows. mesh: sessions
+  sharded over its `data` axis (jaxrec.train.sharding; default one device, or every device
+  under jax.distributed); the numbers do not depend on it."""
   cfg.validate()
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  sharding.check_sessions(mesh, num_sessions=cfg.num_sessions, eval_sessions=cfg.eval_sessions)
+  primary = jax.process_index() == 0  # one process writes the logs (orbax: every process)
+  log = log if primary else (lambda s: None)
   env, env_params, meta = build.load_env(cfg.env, "train")
   test_env, test_params, _ = build.load_env(cfg.env, "test")
   max_len = int(meta["build"]["max_len"])
   agent = build_agent(cfg, env, env_params, meta)
+  acting = sharding.ShardedActing(agent, mesh)
+  env_params, test_params = (sharding.replicate(p, mesh) for p in (env_params, test_params))
   per_iteration = cfg.num_sessions * agent.unroll_len
   iterations = max(1, math.ceil(cfg.steps_per_epoch / per_iteration))
   num_epochs = max(1, math.ceil(cfg.total_steps / (iterations * per_iteration)))
   loop_cfg = LoopConfig(num_sessions=cfg.num_sessions, iterations_per_epoch=iterations,
                         strategy=cfg.explore, epsilon=cfg.epsilon)
-  init_runner, train_epoch = make_train(loop_cfg, agent, env)
-  init_runner, train_epoch = jax.jit(init_runner), jax.jit(train_epoch)
+  init_runner, train_epoch = make_train(loop_cfg, acting, env)
+  init_runner, train_epoch, shardings = sharding.jit_loop(mesh, init_runner, train_epoch,
+                                                          env_params)
   eval_strategy = cfg.eval_explore or cfg.explore
-  eval_fn = jax.jit(lambda params, root, epoch, test_params: evaluate(
-      agent, params, test_env, test_params, jax.random.fold_in(root, epoch), cfg.eval_sessions,
-      max_len, eval_strategy, cfg.epsilon))
+  eval_fn = sharding.jit_replicated(lambda params, root, epoch, test_params: evaluate(
+      acting, params, test_env, test_params, jax.random.fold_in(root, epoch),
+      cfg.eval_sessions, max_len, eval_strategy, cfg.epsilon), mesh)
 
   os.makedirs(workdir, exist_ok=True)
-  atomic_write_text(os.path.join(workdir, "flags.json"),
-                    json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+  if primary:
+    atomic_write_text(os.path.join(workdir, "flags.json"),
+                      json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
   root = jax.random.PRNGKey(cfg.seed)
-  eval_root, train_key = jax.random.split(root)
+  eval_root, train_key = sharding.replicate(tuple(jax.random.split(root)), mesh)
   runner = init_runner(train_key, env_params)
   manager = ocp.CheckpointManager(
       os.path.abspath(os.path.join(workdir, "checkpoints")),
@@ -142,7 +155,8 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print) -> list[dict]:
   start = manager.latest_step()
   if start is not None:
     restored = manager.restore(start, args=ocp.args.Composite(
-        runner=ocp.args.StandardRestore(jax.eval_shape(lambda: runner)),
+        runner=ocp.args.StandardRestore(sharding.abstract(jax.eval_shape(lambda: runner),
+                                                          shardings)),
         log=ocp.args.JsonRestore()))
     runner, metrics, curve = restored.runner, restored.log["metrics"], restored.log["curve"]
     log(f"resumed from epoch {start} ({int(runner.env_steps)} env steps)")
@@ -171,14 +185,16 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print) -> list[dict]:
         runner=ocp.args.StandardSave(runner),
         log=ocp.args.JsonSave({"metrics": metrics, "curve": curve})))
     manager.wait_until_finished()
-    _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
-    _write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
+    if primary:
+      _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
+      _write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
     done_epochs = epoch - start
     eta = (time.perf_counter() - t_start) / done_epochs * (num_epochs - epoch)
     log(f"epoch {epoch}/{num_epochs}: {row['env_steps']} env steps, "
         f"{row['steps_per_s']:,.0f} steps/s, ETA {eta:.0f}s | test R {row['R']:.3f} "
         f"Len {row['Len']:.2f} Ravg {row['Ravg']:.3f}")
-  _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
-  _write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
+  if primary:
+    _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
+    _write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
   manager.close()
   return metrics
