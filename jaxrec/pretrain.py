@@ -40,6 +40,8 @@ UPDATES = flags.DEFINE_integer("updates_per_step", _P.updates_per_step,
                                "A2C minibatch updates per lockstep step")
 BATCH = flags.DEFINE_integer("batch_size", _P.batch_size, "A2C minibatch from D_LLM")
 BUFFER = flags.DEFINE_integer("buffer_size", _P.buffer_size, "D_LLM capacity (transitions)")
+EVAL_SESSIONS = flags.DEFINE_integer("eval_sessions", _P.eval_sessions,
+                                     "test-env episodes per epoch's evaluation")
 EVAL_EXPLORE = flags.DEFINE_string("eval_explore", _P.eval_explore,
                                    "test-env evaluation strategy")
 
@@ -54,7 +56,7 @@ def config_from_flags() -> PretrainConfig:
       candidates=CANDS.value, num_sessions=NUM_SESSIONS.value, episode_len=EPISODE_LEN.value,
       episodes_per_epoch=EPISODES.value, epochs=EPOCHS.value, updates_per_step=UPDATES.value,
       batch_size=BATCH.value, buffer_size=BUFFER.value,
-      eval_sessions=common.EVAL_SESSIONS.value, eval_explore=EVAL_EXPLORE.value,
+      eval_sessions=EVAL_SESSIONS.value, eval_explore=EVAL_EXPLORE.value,
       epsilon=common.EPSILON.value, seed=common.SEED.value, agent_cfg=common.agent_config())
 
 

@@ -28,6 +28,8 @@ TOTAL_STEPS = flags.DEFINE_integer("total_steps", _T.total_steps, "env steps in 
 STEPS_PER_EPOCH = flags.DEFINE_integer("steps_per_epoch", _T.steps_per_epoch,
                                        "env steps between test-env evaluations")
 EXPLORE = flags.DEFINE_string("explore", _T.explore, f"one of {', '.join(STRATEGIES)}")
+EVAL_SESSIONS = flags.DEFINE_integer("eval_sessions", _T.eval_sessions,
+                                     "test-env episodes per evaluation")
 EVAL_EXPLORE = flags.DEFINE_string("eval_explore", "", "test-time strategy (default --explore)")
 UNROLL = flags.DEFINE_integer("unroll_len", _A.unroll_len, "steps per update; 0 = agent default")
 BUFFER = flags.DEFINE_integer("buffer_size", _A.buffer_size, "dqn replay capacity")
@@ -56,7 +58,7 @@ def config_from_flags() -> TrainConfig:
       agent=AGENT.value, env=common.ENV.value or "", num_sessions=NUM_SESSIONS.value,
       total_steps=TOTAL_STEPS.value, steps_per_epoch=STEPS_PER_EPOCH.value,
       explore=EXPLORE.value, epsilon=common.EPSILON.value,
-      eval_sessions=common.EVAL_SESSIONS.value, eval_explore=EVAL_EXPLORE.value,
+      eval_sessions=EVAL_SESSIONS.value, eval_explore=EVAL_EXPLORE.value,
       seed=common.SEED.value, init_from=INIT_FROM.value,
       agent_cfg=common.agent_config(
           unroll_len=UNROLL.value, buffer_size=BUFFER.value, batch_size=BATCH.value,

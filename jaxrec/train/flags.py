@@ -20,7 +20,6 @@ HEADS = flags.DEFINE_integer("num_heads", _A.num_heads, "attention heads")
 LR = flags.DEFINE_float("learning_rate", _A.learning_rate, "Adam learning rate")
 GAMMA = flags.DEFINE_float("gamma", _A.gamma, "discount")
 ENTROPY = flags.DEFINE_float("entropy_coef", _A.entropy_coef, "entropy bonus (a2c-family, pg)")
-EVAL_SESSIONS = flags.DEFINE_integer("eval_sessions", 1024, "test-env episodes per evaluation")
 EPSILON = flags.DEFINE_float("epsilon", 0.1, "epsilon of the epsilon strategy")
 NUM_CANDIDATES = flags.DEFINE_integer("num_candidates", _A.num_candidates,
                                       "k: items the actor proposes to the labeler")

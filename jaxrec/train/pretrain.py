@@ -81,7 +81,7 @@ class PretrainConfig:
   updates_per_step: int = 1
   batch_size: int = 256
   buffer_size: int = 100_000
-  eval_sessions: int = 1024
+  eval_sessions: int = 512  # per-epoch monitoring; jaxrec.train --agent=ialp gives R@0 (1024)
   eval_explore: str = "categorical"
   epsilon: float = 0.1
   seed: int = 0

@@ -107,14 +107,15 @@ def seq_env_dir(tmp_path_factory):
 @pytest.mark.slow
 def test_all_agents_every_layout_sequential_env(seq_env_dir, tmp_path):
   """a2c, dqn and pg on the fitted sequential env (a per-session model cache in the env state)
-  on 1, 2, 4 and 8 devices; a checkpoint saved on 8 devices resumes on 4 (orbax reshards)."""
+  on 1 and 8 devices (2 and 4 are covered on the best-item env by the fast test and
+  bench_scale); a checkpoint saved on 8 devices resumes on 4 (orbax reshards)."""
   p = _start(tmp_path / "r.npz", f"--env={seq_env_dir}", "--agents=a2c,dqn,pg",
-             "--meshes=0,1,2,4,8", "--epochs=3", "--resume_at=2", "--resume_mesh=4",
+             "--meshes=0,1,8", "--epochs=3", "--resume_at=2", "--resume_mesh=4",
              f"--ckpt={tmp_path / 'ckpt'}")
   _finish(p)
   runs = _runs(tmp_path / "r.npz")
   for name in ("a2c", "dqn", "pg"):
-    for d in (1, 2, 4, 8):
+    for d in (1, 8):
       _assert_same_run(runs[f"{name}/mesh{d}"], runs[f"{name}/mesh0"])
     _assert_same_run(runs[f"{name}/resumed"], runs[f"{name}/mesh8"])
     assert list(runs[f"{name}/resumed"]["env_state_specs"]) == [str(P("data"))]
