@@ -4,7 +4,8 @@ iALP pre-training (paper Alg. 1) on preference labels; see jaxrec/train/pretrain
   inproc  the simulated oracle labeler in the jitted loop (CPU-only runs; not an LLM)
   dir     lockstep through LABELER_DIR (default RUN): request shards to LABELER_DIR/requests,
           label shards from `python -m llm_labeler.label --requests=LABELER_DIR/requests
-          --out=LABELER_DIR/labels --env=DIR --backend=... --follow` running beside it
+          --out=LABELER_DIR/labels --env=DIR --backend=... --follow --poll_seconds=0.05`
+          running beside it (one shard per lockstep step: poll often)
   shards  from label shards an offline job wrote to LABELER_DIR/{requests,labels}
 Then: python -m jaxrec.train --agent=ialp_ap --init_from=RUN --env=DIR --workdir=...
 Rerunning the same command resumes from the latest checkpoint.

@@ -160,6 +160,7 @@ def test_offline_shards_become_one_step_transitions(best_item_env_dir, tmp_path)
   assert stats == {"none_rate": 20 / 256, "invalid_rate": 0.0, "mean_rp": 236 / 256}
 
 
+@pytest.mark.slow
 def test_pretraining_from_offline_shards(best_item_env_dir, tmp_path):
   _write_offline_shards(tmp_path / "offline")
   rows = pretrain(_cfg(best_item_env_dir, labeler="shards", labeler_dir=str(tmp_path / "offline"),
