@@ -97,7 +97,7 @@ def _start_labeler(labeler_dir, env_dir, log_path, *extra):
 def test_lockstep_through_a_shard_directory_matches_inproc(runs, best_item_env_dir, tmp_path):
   """A labeler in another process (llm_labeler.label --follow, oracle backend at temperature 0,
   so its labels are those of the in-process oracle) serves every lockstep step."""
-  pytest.importorskip("llm_labeler.label")
+  pytest.importorskip("llm_labeler.job")  # a library module: CLI modules define absl flags
   root, full, _ = runs
   labeler_dir = tmp_path / "exchange"
   log_path = tmp_path / "labeler.log"
