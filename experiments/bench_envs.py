@@ -10,7 +10,6 @@ GFLOP/s (XLA's flop count of the compiled step / measured time). Prints and writ
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -24,7 +23,6 @@ from jaxrec import cli
 from jaxrec.data import SyntheticConfig, load_dataset
 from jaxrec.envs import build
 from jaxrec.envs.reference import NumpyMatrixEnv, NumpySequentialEnv
-from jaxrec.io import atomic_write_text
 
 OUT = flags.DEFINE_string("out", None, "JSON output file (also printed)")
 SIZES = flags.DEFINE_list("sizes", ["1", "64", "1024", "4096", "16384"], "num_sessions values")
@@ -151,10 +149,7 @@ def main(argv):
           flops * result["sequential_vmap_steps_per_s_4096"] / 4096 / 1e9)
       result["sequential_gflops_fraction_of_matmul"] = (
           result["sequential_gflops_4096"] / result["matmul_gflops"])
-  text = json.dumps(result, indent=2)
-  print(text)
-  if OUT.value:
-    atomic_write_text(OUT.value, text + "\n")
+  benchlib.report(result, OUT.value)
 
 
 if __name__ == "__main__":

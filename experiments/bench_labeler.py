@@ -14,7 +14,6 @@ The responses parsed are the oracle's choices written as an LLM writes them (" c
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import string
@@ -147,10 +146,7 @@ def main(argv):
     result = run(NUM.value, K.value, SHARD.value, env_dir, REF_NUM.value, work)
   finally:
     shutil.rmtree(work, ignore_errors=True)
-  text = json.dumps(result, indent=2)
-  print(text)
-  with open(OUT.value, "w") as f:
-    f.write(text + "\n")
+  benchlib.report(result, OUT.value)
 
 
 if __name__ == "__main__":

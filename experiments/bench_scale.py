@@ -26,6 +26,7 @@ import tempfile
 
 from absl import flags
 
+from experiments import benchlib
 from jaxrec import cli
 from jaxrec.errors import ConfigError
 from jaxrec.io import atomic_write_text
@@ -169,14 +170,7 @@ def main(argv):
     if NUM_SESSIONS.value % d:
       raise ConfigError(f"--num_sessions ({NUM_SESSIONS.value}) must be a multiple of every "
                         f"--devices value; {d} is not a divisor")
-  env_dir = ENV_DIR.value
-  if not env_dir:
-    from jaxrec.data import load_dataset
-    from jaxrec.envs import build
-    env_dir = os.path.join(os.path.dirname(os.path.abspath(OUT.value or ".")), ".bench_train_env")
-    if not os.path.exists(env_dir):
-      build.build_envs(load_dataset("synthetic"), build.BuildConfig(seq_steps=200), env_dir,
-                       log=lambda s: None)
+  env_dir = ENV_DIR.value or benchlib.default_env_dir(OUT.value)
   load_start = os.getloadavg()[0]
   with tempfile.TemporaryDirectory() as tmp:
     runs = {}
@@ -211,10 +205,7 @@ def main(argv):
         "collective overhead; above 1 is more host threads (one per device) using an idle core "
         "or taking a larger share of a CPU that other jobs load (see load_average), not a "
         "speed-up from hardware. Scaling numbers need real devices (GPUs, TPUs, hosts).")
-  text = json.dumps(result, indent=2)
-  print(text)
-  if OUT.value:
-    atomic_write_text(OUT.value, text + "\n")
+  benchlib.report(result, OUT.value)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ default (sequential) unless --env_dir is given. Prints and writes JSON.
 
 from __future__ import annotations
 
-import json
-import os
 
 import jax
 from absl import flags
@@ -21,9 +19,7 @@ from experiments import benchlib
 from jaxrec import cli
 from jaxrec.agents.registry import AgentConfig, make_agent
 from jaxrec.agents.types import Transition
-from jaxrec.data import load_dataset
 from jaxrec.envs import build
-from jaxrec.io import atomic_write_text
 from jaxrec.train.loop import LoopConfig, make_train
 
 OUT = flags.DEFINE_string("out", None, "JSON output file (also printed)")
@@ -76,12 +72,7 @@ def pyloop_steps_per_s(agent, env, params, n, iterations, min_time):
 
 def main(argv):
   cli.reject_extra_args(argv)
-  env_dir = ENV_DIR.value
-  if not env_dir:
-    env_dir = os.path.join(os.path.dirname(os.path.abspath(OUT.value or ".")), ".bench_train_env")
-    if not os.path.exists(env_dir):
-      build.build_envs(load_dataset("synthetic"), build.BuildConfig(seq_steps=200), env_dir,
-                       log=lambda s: None)
+  env_dir = ENV_DIR.value or benchlib.default_env_dir(OUT.value)
   env, params, meta = build.load_env(env_dir, "train")
   sizes = [int(s) for s in SIZES.value]
   result = benchlib.machine() | {
@@ -100,10 +91,7 @@ def main(argv):
             f"({scan / loop:.2f}x)", flush=True)
   largest = sizes[-1]
   result["a2c_pyloop_steps_per_s"] = result[f"a2c_pyloop_steps_per_s_{largest}"]
-  text = json.dumps(result, indent=2)
-  print(text)
-  if OUT.value:
-    atomic_write_text(OUT.value, text + "\n")
+  benchlib.report(result, OUT.value)
 
 
 if __name__ == "__main__":

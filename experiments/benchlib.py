@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
 
 import jax
 import numpy as np
+
+from jaxrec.io import atomic_write_text
 
 
 def best_time(fn, min_time: float) -> float:
@@ -26,3 +29,22 @@ def best_time(fn, min_time: float) -> float:
 def machine() -> dict:
   return {"device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
           "platform": platform.platform(), "jax": jax.__version__}
+
+
+def default_env_dir(out: str) -> str:
+  """The synthetic default env the training benchmarks share, built once beside --out."""
+  from jaxrec.data import load_dataset
+  from jaxrec.envs import build
+  env_dir = os.path.join(os.path.dirname(os.path.abspath(out or ".")), ".bench_train_env")
+  if not os.path.exists(env_dir):
+    build.build_envs(load_dataset("synthetic"), build.BuildConfig(seq_steps=200), env_dir,
+                     log=lambda s: None)
+  return env_dir
+
+
+def report(result: dict, out: str) -> None:
+  """Prints the benchmark's JSON and, with --out, writes it atomically."""
+  text = json.dumps(result, indent=2)
+  print(text)
+  if out:
+    atomic_write_text(out, text + "\n")
