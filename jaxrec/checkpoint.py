@@ -15,7 +15,6 @@ pre-training run that an iALP agent started from is not read (the checkpoint hol
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, NamedTuple
 
@@ -25,6 +24,7 @@ import orbax.checkpoint as ocp
 from jaxrec.agents.registry import AgentConfig
 from jaxrec.envs import build
 from jaxrec.errors import DataError
+from jaxrec.io import read_json_object
 from jaxrec.train import sharding
 from jaxrec.train.loop import LoopConfig, make_train
 from jaxrec.train.run import TrainConfig, build_agent
@@ -58,12 +58,7 @@ def read_train_config(workdir: str, env: str | None = None) -> TrainConfig:
   if not os.path.isfile(path):
     raise DataError(f"{workdir}: not a run directory (no flags.json); train one with "
                     "python -m jaxrec.train --workdir=DIR ...")
-  try:
-    d = json.loads(open(path).read())
-  except (OSError, ValueError) as e:
-    raise DataError(f"{path}: unreadable ({e})") from None
-  if not isinstance(d, dict):
-    raise DataError(f"{path}: expected a JSON object")
+  d = read_json_object(path)
   agent_cfg = _dataclass_from_dict(AgentConfig, d.pop("agent_cfg", {}), path)
   cfg = _dataclass_from_dict(TrainConfig, d | {"agent_cfg": agent_cfg}, path)
   if env:

@@ -1,14 +1,18 @@
 """Atomic file writes: a temp file beside the target, fsync, rename. Readers never see half a
-file, and a killed writer leaves at most a `.tmp-*` file that the next writer ignores."""
+file, and a killed writer leaves at most a `.tmp-*` file that the next writer ignores.
+`read_json_object` is the matching reader of the JSON files they write."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 
 import numpy as np
+
+from jaxrec.errors import DataError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -40,3 +44,19 @@ def atomic_savez(path: str, **arrays: np.ndarray) -> None:
 def atomic_write_text(path: str, text: str) -> None:
   with atomic_open(path, "w") as f:
     f.write(text)
+
+
+def read_json_object(path: str, what: str = "") -> dict:
+  """The JSON object in `path`; unreadable text or another JSON value is a one-line DataError
+  naming the file. FileNotFoundError passes through: callers say what directory it is not."""
+  label = f"unreadable {what}".rstrip()
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except FileNotFoundError:
+    raise
+  except (OSError, ValueError) as e:
+    raise DataError(f"{path}: {label} ({type(e).__name__}: {e})") from None
+  if not isinstance(value, dict):
+    raise DataError(f"{path}: {label} (not a JSON object)")
+  return value

@@ -51,6 +51,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxrec.errors import DataError
+from jaxrec.io import read_json_object
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -181,22 +182,11 @@ def _alive(pid: int) -> bool:
 
 
 # --- records and the manifest ---------------------------------------------------------------
-def _read_json(path: str, what: str) -> dict:
-  try:
-    with open(path) as f:
-      value = json.load(f)
-  except FileNotFoundError:
-    raise
-  except (OSError, ValueError) as e:
-    raise DataError(f"{path}: unreadable {what} ({type(e).__name__}: {e})") from None
-  if not isinstance(value, dict):
-    raise DataError(f"{path}: unreadable {what} (not a JSON object)")
-  return value
 
 
 def _load_manifest_file(directory: str) -> dict:
   try:
-    m = _read_json(os.path.join(directory, MANIFEST), "manifest")
+    m = read_json_object(os.path.join(directory, MANIFEST), "manifest")
   except (FileNotFoundError, DataError):
     return {}  # derived data: rebuilt from the records
   return m if m.get("format") == FORMAT and isinstance(m.get("shards"), dict) else {}
@@ -219,7 +209,7 @@ def read_manifest(directory: str) -> dict:
       shards[name] = old[name]
       continue
     try:
-      rec = _read_json(os.path.join(directory, name + ".json"), "shard record")
+      rec = read_json_object(os.path.join(directory, name + ".json"), "shard record")
     except FileNotFoundError:
       continue
     if rec.get("name") != name or rec.get("format") != FORMAT:
@@ -383,7 +373,7 @@ def _verify(directory: str, name: str, entry: dict) -> dict[str, np.ndarray]:
 def _load(directory: str, name: str, kind: str) -> tuple[dict, dict]:
   npz_path, rec_path = _paths(directory, name)
   try:
-    rec = _read_json(rec_path, "shard record")
+    rec = read_json_object(rec_path, "shard record")
   except FileNotFoundError:
     raise DataError(f"{npz_path}: no committed {kind} shard {name!r} in {directory}") from None
   if rec.get("format") != FORMAT or rec.get("name") != name or rec.get("kind") != kind:

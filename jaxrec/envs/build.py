@@ -34,7 +34,7 @@ from jaxrec.envs.base import QuitParams, RecEnv
 from jaxrec.envs.matrix import MatrixEnv, MatrixParams
 from jaxrec.envs.sequential import SequentialEnv, SequentialParams
 from jaxrec.errors import ConfigError, DataError
-from jaxrec.io import atomic_write_text
+from jaxrec.io import atomic_write_text, read_json_object
 from jaxrec.usermodels import matrix as mx
 from jaxrec.usermodels import sequential as sq
 
@@ -209,10 +209,7 @@ def read_meta(env_dir: str, expect_dataset: str | None = None) -> dict:
   if not os.path.isfile(path):
     raise DataError(f"{env_dir}: not an env directory (no env.json); build one with "
                     "python -m experiments.build_envs --dataset=NAME --out=DIR")
-  try:
-    meta = json.loads(open(path).read())
-  except (OSError, ValueError) as e:
-    raise DataError(f"{path}: unreadable ({e})") from None
+  meta = read_json_object(path)
   if meta.get("format") != FORMAT:
     raise DataError(f"{path}: env format {meta.get('format')}, expected {FORMAT}; rebuild it")
   if expect_dataset is not None and meta["dataset"] != expect_dataset:

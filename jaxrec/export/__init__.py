@@ -38,7 +38,7 @@ from jax import export as jax_export
 
 from jaxrec.agents.types import STRATEGIES
 from jaxrec.errors import ConfigError, DataError
-from jaxrec.io import atomic_savez, atomic_write_text
+from jaxrec.io import atomic_savez, atomic_write_text, read_json_object
 
 FORMAT = 1
 CONFIG = "config.json"
@@ -173,13 +173,9 @@ def _read_config(directory: str) -> dict:
   if not os.path.isfile(path):
     raise DataError(f"{directory}: not an export directory (no {CONFIG}); write one with "
                     "python -m jaxrec.export --workdir=RUN --out=DIR")
-  try:
-    config = json.loads(open(path).read())
-  except (OSError, ValueError) as e:
-    raise DataError(f"{path}: unreadable ({e})") from None
-  if not isinstance(config, dict) or config.get("format") != FORMAT:
-    got = config.get("format") if isinstance(config, dict) else None
-    raise DataError(f"{path}: export format {got}, expected {FORMAT}")
+  config = read_json_object(path)
+  if config.get("format") != FORMAT:
+    raise DataError(f"{path}: export format {config.get('format')}, expected {FORMAT}")
   for k in ("sha256", "params", "env", "act", "strategy"):
     if k not in config:
       raise DataError(f"{path}: missing field {k!r}")
