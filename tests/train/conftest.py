@@ -5,6 +5,8 @@ fit (milliseconds): 20 items, item 3 pays 4 and keeps the user, items 0-9 pay 2.
 pay 1 and end the episode (min_reward 2); no similarity quit; max_len 10. The optimum
 (always item 3) returns 40, a uniform policy about 2.5, and a judge that picks the best of k
 candidates prefers item 3 whenever it is proposed.
+`seq_env_dir`: a small fitted sequential env (a SASRec user model with a per-session cache in
+the env state), built once per test session.
 """
 
 import json
@@ -39,6 +41,16 @@ def write_env_dir(out: str, env: MatrixEnv, params: MatrixParams, name: str = "b
           "build": {"max_len": MAX_LEN}, "reports": {}}
   with open(os.path.join(out, "env.json"), "w") as f:
     json.dump(meta, f)
+  return out
+
+
+@pytest.fixture(scope="session")
+def seq_env_dir(tmp_path_factory):
+  from jaxrec.data import SyntheticConfig, load_dataset
+  ds = load_dataset("synthetic", synthetic_cfg=SyntheticConfig(num_users=200, num_items=80,
+                                                                num_genres=4, mean_length=10))
+  out = str(tmp_path_factory.mktemp("env") / "seq")
+  build.build_envs(ds, build.BuildConfig(seq_steps=100, max_len=8), out, log=lambda s: None)
   return out
 
 

@@ -92,17 +92,6 @@ def test_push_finished_keeps_the_most_recent_window():
   np.testing.assert_array_equal(np.asarray(rets), [3.0, 4.0, 5.0, 6.0])
 
 
-@pytest.fixture(scope="module")
-def tiny_env_dir(tmp_path_factory):
-  from jaxrec.data import SyntheticConfig, load_dataset
-  from jaxrec.envs import build
-  ds = load_dataset("synthetic", synthetic_cfg=SyntheticConfig(num_users=200, num_items=80,
-                                                                num_genres=4, mean_length=10))
-  out = str(tmp_path_factory.mktemp("env") / "env")
-  build.build_envs(ds, build.BuildConfig(seq_steps=100, max_len=8), out, log=lambda s: None)
-  return out
-
-
 def _cfg(env_dir, **kw):
   base = dict(agent="a2c", env=env_dir, num_sessions=32, total_steps=32 * 8,
               steps_per_epoch=32 * 2, eval_sessions=64,
@@ -118,18 +107,18 @@ def _rows(path):
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_env_dir, tmp_path_factory):
+def runs(seq_env_dir, tmp_path_factory):
   """Four CLI-equivalent runs: seed 1 uninterrupted (twice: once killed after epoch 2 and
   rerun), seed 1 again, and seed 2."""
   root = tmp_path_factory.mktemp("runs")
   quiet = lambda s: None
-  train_and_evaluate(_cfg(tiny_env_dir, seed=1), str(root / "full"), log=quiet)
-  train_and_evaluate(_cfg(tiny_env_dir, seed=1), str(root / "again"), log=quiet)
-  train_and_evaluate(_cfg(tiny_env_dir, seed=2), str(root / "other"), log=quiet)
-  train_and_evaluate(_cfg(tiny_env_dir, seed=1, total_steps=32 * 4), str(root / "part"),
+  train_and_evaluate(_cfg(seq_env_dir, seed=1), str(root / "full"), log=quiet)
+  train_and_evaluate(_cfg(seq_env_dir, seed=1), str(root / "again"), log=quiet)
+  train_and_evaluate(_cfg(seq_env_dir, seed=2), str(root / "other"), log=quiet)
+  train_and_evaluate(_cfg(seq_env_dir, seed=1, total_steps=32 * 4), str(root / "part"),
                      log=quiet)
   resumed_log = []
-  train_and_evaluate(_cfg(tiny_env_dir, seed=1), str(root / "part"), log=resumed_log.append)
+  train_and_evaluate(_cfg(seq_env_dir, seed=1), str(root / "part"), log=resumed_log.append)
   return root, resumed_log
 
 
@@ -155,9 +144,9 @@ def test_resume_equals_uninterrupted(runs):
     ({"explore": "ucb"}, "--explore must be one of"),
     ({"agent_cfg": AgentConfig(dim=0)}, "--dim must be positive"),
 ])
-def test_bad_config_is_refused(kw, message, tiny_env_dir, tmp_path):
+def test_bad_config_is_refused(kw, message, seq_env_dir, tmp_path):
   with pytest.raises(ConfigError, match=message):
-    train_and_evaluate(_cfg(tiny_env_dir, **kw), str(tmp_path / "w"), log=lambda s: None)
+    train_and_evaluate(_cfg(seq_env_dir, **kw), str(tmp_path / "w"), log=lambda s: None)
   assert not (tmp_path / "w").exists()
 
 

@@ -15,7 +15,6 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from jaxrec.agents.registry import AgentConfig, make_agent
-from jaxrec.data import SyntheticConfig, load_dataset
 from jaxrec.envs import build
 from jaxrec.errors import ConfigError
 from jaxrec.train import sharding
@@ -92,16 +91,6 @@ def test_eight_devices_equal_one_device_and_sharded_resume(best_item_env_dir, tm
   _assert_same_run(eight["a2c/mesh8"], one["a2c/mesh0"])
   _assert_same_run(eight["a2c/resumed"], eight["a2c/mesh8"], exact=True)
   assert os.path.isdir(tmp_path / "ckpt" / "a2c" / "1")
-
-
-@pytest.fixture(scope="module")
-def seq_env_dir(tmp_path_factory):
-  """A small fitted sequential env (as tests/train/test_loop.py's)."""
-  ds = load_dataset("synthetic", synthetic_cfg=SyntheticConfig(num_users=200, num_items=80,
-                                                                num_genres=4, mean_length=10))
-  out = str(tmp_path_factory.mktemp("env") / "seq")
-  build.build_envs(ds, build.BuildConfig(seq_steps=100, max_len=8), out, log=lambda s: None)
-  return out
 
 
 @pytest.mark.slow
