@@ -29,14 +29,28 @@ With a chat template (instruct models) the preamble, instruction and input are t
 and the response sentence starts the assistant turn; `chat_wrapper` takes the two halves of the
 template from a tokenizer once, so rendering stays string concatenation.
 
-Speed: the per-item strings are built once per catalog; a shard is rendered by fancy-indexing
-object arrays of those strings with the shard's id arrays (padding -1 picks a trailing entry)
-and one `str.join` per prompt.
+Item text cannot forge prompt structure (docs/labeler.md, "Prompt injection"): every catalog
+value (attribute values, and the scenario/item/behavior nouns and attribute names) goes
+through `clean_value` first: control and format characters (Unicode category C*: newlines, tabs,
+escapes, zero-width and bidi marks) become spaces, whitespace runs (any Unicode whitespace,
+line and paragraph separators included) collapse to one space, the ends are stripped, the
+tokenizer's special-token strings (`special_strings`: BOS/EOS, chat turn markers, which a
+tokenizer would otherwise encode as control tokens) are cut out, and a value is capped at
+MAX_VALUE_CHARS characters. So each candidate stays on its own line, no item can add a
+"k. None" or "Response:" line or a chat turn, and plain printable text is unchanged.
+
+Speed: the per-item strings are built once per catalog (each distinct value cleaned once; a
+printable value takes the fast path); a shard is rendered by fancy-indexing object arrays of
+those strings with the shard's id arrays (padding -1 picks a trailing entry) and one
+`str.join` per prompt.
 """
 
 from __future__ import annotations
 
+import re
 import string
+import unicodedata
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -44,7 +58,8 @@ from jaxrec.errors import ConfigError, DataError
 from jaxrec.shards import Catalog
 
 # Bump whenever a rendered prompt changes; recorded in every label manifest.
-TEMPLATE_VERSION = "table1-v1"
+# v2: catalog values are cleaned (`clean_value`); prompts of clean catalogs are as in v1.
+TEMPLATE_VERSION = "table1-v2"
 
 PREAMBLE = ("Below is an instruction that describes a task, paired with an input that provides "
             "further context. Write a response that appropriately completes the request.")
@@ -61,6 +76,9 @@ NONE_TEXT = "None"
 EMPTY_HISTORY = "none"
 _CHAT_SENTINEL = "\x00JAXREC_PROMPT\x00"
 MAX_K = len(string.ascii_lowercase) - 1
+# Characters kept of one attribute value (after cleaning): long real titles (Amazon's run to
+# ~200) pass whole; a 10k-character value cannot crowd out the rest of the prompt.
+MAX_VALUE_CHARS = 256
 
 
 def letters(k: int) -> list[str]:
@@ -71,9 +89,51 @@ def letters(k: int) -> list[str]:
   return list(string.ascii_lowercase[:k + 1])
 
 
-def item_strings(catalog: Catalog) -> list[str]:
-  """[I] each item's attribute values joined by '; '."""
-  return ["; ".join(row) for row in np.asarray(catalog.item_text).tolist()]
+def clean_value(value: str, reserved: Sequence[str] = ()) -> str:
+  """One catalog value as the prompt shows it: a single line of at most MAX_VALUE_CHARS.
+
+  Category C* characters -> " ", whitespace runs -> " ", ends stripped, every `reserved`
+  string (special tokens) replaced by " " until none is left, then capped. Printable text with
+  single spaces, no reserved string and at most MAX_VALUE_CHARS characters is unchanged.
+  """
+  return _clean(value, _reserved_pattern(reserved))
+
+
+def _reserved_pattern(reserved: Sequence[str]) -> re.Pattern | None:
+  reserved = sorted({r for r in reserved if r.strip()}, key=len, reverse=True)
+  return re.compile("|".join(map(re.escape, reserved))) if reserved else None
+
+
+def _clean(value: str, reserved: re.Pattern | None) -> str:
+  if not value.isprintable():  # False for any C* or non-space Z* character
+    value = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in value)
+  value = " ".join(value.split())
+  # A cut leaves a space, so it can hardly join a new token; loop anyway (each pass removes
+  # non-space characters, so it ends).
+  while reserved is not None and reserved.search(value):
+    value = " ".join(reserved.sub(" ", value).split())
+  return value[:MAX_VALUE_CHARS].rstrip()
+
+
+def item_strings(catalog: Catalog, reserved: Sequence[str] = ()) -> list[str]:
+  """[I] each item's cleaned attribute values (`clean_value`) joined by '; '."""
+  rows = np.asarray(catalog.item_text).tolist()
+  pattern = _reserved_pattern(reserved)
+  cleaned = ((v, _clean(v, pattern)) for v in {v for row in rows for v in row})
+  changed = {v: c for v, c in cleaned if c != v}  # usually empty: real catalogs are clean
+  if changed:
+    rows = [[changed.get(v, v) for v in row] for row in rows]
+  return ["; ".join(row) for row in rows]
+
+
+def special_strings(tokenizer) -> tuple[str, ...]:
+  """The tokenizer's special-token strings (BOS/EOS, pad, chat turn markers such as
+  "<|im_start|>"): a tokenizer encodes them as control tokens wherever they occur in the
+  prompt text, so item text must not carry them."""
+  found = set(getattr(tokenizer, "all_special_tokens", None) or ())
+  decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+  found.update(t.content for t in decoder.values() if getattr(t, "special", False))
+  return tuple(sorted(s for s in found if isinstance(s, str) and s.strip()))
 
 
 def chat_wrapper(tokenizer) -> tuple[str, str]:
@@ -100,18 +160,22 @@ def chat_wrapper(tokenizer) -> tuple[str, str]:
 class PromptRenderer:
   """Renders Table 1 prompts for a catalog and k; build once, call per shard."""
 
-  def __init__(self, catalog: Catalog, k: int, chat: tuple[str, str] | None = None):
+  def __init__(self, catalog: Catalog, k: int, chat: tuple[str, str] | None = None,
+               reserved: Sequence[str] = ()):
     """Args:
-      catalog: the dataset's item text and prompt nouns.
+      catalog: the dataset's item text and prompt nouns (all cleaned by `clean_value`).
       k: candidates per prompt.
       chat: (head, tail) from `chat_wrapper` for instruct models; None = the plain template.
+      reserved: strings cut out of catalog text: `special_strings(tokenizer)`.
     """
     self.k = k
     self.labels = letters(k)
     self.num_items = len(catalog.item_text)
-    attributes = "; ".join(catalog.attribute_names)
-    instruction = INSTRUCTION.format(scenario=catalog.scenario, item=catalog.item_noun,
-                                     attributes=attributes, behavior=catalog.behavior)
+    pattern = _reserved_pattern(reserved)
+    noun = lambda v: _clean(v, pattern)
+    attributes = "; ".join(noun(a) for a in catalog.attribute_names)
+    instruction = INSTRUCTION.format(scenario=noun(catalog.scenario), item=noun(catalog.item_noun),
+                                     attributes=attributes, behavior=noun(catalog.behavior))
     before_history, after_history = INPUT.split("{history}")
     body_head = f"{PREAMBLE}\n\nInstruction: {instruction}\nInput: {before_history}"
     none_line = f"\n{self.labels[k]}. {NONE_TEXT}"
@@ -122,7 +186,7 @@ class PromptRenderer:
       self._head = chat[0] + body_head
       self._tail = f"{none_line}{chat[1]}{RESPONSE}"
     self._mid = after_history
-    items = item_strings(catalog)
+    items = item_strings(catalog, reserved)
     # History columns 0..L-2 carry their separator; the last column is the newest item, which
     # is padding only when the whole (right-aligned) history is empty. Index -1 = the pad.
     self._hist = np.array([f"({s}), " for s in items] + [""], dtype=object)

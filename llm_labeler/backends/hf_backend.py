@@ -15,7 +15,7 @@ import numpy as np
 from jaxrec.errors import ConfigError
 from jaxrec.shards import Catalog, LabelShard, RequestShard
 from llm_labeler.backends.base import choose, label_token_ids
-from llm_labeler.prompts import PromptRenderer, chat_wrapper, letters
+from llm_labeler.prompts import PromptRenderer, chat_wrapper, letters, special_strings
 
 
 def load_model(model: str, dtype: str = "float32"):
@@ -49,7 +49,7 @@ class HFBackend:
     if self.tokenizer.pad_token is None:
       self.tokenizer.pad_token = self.tokenizer.eos_token
     chat = chat_wrapper(self.tokenizer) if chat_template else None
-    self.renderer = PromptRenderer(catalog, k, chat)
+    self.renderer = PromptRenderer(catalog, k, chat, special_strings(self.tokenizer))
     self.label_ids = label_token_ids(self.tokenizer, letters(k))
     self.batch_size = batch_size
     self.model = os.path.abspath(model)

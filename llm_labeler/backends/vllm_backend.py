@@ -20,7 +20,7 @@ from jaxrec.errors import ConfigError
 from jaxrec.shards import Catalog, LabelShard, RequestShard
 from llm_labeler.backends.base import choose, label_token_ids
 from llm_labeler.parse import Parser
-from llm_labeler.prompts import PromptRenderer, chat_wrapper, letters
+from llm_labeler.prompts import PromptRenderer, chat_wrapper, letters, special_strings
 
 CONSTRAINTS = ("tokens", "choice")
 
@@ -75,8 +75,9 @@ class VLLMBackend:
     tokenizer = self.llm.get_tokenizer()
     labels = letters(k)
     self.label_ids = label_token_ids(tokenizer, labels)
-    self.renderer = PromptRenderer(catalog, k, chat_wrapper(tokenizer) if cfg.chat_template
-                                   else None)
+    # The constraint below depends on the tokenizer and k only: item text cannot widen it.
+    chat = chat_wrapper(tokenizer) if cfg.chat_template else None
+    self.renderer = PromptRenderer(catalog, k, chat, special_strings(tokenizer))
     self.parser = Parser(k)
     if cfg.constraint == "tokens":
       constraint = {"allowed_token_ids": self.label_ids}
