@@ -8,15 +8,21 @@ import sys
 from absl import app, flags, logging
 
 from jaxrec.errors import JaxrecError
+from jaxrec.faults import PREEMPTED_EXIT, Preempted
 
 
 def one_line_errors(main):
-  """Wraps an absl `main(argv)`: a JaxrecError prints `error: <msg>` and exits with status 2."""
+  """Wraps an absl `main(argv)`: a JaxrecError prints `error: <msg>` and exits with status 2;
+  a SIGTERM the job stopped for cleanly (faults.Preempted) prints `preempted: <msg>` and exits
+  with 143, as an unhandled SIGTERM would, so schedulers see a preemption."""
 
   @functools.wraps(main)
   def wrapped(argv):
     try:
       return main(argv)
+    except Preempted as e:
+      print(f"preempted: {e}", file=sys.stderr)
+      sys.exit(PREEMPTED_EXIT)
     except JaxrecError as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)

@@ -11,3 +11,7 @@ class DataError(JaxrecError, ValueError):
 
 class ConfigError(JaxrecError, ValueError):
   """A bad flag or configuration value."""
+
+
+class NonFiniteError(JaxrecError, FloatingPointError):
+  """NaN or inf in a loss or in the parameters; the run stopped before checkpointing it."""

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jaxrec.agents.types import Agent, AgentState, Transition
 
 CURVE_WINDOW = 20  # the paper's learning curves: mean of the most recent 20 finished episodes
+FINITE = "finite"  # per-update curve key: params and losses after the update are all finite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,13 @@ class RunnerState(NamedTuple):
   recent_lengths: jax.Array  # [CURVE_WINDOW]
   num_finished: jax.Array  # int32 episodes finished so far
   env_steps: jax.Array  # int32 env steps so far (all sessions)
+
+
+def all_finite(tree) -> jax.Array:
+  """bool scalar: every float leaf of `tree` is free of NaN and inf (the NaN guard)."""
+  leaves = [jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def _push_finished(returns, lengths, count, ep_return, ep_length, done):
@@ -99,10 +107,12 @@ def make_train(cfg: LoopConfig, agent: Agent, env):
              "curve_return": runner.recent_returns.sum() / denom,  # zeros fill unused slots
              "curve_length": runner.recent_lengths.sum() / denom,
              "mean_reward": batch.reward.mean()} | metrics
+    point[FINITE] = all_finite((agent_state.params, metrics))
     return runner, point
 
   def train_epoch(runner: RunnerState, env_params):
-    """iterations_per_epoch updates; returns the runner and one curve point per update."""
+    """iterations_per_epoch updates; returns the runner and one curve point per update
+    (point[FINITE] False: that update produced NaN/inf params or losses)."""
     return jax.lax.scan(lambda r, _: _iteration(r, env_params), runner, None,
                         cfg.iterations_per_epoch)
 

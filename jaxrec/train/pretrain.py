@@ -42,17 +42,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
-from jaxrec import oracle, shards
+from jaxrec import faults, oracle, shards
 from jaxrec.agents import acting, ialp
 from jaxrec.agents.a2c import A2C
 from jaxrec.agents.registry import AgentConfig, make_agent
 from jaxrec.agents.types import AgentState, Transition
 from jaxrec.envs import build
-from jaxrec.errors import ConfigError
+from jaxrec.errors import ConfigError, NonFiniteError
 from jaxrec.io import atomic_write_text
 from jaxrec.train import label_exchange as exchange
 from jaxrec.train import sharding
-from jaxrec.train.loop import evaluate
+from jaxrec.train.loop import all_finite, evaluate
 from jaxrec.train.policy import load_policy, save_policy
 
 __all__ = ["PretrainConfig", "pretrain", "load_policy", "save_policy", "LABELERS", "CANDIDATES"]
@@ -317,30 +317,47 @@ def pretrain(cfg: PretrainConfig, workdir: str, log=print,
 
   run_epoch = _epoch_runner(cfg, pt, env_params, meta, num_items, workdir, offline_stats,
                             mesh)
-  for epoch in range(start + 1, cfg.epochs + 1):
-    t0 = time.perf_counter()
-    state, stats = jax.block_until_ready(
-        run_epoch(state, epoch, jax.random.fold_in(train_root, epoch)))
-    dt = time.perf_counter() - t0
-    row = {"epoch": epoch, "updates": epoch * cfg.updates_per_epoch} | _floats(
-        eval_fn(state.agent.params, epoch, test_params)) | stats | {"epoch_s": dt}
-    metrics.append(row)
-    manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                log=ocp.args.JsonSave({"metrics": metrics})))
-    manager.wait_until_finished()
+  finite = sharding.jit_replicated(all_finite, mesh)
+  with faults.Preemption() as preemption:  # SIGTERM: see jaxrec.faults
+    try:
+      for epoch in range(start + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        state_next, stats = jax.block_until_ready(
+            run_epoch(state, epoch, jax.random.fold_in(train_root, epoch)))
+        dt = time.perf_counter() - t0
+        if not (bool(finite(state_next.agent.params))
+                and np.isfinite([stats["actor_loss"], stats["critic_loss"]]).all()):
+          raise NonFiniteError(
+              f"{workdir}: NaN or inf in the loss or parameters in epoch {epoch} (updates "
+              f"{(epoch - 1) * cfg.updates_per_epoch + 1}..{epoch * cfg.updates_per_epoch}); "
+              f"stopped before saving it, the last good checkpoint is epoch {epoch - 1}")
+        state = state_next
+        row = {"epoch": epoch, "updates": epoch * cfg.updates_per_epoch} | _floats(
+            eval_fn(state.agent.params, epoch, test_params)) | stats | {"epoch_s": dt}
+        metrics.append(row)
+        manager.save(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), log=ocp.args.JsonSave({"metrics": metrics})))
+        faults.failpoint("pretrain.saving")
+        manager.wait_until_finished()
+        if primary:
+          _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
+        log(f"epoch {epoch}/{cfg.epochs}: {dt:.1f}s | None rate {row['none_rate']:.3f} mean "
+            f"r^p {row['mean_rp']:.3f} | test R {row['R']:.3f} Len {row['Len']:.2f} "
+            f"Ravg {row['Ravg']:.3f}")
+        if preemption.requested and epoch < cfg.epochs:
+          raise faults.Preempted(f"{workdir}: stopped after pre-training epoch {epoch} of "
+                                 f"{cfg.epochs}, its checkpoint is saved; rerun the same "
+                                 "command to resume")
+    finally:
+      manager.close()
     if primary:
       _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
-    log(f"epoch {epoch}/{cfg.epochs}: {dt:.1f}s | None rate {row['none_rate']:.3f} mean r^p "
-        f"{row['mean_rp']:.3f} | test R {row['R']:.3f} Len {row['Len']:.2f} "
-        f"Ravg {row['Ravg']:.3f}")
-  manager.close()
-  if primary:
-    _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
-  save_policy(workdir, state.agent.params, agent.cfg.net,
-              {"dataset": meta["dataset"], "fingerprint": meta["fingerprint"], "env": cfg.env,
-               "labeler": cfg.labeler, "epochs": cfg.epochs})
-  if cfg.labeler == "dir":
-    shards.mark_done(os.path.join(cfg.labeler_dir or workdir, "requests"))
+    faults.failpoint("pretrain.policy")
+    save_policy(workdir, state.agent.params, agent.cfg.net,
+                {"dataset": meta["dataset"], "fingerprint": meta["fingerprint"], "env": cfg.env,
+                 "labeler": cfg.labeler, "epochs": cfg.epochs})
+    if cfg.labeler == "dir":
+      shards.mark_done(os.path.join(cfg.labeler_dir or workdir, "requests"))
   return metrics
 
 

@@ -33,10 +33,11 @@ from jax.sharding import Mesh
 from jaxrec.agents.registry import AGENTS, PRETRAINED, AgentConfig, make_agent
 from jaxrec.agents.acting import check_strategy
 from jaxrec.envs import build
-from jaxrec.errors import ConfigError
+from jaxrec import faults
+from jaxrec.errors import ConfigError, NonFiniteError
 from jaxrec.io import atomic_write_text
 from jaxrec.train import sharding
-from jaxrec.train.loop import LoopConfig, evaluate, make_train
+from jaxrec.train.loop import FINITE, LoopConfig, evaluate, make_train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +84,19 @@ def _write_jsonl(path: str, rows: list[dict]) -> None:
 
 def _scalars(tree) -> dict:
   return {k: float(np.asarray(v)) for k, v in tree.items()}
+
+
+def check_finite(points: dict, epoch: int, where: str) -> None:
+  """The NaN guard: raises NonFiniteError naming the first update of the epoch whose params or
+  losses are not finite (points: the epoch's curve points, host arrays)."""
+  ok = np.asarray(points[FINITE], bool)
+  if ok.all():
+    return
+  i = int(np.argmin(ok))
+  step = int(points["env_steps"][i])
+  raise NonFiniteError(f"{where}: NaN or inf in the loss or parameters at env step {step} "
+                       f"(update {i + 1} of epoch {epoch}); stopped before saving it, the last "
+                       f"good checkpoint is epoch {epoch - 1}")
 
 
 def resolved_agent_config(cfg: TrainConfig) -> AgentConfig:
@@ -167,24 +181,28 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print,
     metrics.append(row)
     log(f"epoch 0: test R {row['R']:.3f} Len {row['Len']:.2f} Ravg {row['Ravg']:.3f}")
 
-  t_start = time.perf_counter()
-  for epoch in range(start + 1, num_epochs + 1):
+  def _train_one_epoch(epoch, num_epochs, start, t_start, runner, metrics, curve):
     t0 = time.perf_counter()
-    runner, points = train_epoch(runner, env_params)
+    new_runner, points = train_epoch(runner, env_params)
     points = jax.tree_util.tree_map(np.asarray, jax.device_get(points))
     dt = time.perf_counter() - t0
-    curve += [{k: float(v[i]) for k, v in points.items()} for i in range(iterations)]
+    check_finite(points, epoch, workdir)
+    runner = new_runner
+    curve = curve + [{k: float(v[i]) for k, v in points.items() if k != FINITE}
+                     for i in range(iterations)]
     row = {"epoch": epoch, "env_steps": int(runner.env_steps)} | _scalars(
         eval_fn(agent.policy_params(runner.agent), eval_root, epoch, test_params))
     row |= {"train_curve_return": curve[-1]["curve_return"],
             "train_curve_length": curve[-1]["curve_length"],
             "steps_per_s": iterations * per_iteration / dt}
     row |= {k: curve[-1][k] for k in ("loss", "alpha") if k in curve[-1]}
-    metrics.append(row)
+    metrics = metrics + [row]
     manager.save(epoch, args=ocp.args.Composite(
         runner=ocp.args.StandardSave(runner),
         log=ocp.args.JsonSave({"metrics": metrics, "curve": curve})))
+    faults.failpoint("train.saving")
     manager.wait_until_finished()
+    faults.failpoint("train.saved")
     if primary:
       _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
       _write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
@@ -193,8 +211,22 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print,
     log(f"epoch {epoch}/{num_epochs}: {row['env_steps']} env steps, "
         f"{row['steps_per_s']:,.0f} steps/s, ETA {eta:.0f}s | test R {row['R']:.3f} "
         f"Len {row['Len']:.2f} Ravg {row['Ravg']:.3f}")
-  if primary:
-    _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
-    _write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
-  manager.close()
+    return runner, metrics, curve
+
+  t_start = time.perf_counter()
+  # SIGTERM: finish the epoch in flight and its checkpoint, then stop (a SIGTERM during the
+  # last epoch or the final writes lets the run finish).
+  with faults.Preemption() as preemption:
+    try:
+      for epoch in range(start + 1, num_epochs + 1):
+        runner, metrics, curve = _train_one_epoch(
+            epoch, num_epochs, start, t_start, runner, metrics, curve)
+        if preemption.requested and epoch < num_epochs:
+          raise faults.Preempted(f"{workdir}: stopped after epoch {epoch} of {num_epochs}, "
+                                 "its checkpoint is saved; rerun the same command to resume")
+    finally:
+      manager.close()
+    if primary:
+      _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
+      _write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
   return metrics
