@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from jaxrec.agents.registry import AgentConfig
 from jaxrec.envs import build
 from jaxrec.errors import DataError
-from jaxrec.io import read_json_object
+from jaxrec.io import one_line, read_json_object
 from jaxrec.train import sharding
 from jaxrec.train.loop import LoopConfig, make_train
 from jaxrec.train.run import TrainConfig, build_agent
@@ -41,14 +41,44 @@ class RestoredRun(NamedTuple):
   env_meta: dict  # env.json of the run's env directory
 
 
-def _dataclass_from_dict(cls, d: dict, where: str):
-  """cls(**d) for the fields cls knows; unknown keys are refused (a newer run format)."""
-  names = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(d) - names)
+def _dataclass_from_dict(cls, d, where: str):
+  """cls(**d) for the fields cls knows; unknown keys are refused (a newer run format), and so
+  is a value of another type than the field's default (a bool for an int, a string for a
+  float...): validate() compares numbers and would raise a TypeError on them."""
+  if not isinstance(d, dict):
+    raise DataError(f"{where}: {cls.__name__}: expected a JSON object, got {type(d).__name__}")
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(d) - set(fields))
   if unknown:
     raise DataError(f"{where}: unknown {cls.__name__} fields {unknown}; written by a newer "
                     "jaxrec?")
+  for name, value in d.items():
+    if not _same_kind(value, fields[name]):
+      default = fields[name].default
+      want = "number or null" if default is None else type(default).__name__
+      raise DataError(f"{where}: field {name}: expected a {want}, got {value!r}")
   return cls(**d)
+
+
+def _same_kind(value, field: dataclasses.Field) -> bool:
+  """Whether a JSON value fits a config field (judged by its default, or by its annotation
+  when the default is None)."""
+  default = field.default
+  if default is None:
+    return value is None or ("float" in str(field.type) and _is_number(value))
+  if isinstance(default, bool):
+    return isinstance(value, bool)
+  if isinstance(default, int):
+    return isinstance(value, int) and not isinstance(value, bool)
+  if isinstance(default, float):
+    return _is_number(value)
+  if isinstance(default, str):
+    return isinstance(value, str)
+  return True  # nested configs are converted by the caller
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def read_train_config(workdir: str, env: str | None = None) -> TrainConfig:
@@ -108,9 +138,10 @@ def restore_run(workdir: str, step: int | None = None, env: str | None = None) -
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
           runner=ocp.args.StandardRestore(target), log=ocp.args.JsonRestore()))
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    # orbax / tensorstore raise many unrelated types on damaged files (see load_env).
+    except Exception as e:  # noqa: BLE001
       raise DataError(f"{directory}/{step}: cannot restore ({type(e).__name__}: "
-                      f"{str(e).splitlines()[0] if str(e) else ''})") from None
+                      f"{one_line(e)})") from None
   return RestoredRun(cfg=cfg, agent=agent, runner=restored.runner, step=int(step),
                      log=dict(restored.log), env_meta=meta)
 

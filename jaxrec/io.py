@@ -1,10 +1,12 @@
 """Atomic file writes: a temp file beside the target, fsync, rename. Readers never see half a
 file, and a killed writer leaves at most a `.tmp-*` file that the next writer ignores.
-`read_json_object` is the matching reader of the JSON files they write."""
+`read_json_object` and `read_npz` are the matching readers: every malformed file is a one-line
+DataError naming it."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -46,6 +48,37 @@ def atomic_write_text(path: str, text: str) -> None:
     f.write(text)
 
 
+def one_line(e: BaseException, limit: int = 200) -> str:
+  """An exception's text with newlines and runs of whitespace collapsed, cut at `limit`."""
+  text = " ".join(str(e).split())
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def read_npz(path: str, data: bytes | None = None,
+             label: str = "unreadable npz") -> dict[str, np.ndarray]:
+  """Every array of the .npz at `path` (or of its bytes `data`), read with allow_pickle=False.
+  Malformed content is a one-line DataError `{path}: {label} (reason)`; FileNotFoundError
+  passes through."""
+  source = path if data is None else io.BytesIO(data)
+  try:
+    z = np.load(source, allow_pickle=False)
+    if not isinstance(z, np.lib.npyio.NpzFile):
+      raise DataError(f"{path}: {label} (a single array, not an .npz archive)")
+    with z:
+      arrays = {f: z[f] for f in z.files}
+  except (FileNotFoundError, DataError):
+    raise
+  # A damaged archive raises from zipfile (BadZipFile, NotImplementedError, RuntimeError), zlib,
+  # NumPy's header parser (ValueError, SyntaxError, tokenize.TokenError) or the allocation of a
+  # declared shape (MemoryError): no common base below Exception.
+  except Exception as e:  # noqa: BLE001
+    raise DataError(f"{path}: {label} ({type(e).__name__}: {one_line(e)})") from None
+  for f, a in arrays.items():
+    if not isinstance(a, np.ndarray):  # NpzFile returns a member without the .npy magic as bytes
+      raise DataError(f"{path}: {label} (member {f!r} is not an .npy array)")
+  return arrays
+
+
 def read_json_object(path: str, what: str = "") -> dict:
   """The JSON object in `path`; unreadable text or another JSON value is a one-line DataError
   naming the file. FileNotFoundError passes through: callers say what directory it is not."""
@@ -55,8 +88,8 @@ def read_json_object(path: str, what: str = "") -> dict:
       value = json.load(f)
   except FileNotFoundError:
     raise
-  except (OSError, ValueError) as e:
-    raise DataError(f"{path}: {label} ({type(e).__name__}: {e})") from None
+  except (OSError, ValueError, RecursionError) as e:  # RecursionError: nesting too deep
+    raise DataError(f"{path}: {label} ({type(e).__name__}: {one_line(e)})") from None
   if not isinstance(value, dict):
     raise DataError(f"{path}: {label} (not a JSON object)")
   return value

@@ -44,14 +44,14 @@ import os
 import re
 import socket
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
 
 from jaxrec.errors import DataError
-from jaxrec.io import read_json_object
+from jaxrec.faults import failpoint
+from jaxrec.io import one_line, read_json_object, read_npz
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -60,6 +60,8 @@ DONE = "DONE"
 _LOCK = ".lock"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _RESERVED = {"manifest", "catalog", "DONE"}
+_KINDS = ("requests", "labels")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 # Keys that must agree between every shard of a directory (others, e.g. timings, may differ).
@@ -136,9 +138,11 @@ def _write_temp(directory: str, data: bytes, suffix: str) -> str:
   return tmp
 
 
-def _atomic_write(path: str, data: bytes) -> None:
+def _atomic_write(path: str, data: bytes, point: str = "") -> None:
   tmp = _write_temp(os.path.dirname(path), data, os.path.splitext(path)[1])
   try:
+    if point:
+      failpoint(point)
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):
@@ -184,12 +188,59 @@ def _alive(pid: int) -> bool:
 # --- records and the manifest ---------------------------------------------------------------
 
 
+def _is_count(value, least: int = 0) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _is_entry(entry) -> bool:
+  """A manifest entry {rows, sha256} of the right types."""
+  return (isinstance(entry, dict) and _is_count(entry.get("rows"))
+          and isinstance(entry.get("sha256"), str) and bool(_SHA256_RE.fullmatch(entry["sha256"])))
+
+
 def _load_manifest_file(directory: str) -> dict:
+  """manifest.json if it is well formed, else {}: it is derived data, rebuilt from the records,
+  so a damaged one is ignored rather than trusted or fatal."""
   try:
     m = read_json_object(os.path.join(directory, MANIFEST), "manifest")
   except (FileNotFoundError, DataError):
-    return {}  # derived data: rebuilt from the records
-  return m if m.get("format") == FORMAT and isinstance(m.get("shards"), dict) else {}
+    return {}
+  entries = m.get("shards")
+  ok = (m.get("format") == FORMAT and isinstance(m.get("meta"), dict)
+        and isinstance(entries, dict) and m.get("kind") in (_KINDS if entries else (None, *_KINDS))
+        and all(_is_shard_name(n) and _is_entry(e) for n, e in entries.items()))
+  return m if ok else {}
+
+
+def _is_shard_name(name) -> bool:
+  try:
+    check_name(name)
+  except DataError:
+    return False
+  return True
+
+
+def _short(value) -> str:
+  text = repr(value)
+  return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _record_problem(rec: dict, name: str, kind: str) -> str | None:
+  """What is wrong with a shard record of `name` expected to be of `kind`, or None."""
+  if rec.get("format") != FORMAT or rec.get("name") != name or rec.get("kind") != kind:
+    return f"not a {kind} shard record of {name!r} (format {FORMAT})"
+  if not _is_entry(rec):
+    return (f"rows {_short(rec.get('rows'))} / sha256 {_short(rec.get('sha256'))}: expected a "
+            "row count and a hex sha256")
+  meta = rec.get("meta")
+  if not isinstance(meta, dict):
+    return f"meta {_short(meta)}: expected a JSON object"
+  if kind == "labels" and "k" not in meta:
+    return "meta has no k"
+  for key in ("k", "num_items", "history_len"):
+    if key in meta and not _is_count(meta[key], 1):
+      return f"meta {key} {_short(meta[key])}: expected a positive integer"
+  return None
 
 
 def read_manifest(directory: str) -> dict:
@@ -200,7 +251,7 @@ def read_manifest(directory: str) -> dict:
   names = []
   if os.path.isdir(directory):
     names = sorted(fn[:-5] for fn in os.listdir(directory)
-                   if fn.endswith(".json") and not fn.startswith(".") and fn != MANIFEST)
+                   if fn.endswith(".json") and _is_shard_name(fn[:-5]))
   cached = _load_manifest_file(directory)
   shards, kind, meta = {}, cached.get("kind"), cached.get("meta") or {}
   old = cached.get("shards", {})
@@ -214,6 +265,11 @@ def read_manifest(directory: str) -> dict:
       continue
     if rec.get("name") != name or rec.get("format") != FORMAT:
       continue
+    rec_kind = rec.get("kind")
+    problem = (_record_problem(rec, name, rec_kind) if rec_kind in _KINDS
+               else f"kind {_short(rec_kind)}: expected requests or labels")
+    if problem:
+      raise DataError(f"{os.path.join(directory, name + '.json')}: {problem}")
     if kind not in (None, rec.get("kind")):
       raise DataError(f"{directory}: mixes {kind} and {rec.get('kind')} shards")
     kind, meta = rec.get("kind"), meta or rec.get("meta", {})
@@ -221,6 +277,27 @@ def read_manifest(directory: str) -> dict:
   if not shards:
     kind, meta = None, {}
   return {"format": FORMAT, "kind": kind, "meta": meta, "shards": shards}
+
+
+def repair_manifest(directory: str) -> bool:
+  """Rewrites manifest.json from the shard records if it lags behind them (a writer killed
+  between its record and the manifest, with no later commit to re-derive it); True if it did.
+  Readers never need this (they derive the manifest); it keeps the file itself complete."""
+  if not os.path.isdir(directory):
+    return False
+  with locked(directory):
+    derived = read_manifest(directory)
+    if not derived["shards"]:
+      return False
+    try:
+      on_disk = read_json_object(os.path.join(directory, MANIFEST), "manifest")
+    except (FileNotFoundError, DataError):
+      on_disk = None
+    if on_disk == derived:
+      return False
+    _atomic_write(os.path.join(directory, MANIFEST),
+                  (json.dumps(derived, indent=1, sort_keys=True) + "\n").encode())
+    return True
 
 
 def directory_meta(directory: str) -> dict:
@@ -311,6 +388,7 @@ def _commit(directory: str, name: str, kind: str, arrays: dict, rows: int, meta:
             "sha256": hashlib.sha256(data).hexdigest(), "meta": meta}
   tmp = _write_temp(directory, data, ".npz")
   try:
+    failpoint("shards.temp_written")
     with locked(directory):
       have = read_manifest(directory)
       if have["kind"] not in (None, kind):
@@ -321,12 +399,15 @@ def _commit(directory: str, name: str, kind: str, arrays: dict, rows: int, meta:
                                "are never rewritten")
       check_meta(directory, meta, have["meta"])
       os.replace(tmp, npz_path)
+      failpoint("shards.npz_renamed")
       _atomic_write(rec_path, (json.dumps(record, sort_keys=True) + "\n").encode())
+      failpoint("shards.record_written")
       have["shards"][name] = {"rows": rows, "sha256": record["sha256"]}
       have["kind"] = kind
       have["meta"] = have["meta"] or meta
       _atomic_write(os.path.join(directory, MANIFEST),
-                    (json.dumps(have, indent=1, sort_keys=True) + "\n").encode())
+                    (json.dumps(have, indent=1, sort_keys=True) + "\n").encode(),
+                    "shards.manifest_temp")
   finally:
     with contextlib.suppress(FileNotFoundError):
       os.unlink(tmp)
@@ -352,34 +433,36 @@ def write_labels(directory: str, name: str, shard: LabelShard, meta: dict) -> No
 
 
 # --- read -----------------------------------------------------------------------------------
-def _verify(directory: str, name: str, entry: dict) -> dict[str, np.ndarray]:
+def _verify(directory: str, name: str, rec: dict) -> dict[str, np.ndarray]:
+  """The arrays of NAME.npz once its bytes match the sha256 of its (checked) record."""
   npz_path, _ = _paths(directory, name)
   try:
     with open(npz_path, "rb") as f:
       data = f.read()
   except OSError as e:
     raise DataError(f"{npz_path}: shard {name!r} unreadable ({type(e).__name__})") from None
-  if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-    raise DataError(f"{npz_path}: shard {name!r} does not match its sha256 in the manifest "
+  if hashlib.sha256(data).hexdigest() != rec["sha256"]:
+    raise DataError(f"{npz_path}: shard {name!r} does not match the sha256 of its record "
                     "(truncated or modified)")
-  try:
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-      arrays = {f: z[f] for f in z.files}
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-    raise DataError(f"{npz_path}: shard {name!r} is not a readable npz ({e})") from None
-  return arrays
+  return read_npz(npz_path, data, f"shard {name!r} is not a readable npz")
 
 
-def _load(directory: str, name: str, kind: str) -> tuple[dict, dict]:
+def _record(directory: str, name: str, kind: str) -> dict:
+  """The checked record NAME.json of a committed shard of `kind`."""
   npz_path, rec_path = _paths(directory, name)
   try:
     rec = read_json_object(rec_path, "shard record")
   except FileNotFoundError:
     raise DataError(f"{npz_path}: no committed {kind} shard {name!r} in {directory}") from None
-  if rec.get("format") != FORMAT or rec.get("name") != name or rec.get("kind") != kind:
-    raise DataError(f"{rec_path}: not a {kind} shard record of {name!r} (format {FORMAT})")
-  arrays = _verify(directory, name, rec)
-  return arrays, rec
+  problem = _record_problem(rec, name, kind)
+  if problem:
+    raise DataError(f"{rec_path}: {problem}")
+  return rec
+
+
+def _load(directory: str, name: str, kind: str) -> tuple[dict, dict]:
+  rec = _record(directory, name, kind)
+  return _verify(directory, name, rec), rec
 
 
 def _fields(arrays: dict, fields, optional, where: str) -> list:
@@ -392,9 +475,13 @@ def _fields(arrays: dict, fields, optional, where: str) -> list:
 def read_requests(directory: str, name: str) -> RequestShard:
   """Reads and verifies a request shard; one-line DataError naming the shard otherwise."""
   arrays, rec = _load(directory, name, "requests")
-  where = f"request shard {name!r} in {directory}"
+  where = f"{_paths(directory, name)[0]}: request shard {name!r}"
   shard = RequestShard(*_fields(arrays, RequestShard._fields, (), where))
   _check_request(shard, where, rec["meta"].get("k"), rec["meta"].get("num_items"))
+  history_len = rec["meta"].get("history_len")
+  if history_len is not None and shard.history.shape[1] != history_len:
+    raise DataError(f"{where}: history has shape {shard.history.shape}, expected "
+                    f"history_len={history_len}")
   if shard.session.shape[0] != rec["rows"]:
     raise DataError(f"{where}: {shard.session.shape[0]} rows, manifest says {rec['rows']}")
   return shard
@@ -404,7 +491,7 @@ def read_labels(directory: str, name: str) -> LabelShard:
   """Reads and verifies a label shard; one-line DataError naming the shard otherwise."""
   name = label_name(name)
   arrays, rec = _load(directory, name, "labels")
-  where = f"label shard {name!r} in {directory}"
+  where = f"{_paths(directory, name)[0]}: label shard {name!r}"
   shard = LabelShard(*_fields(arrays, LabelShard._fields, ("logprobs",), where))
   _check_label(shard, where, int(rec["meta"]["k"]))
   if shard.choice.shape[0] != rec["rows"]:
@@ -417,11 +504,11 @@ def list_shards(directory: str, verify: bool = False) -> list[str]:
 
   verify=True also checks every npz against its sha256 now and raises on the first bad one.
   """
-  shards = read_manifest(directory)["shards"]
+  manifest = read_manifest(directory)
   if verify:
-    for name, entry in shards.items():
-      _verify(directory, name, entry)
-  return sorted(shards)
+    for name in manifest["shards"]:  # against the records, the source of truth
+      _verify(directory, name, _record(directory, name, manifest["kind"]))
+  return sorted(manifest["shards"])
 
 
 def is_done(directory: str) -> bool:
@@ -452,19 +539,27 @@ def write_catalog(directory: str, catalog: Catalog) -> None:
 def read_catalog(directory: str) -> Catalog:
   path = os.path.join(directory, CATALOG)
   try:
-    with np.load(path, allow_pickle=False) as z:
-      meta = json.loads(str(z["meta"]))
-      text = z["item_text"]
-    cat = Catalog(item_text=text, **(meta | {"attribute_names": tuple(meta["attribute_names"])}))
+    arrays = read_npz(path, label="not an item catalog")
   except FileNotFoundError:
     raise DataError(f"{path}: no item catalog (written by llm_labeler.sample_requests, or pass "
                     "--env)") from None
-  except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
-    raise DataError(f"{path}: not an item catalog ({type(e).__name__}: {e})") from None
-  if cat.item_text.ndim != 2 or cat.item_text.shape[1] != len(cat.attribute_names):
-    raise DataError(f"{path}: item_text shape {cat.item_text.shape} does not match "
-                    f"{len(cat.attribute_names)} attributes")
-  return cat
+  try:
+    meta = json.loads(str(arrays["meta"]))
+    text = arrays["item_text"]
+  except (KeyError, ValueError, RecursionError) as e:
+    raise DataError(f"{path}: not an item catalog ({type(e).__name__}: {one_line(e)})") from None
+  fields = [f for f in Catalog._fields if f != "item_text"]
+  if not isinstance(meta, dict) or sorted(meta) != sorted(fields):
+    raise DataError(f"{path}: not an item catalog (meta must hold exactly {', '.join(fields)})")
+  names = meta["attribute_names"]
+  if not (all(isinstance(meta[f], str) for f in fields if f != "attribute_names")
+          and isinstance(names, list) and all(isinstance(a, str) for a in names)):
+    raise DataError(f"{path}: not an item catalog (meta values must be strings, "
+                    "attribute_names a list of strings)")
+  if text.dtype.kind != "U" or text.ndim != 2 or text.shape[1] != len(names):
+    raise DataError(f"{path}: item_text is {text.dtype}{list(text.shape)}, expected strings "
+                    f"[items, {len(names)} attributes]")
+  return Catalog(item_text=text, **(meta | {"attribute_names": tuple(names)}))
 
 
 def catalog_of(dataset, fingerprint: str) -> Catalog:

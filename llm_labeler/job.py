@@ -22,7 +22,7 @@ import re
 import time
 import zlib
 
-from jaxrec import shards
+from jaxrec import faults, shards
 from jaxrec.errors import ConfigError, DataError
 from llm_labeler.backends import BACKENDS
 from llm_labeler.prompts import TEMPLATE_VERSION
@@ -164,6 +164,7 @@ class _Progress:
 
 def label_directory(cfg: LabelConfig, log=print, backend=None) -> dict:
   """Labels the pending shards of cfg.requests into cfg.out (see the module docstring).
+  SIGTERM stops it after the shard being labeled is committed (faults.Preempted).
 
   Returns {"labeled": [names], "skipped": n already labeled, "rows": n, "invalid": n}.
   `backend` may be passed pre-built (tests, benchmarks); otherwise it is built on the first
@@ -175,47 +176,60 @@ def label_directory(cfg: LabelConfig, log=print, backend=None) -> dict:
   os.makedirs(cfg.out, exist_ok=True)
   for fn in shards.remove_stale_temps(cfg.out):
     log(f"removed {fn}, left by a killed labeler")
+  if shards.repair_manifest(cfg.out):
+    log(f"{cfg.out}/{shards.MANIFEST}: brought up to date with the shard records (a labeler "
+        "was killed before updating it)")
   progress = _Progress(log)
   labeled, skipped, meta = [], 0, None
   announced = False
-  while True:
-    done_marker = shards.is_done(cfg.requests)  # read before listing: no shard follows it
-    manifest = shards.read_manifest(cfg.requests)
-    mine = [n for n in sorted(manifest["shards"]) if worker_of(n, cfg.num_workers) ==
-            cfg.worker_id]
-    have = set(shards.list_shards(cfg.out))
-    pending = [n for n in mine if n not in have]
-    if not announced and mine:
-      skipped = len(mine) - len(pending)
-      log(f"worker {cfg.worker_id}/{cfg.num_workers}: {len(mine)} shards, {skipped} already "
-          f"labeled in {cfg.out}")
-      announced = True
-    for i, name in enumerate(pending):
-      if cfg.max_shards and len(labeled) >= cfg.max_shards:
+  with faults.Preemption() as preemption:
+    while True:
+      done_marker = shards.is_done(cfg.requests)  # read before listing: no shard follows it
+      manifest = shards.read_manifest(cfg.requests)
+      mine = [n for n in sorted(manifest["shards"]) if worker_of(n, cfg.num_workers) ==
+              cfg.worker_id]
+      have = set(shards.list_shards(cfg.out))
+      pending = [n for n in mine if n not in have]
+      if not announced and mine:
+        skipped = len(mine) - len(pending)
+        log(f"worker {cfg.worker_id}/{cfg.num_workers}: {len(mine)} shards, {skipped} already "
+            f"labeled in {cfg.out}")
+        announced = True
+      for i, name in enumerate(pending):
+        if cfg.max_shards and len(labeled) >= cfg.max_shards:
+          return _summary(labeled, skipped, progress)
+        if backend is None:
+          backend = make_backend(cfg, manifest["meta"])
+          if backend.name == "oracle":
+            log("backend oracle: a SIMULATED judge on the env's user model, not an LLM")
+        if meta is None:
+          meta = label_meta(backend, manifest["meta"])
+          shards.check_meta(cfg.out, meta, shards.directory_meta(cfg.out))
+        progress.begin()
+        req = shards.read_requests(cfg.requests, name)
+        lab = backend.label(req, name)
+        faults.failpoint("label.labeled")
+        try:
+          shards.write_labels(cfg.out, shards.label_name(name), lab, meta)
+        except shards.ShardExistsError:
+          log(f"{name}: labeled by another process meanwhile; kept that label shard")
+          continue
+        labeled.append(name)
+        pending_rows = sum(manifest["shards"][n]["rows"] for n in pending[i + 1:])
+        progress.update(name, len(req.session), int((~lab.valid).sum()), backend.prompt_tokens,
+                        pending_rows, backend.name == "oracle")
+        _check_preempted(preemption, cfg, f"after committing {name}")
+      if not cfg.follow or (done_marker and not pending):
         return _summary(labeled, skipped, progress)
-      if backend is None:
-        backend = make_backend(cfg, manifest["meta"])
-        if backend.name == "oracle":
-          log("backend oracle: a SIMULATED judge on the env's user model, not an LLM")
-      if meta is None:
-        meta = label_meta(backend, manifest["meta"])
-        shards.check_meta(cfg.out, meta, shards.directory_meta(cfg.out))
-      progress.begin()
-      req = shards.read_requests(cfg.requests, name)
-      lab = backend.label(req, name)
-      try:
-        shards.write_labels(cfg.out, shards.label_name(name), lab, meta)
-      except shards.ShardExistsError:
-        log(f"{name}: labeled by another process meanwhile; kept that label shard")
-        continue
-      labeled.append(name)
-      pending_rows = sum(manifest["shards"][n]["rows"] for n in pending[i + 1:])
-      progress.update(name, len(req.session), int((~lab.valid).sum()), backend.prompt_tokens,
-                      pending_rows, backend.name == "oracle")
-    if not cfg.follow or (done_marker and not pending):
-      return _summary(labeled, skipped, progress)
-    if not pending:
-      time.sleep(cfg.poll_seconds)
+      if not pending:
+        time.sleep(cfg.poll_seconds)
+        _check_preempted(preemption, cfg, "while waiting for request shards")
+
+
+def _check_preempted(preemption, cfg: LabelConfig, when: str) -> None:
+  if preemption.requested:
+    raise faults.Preempted(f"{cfg.out}: labeler stopped {when} (every committed label shard "
+                           "is complete); rerun the same command to label the rest")
 
 
 def _summary(labeled, skipped, progress) -> dict:

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import zipfile
 from collections.abc import Sequence
 
 import numpy as np
 
 from jaxrec.errors import DataError
-from jaxrec.io import atomic_savez
+from jaxrec.io import atomic_savez, one_line, read_npz
 
 CACHE_VERSION = 1
 _ARRAY_FIELDS = (
@@ -57,21 +56,27 @@ class Dataset:
 
   def __post_init__(self):
     i, u, n = len(self.item_keys), len(self.user_keys), len(self.seq_items)
+    # In order, each evaluated only once the ones before it hold (so none can index out of range).
     checks = [
-        (self.item_text.shape == (i, len(self.attribute_names)), "item_text shape"),
-        (self.offsets.shape == (u + 1,), "offsets shape"),
-        (u == 0 or (self.offsets[0] == 0 and self.offsets[-1] == n), "offsets bounds"),
-        (bool(np.all(np.diff(self.offsets) >= 0)), "offsets monotone"),
-        (self.ratings.shape in ((0,), (n,)), "ratings shape"),
-        (self.times.shape in ((0,), (n,)), "times shape"),
-        (self.item_features.ndim == 2 and self.item_features.shape[0] == i, "item_features"),
-        (self.user_features.ndim == 2 and self.user_features.shape[0] == u, "user_features"),
-        (n == 0 or (self.seq_items.min() >= 0 and self.seq_items.max() < i), "item ids range"),
-        (self.item_features.shape[1] == len(self.item_feature_names), "item_feature_names"),
-        (self.user_features.shape[1] == len(self.user_feature_names), "user_feature_names"),
+        (lambda: self.item_text.shape == (i, len(self.attribute_names)), "item_text shape"),
+        (lambda: self.offsets.shape == (u + 1,), "offsets shape"),
+        (lambda: self.offsets[0] == 0 and self.offsets[-1] == n, "offsets bounds"),
+        (lambda: bool(np.all(np.diff(self.offsets) >= 0)), "offsets monotone"),
+        (lambda: self.ratings.shape in ((0,), (n,)), "ratings shape"),
+        (lambda: self.times.shape in ((0,), (n,)), "times shape"),
+        (lambda: self.item_features.ndim == 2 and self.item_features.shape[0] == i,
+         "item_features"),
+        (lambda: self.user_features.ndim == 2 and self.user_features.shape[0] == u,
+         "user_features"),
+        (lambda: n == 0 or (self.seq_items.min() >= 0 and self.seq_items.max() < i),
+         "item ids range"),
+        (lambda: self.item_features.shape[1] == len(self.item_feature_names),
+         "item_feature_names"),
+        (lambda: self.user_features.shape[1] == len(self.user_feature_names),
+         "user_feature_names"),
     ]
     for ok, what in checks:
-      if not ok:
+      if not ok():
         raise DataError(f"dataset {self.name!r}: inconsistent arrays ({what})")
 
   # --- sizes -------------------------------------------------------------------------------
@@ -181,24 +186,48 @@ class Dataset:
 
   @classmethod
   def load(cls, path: str) -> Dataset:
+    """Reads a cache written by `save`; anything else is a one-line DataError naming `path`."""
+    bad = "not a jaxrec dataset cache"
     try:
-      with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        arrays = {f: z[f] for f in _ARRAY_FIELDS}
+      arrays = read_npz(path, label=bad)
     except FileNotFoundError:
       raise DataError(f"{path}: dataset cache not found") from None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-      raise DataError(f"{path}: not a jaxrec dataset cache ({type(e).__name__}: {e})") from None
+    try:
+      meta = json.loads(str(arrays.pop("meta")))
+    except (KeyError, ValueError, RecursionError) as e:
+      raise DataError(f"{path}: {bad} ({type(e).__name__}: {one_line(e)})") from None
+    if not isinstance(meta, dict):
+      raise DataError(f"{path}: {bad} (meta is not a JSON object)")
     if meta.get("cache_version") != CACHE_VERSION:
-      raise DataError(f"{path}: cache version {meta.get('cache_version')}, "
+      raise DataError(f"{path}: cache version {meta.get('cache_version')!r}, "
                       f"expected {CACHE_VERSION}; rebuild it with jaxrec.data.prepare")
-    return cls(
-        name=meta["name"], scenario=meta["scenario"], item_noun=meta["item_noun"],
-        behavior=meta["behavior"],
-        attribute_names=tuple(meta["attribute_names"]),
-        item_feature_names=tuple(meta["item_feature_names"]),
-        user_feature_names=tuple(meta["user_feature_names"]),
-        **arrays)
+    for key in _META_TEXT:
+      if not isinstance(meta.get(key), str):
+        raise DataError(f"{path}: {bad} (meta field {key}: expected a string)")
+    for key in _META_NAMES:
+      if not (isinstance(meta.get(key), list) and all(isinstance(v, str) for v in meta[key])):
+        raise DataError(f"{path}: {bad} (meta field {key}: expected a list of strings)")
+    for f, (kinds, ndim) in _ARRAY_KINDS.items():
+      if f not in arrays:
+        raise DataError(f"{path}: {bad} (KeyError: no array {f!r})")
+      a = arrays[f]
+      if a.dtype.kind not in kinds or a.ndim != ndim:
+        raise DataError(f"{path}: {bad} (array {f} is {a.dtype}{list(a.shape)}, expected "
+                        f"{ndim}-D of dtype kind {kinds!r})")
+    try:
+      return cls(**{k: meta[k] for k in _META_TEXT},
+                 **{k: tuple(meta[k]) for k in _META_NAMES},
+                 **{f: arrays[f] for f in _ARRAY_FIELDS})
+    except DataError as e:
+      raise DataError(f"{path}: {bad} ({e})") from None
+
+
+# Cache meta fields (strings, lists of strings) and each array's dtype kinds and rank.
+_META_TEXT = ("name", "scenario", "item_noun", "behavior")
+_META_NAMES = ("attribute_names", "item_feature_names", "user_feature_names")
+_ARRAY_KINDS = {"item_text": ("U", 2), "item_keys": ("U", 1), "user_keys": ("U", 1),
+                "seq_items": ("iu", 1), "offsets": ("iu", 1), "ratings": ("f", 1),
+                "times": ("iu", 1), "item_features": ("f", 2), "user_features": ("f", 2)}
 
 
 def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

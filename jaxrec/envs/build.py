@@ -34,7 +34,7 @@ from jaxrec.envs.base import QuitParams, RecEnv
 from jaxrec.envs.matrix import MatrixEnv, MatrixParams
 from jaxrec.envs.sequential import SequentialEnv, SequentialParams
 from jaxrec.errors import ConfigError, DataError
-from jaxrec.io import atomic_write_text, read_json_object
+from jaxrec.io import atomic_write_text, one_line, read_json_object
 from jaxrec.usermodels import matrix as mx
 from jaxrec.usermodels import sequential as sq
 
@@ -204,14 +204,27 @@ def _to_dict(params) -> dict:
   return d
 
 
+def _is_int(value, least: int = 1) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 def read_meta(env_dir: str, expect_dataset: str | None = None) -> dict:
+  """env.json of an env directory, with the fields every consumer reads checked."""
   path = os.path.join(env_dir, "env.json")
   if not os.path.isfile(path):
     raise DataError(f"{env_dir}: not an env directory (no env.json); build one with "
                     "python -m experiments.build_envs --dataset=NAME --out=DIR")
   meta = read_json_object(path)
   if meta.get("format") != FORMAT:
-    raise DataError(f"{path}: env format {meta.get('format')}, expected {FORMAT}; rebuild it")
+    raise DataError(f"{path}: env format {meta.get('format')!r}, expected {FORMAT}; rebuild it")
+  for key in ("dataset", "fingerprint"):
+    if not isinstance(meta.get(key), str):
+      raise DataError(f"{path}: {key} {meta.get(key)!r}: expected a string")
+  if meta.get("kind") not in KINDS:
+    raise DataError(f"{path}: kind {meta.get('kind')!r}: expected one of {', '.join(KINDS)}")
+  build = meta.get("build")
+  if not isinstance(build, dict) or not _is_int(build.get("max_len")):
+    raise DataError(f"{path}: build.max_len: expected a positive integer")
   if expect_dataset is not None and meta["dataset"] != expect_dataset:
     raise DataError(f"{env_dir}: built from dataset {meta['dataset']!r}, "
                     f"not {expect_dataset!r}")
@@ -223,6 +236,8 @@ def load_env(env_dir: str, which: str = "train", expect_dataset: str | None = No
   """-> (env, params, meta) of the train or test side of an env directory.
 
   `dataset`, when given, must be the dataset the env was built from (same fingerprint).
+  Damaged files are a one-line DataError naming them; restored params must fit the env's
+  static shapes (a mismatch would otherwise index out of bounds silently under jit).
   """
   if which not in ("train", "test"):
     raise ConfigError(f"which must be 'train' or 'test', got {which!r}")
@@ -231,21 +246,100 @@ def load_env(env_dir: str, which: str = "train", expect_dataset: str | None = No
     raise DataError(f"{env_dir}: built from a different version of dataset {meta['dataset']!r} "
                     f"(fingerprint {meta['fingerprint']}, given {fingerprint(dataset)})")
   side = os.path.join(env_dir, which)
+  static_path = os.path.join(side, "env.json")
   try:
-    static = json.loads(open(os.path.join(side, "env.json")).read())
-    tree = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(side, "params")))
-  except (OSError, ValueError, FileNotFoundError) as e:
-    raise DataError(f"{side}: cannot restore env params ({type(e).__name__}: {e})") from None
+    static = read_json_object(static_path)
+  except FileNotFoundError:
+    raise DataError(f"{side}: no env.json; the env directory is incomplete") from None
+  env = _env_of(static, meta["kind"], static_path)
+  params_path = os.path.abspath(os.path.join(side, "params"))
+  if not os.path.isdir(params_path):
+    raise DataError(f"{params_path}: cannot restore env params (missing; the env directory "
+                    "is incomplete)")
+  try:
+    tree = ocp.StandardCheckpointer().restore(params_path)
+  # orbax and tensorstore raise a dozen types (ValueError, KeyError, TypeError, OSError, ...)
+  # on damaged metadata or data files; none of them has a common base below Exception.
+  except Exception as e:  # noqa: BLE001
+    raise DataError(f"{params_path}: cannot restore env params ({type(e).__name__}: "
+                    f"{one_line(e)})") from None
+  params = _params_of(env, tree, params_path)
+  return env, params, meta
+
+
+def _env_of(static: dict, kind: str, path: str) -> RecEnv:
+  """The env of a side's env.json (static shapes)."""
+  if static.get("kind") != kind:
+    raise DataError(f"{path}: kind {static.get('kind')!r}, the env directory says {kind!r}")
+  for key in ("history_len", "quit_window"):
+    if not _is_int(static.get(key)):
+      raise DataError(f"{path}: {key} {static.get(key)!r}: expected a positive integer")
+  if kind == "matrix":
+    if not _is_int(static.get("num_items")):
+      raise DataError(f"{path}: num_items {static.get('num_items')!r}: expected a positive "
+                      "integer")
+    return MatrixEnv(static["num_items"], static["history_len"], static["quit_window"])
+  model = static.get("model")
+  names = {f.name for f in dataclasses.fields(sq.SeqConfig)}
+  if not isinstance(model, dict) or not set(model) <= names:
+    raise DataError(f"{path}: model: expected an object with fields of "
+                    f"{', '.join(sorted(names))}")
+  for key in ("num_items", "dim", "num_heads", "window"):
+    if not _is_int(model.get(key)):
+      raise DataError(f"{path}: model.{key} {model.get(key)!r}: expected a positive integer")
+  if not _is_int(model.get("num_layers", 0), 0) or model["dim"] % model["num_heads"]:
+    raise DataError(f"{path}: model: num_layers must be >= 0 and dim a multiple of num_heads")
+  return SequentialEnv(sq.SeqConfig(**model), static["history_len"], static["quit_window"])
+
+
+def _shapes(tree):
+  """(shape, dtype kind) of every leaf: arrays, ShapeDtypeStructs or Python scalars."""
+  def one(a):
+    a = a if hasattr(a, "shape") and hasattr(a, "dtype") else np.asarray(a)
+    return tuple(a.shape), np.dtype(a.dtype).kind
+  return jax.tree_util.tree_map(one, tree)
+
+
+def _params_of(env: RecEnv, tree, path: str):
+  """The env params of a restored tree, checked against the env's static shapes."""
+  fields = ["model", "center", "scale", "reward_max", "quit", "init_items", "item_vecs"]
+  if isinstance(env, MatrixEnv):
+    fields = ["table", "item_vecs", "quit"]
+  if not isinstance(tree, dict) or sorted(tree) != sorted(fields) or not (
+      isinstance(tree["quit"], dict) and sorted(tree["quit"]) == ["beta", "max_len", "min_reward"]):
+    raise DataError(f"{path}: expected env params {', '.join(fields)} (quit: beta, max_len, "
+                    "min_reward)")
+  n = env.num_actions
+  want = {"beta": ((), "f"), "min_reward": ((), "f"), "max_len": ((), "i")}
+  problems = [f"quit.{k} is {_shapes(tree['quit'][k])}, expected {v}"
+              for k, v in want.items() if _shapes(tree["quit"][k]) != v]
+  vecs = np.shape(tree["item_vecs"])
+  if len(vecs) != 2 or vecs[0] != n or _shapes(tree["item_vecs"])[1] != "f":
+    problems.append(f"item_vecs is {_shapes(tree['item_vecs'])}, expected float ({n}, d)")
+  if isinstance(env, MatrixEnv):
+    table = _shapes(tree["table"])
+    if len(table[0]) != 2 or table[0][0] == 0 or table[0][1] != n or table[1] != "f":
+      problems.append(f"table is {table}, expected float (users, {n})")
+  else:
+    cfg = env.model_cfg
+    model = jax.eval_shape(sq.SeqScorer(cfg).init, jax.random.PRNGKey(0),
+                           jnp.zeros((cfg.window,), jnp.int32))
+    if _shapes(tree["model"]) != _shapes(model):
+      problems.append("model params do not match its config (shapes or structure)")
+    for k in ("center", "scale", "reward_max"):
+      if _shapes(tree[k]) != ((), "f"):
+        problems.append(f"{k} is {_shapes(tree[k])}, expected a float scalar")
+    init = np.asarray(tree["init_items"])
+    if init.ndim != 1 or init.size == 0 or init.dtype.kind not in "iu" or not (
+        0 <= init.min() and init.max() < n):
+      problems.append(f"init_items must be a non-empty list of item ids in [0, {n})")
+  if problems:
+    raise DataError(f"{path}: {problems[0]}")
   tree = jax.tree_util.tree_map(jnp.asarray, tree)
   quit = QuitParams(**tree.pop("quit"))
-  if static["kind"] == "sequential":
-    env = SequentialEnv(sq.SeqConfig(**static["model"]), static["history_len"],
-                        static["quit_window"])
-    params = SequentialParams(quit=quit, **tree)
-  else:
-    env = MatrixEnv(static["num_items"], static["history_len"], static["quit_window"])
-    params = MatrixParams(quit=quit, **tree)
-  return env, params, meta
+  if isinstance(env, MatrixEnv):
+    return MatrixParams(quit=quit, **tree)
+  return SequentialParams(quit=quit, **tree)
 
 
 def load_dataset_of(env_dir: str) -> Dataset:

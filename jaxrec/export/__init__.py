@@ -38,7 +38,7 @@ from jax import export as jax_export
 
 from jaxrec.agents.types import STRATEGIES
 from jaxrec.errors import ConfigError, DataError
-from jaxrec.io import atomic_savez, atomic_write_text, read_json_object
+from jaxrec.io import atomic_savez, atomic_write_text, read_json_object, read_npz
 
 FORMAT = 1
 CONFIG = "config.json"
@@ -179,7 +179,49 @@ def _read_config(directory: str) -> dict:
   for k in ("sha256", "params", "env", "act", "strategy"):
     if k not in config:
       raise DataError(f"{path}: missing field {k!r}")
+  problem = _config_problem(config)
+  if problem:
+    raise DataError(f"{path}: {problem}")
   return config
+
+
+def _is_int(value, least: int = 1) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _config_problem(config: dict) -> str | None:
+  """What is wrong with the fields of config.json that loading and evaluation read, or None.
+  The hashes must cover exactly params.npz and the act files, which are the writer's names:
+  nothing outside the export is read, and nothing is read unverified."""
+  act = config["act"]
+  files = act.get("files") if isinstance(act, dict) else None
+  if not (isinstance(files, dict) and files
+          and all(s in STRATEGIES and f == act_file(s) for s, f in files.items())):
+    return (f"act.files: expected {{strategy: act_<strategy>.jaxexport}} for strategies of "
+            f"{', '.join(STRATEGIES)}")
+  sha = config["sha256"]
+  covered = {PARAMS, *files.values()}
+  if not (isinstance(sha, dict) and set(sha) == covered
+          and all(isinstance(v, str) for v in sha.values())):
+    return f"sha256: expected the digests of exactly {', '.join(sorted(covered))}"
+  if not isinstance(config["strategy"], str) or config["strategy"] not in files:
+    return f"strategy {config['strategy']!r}: no act file for it"
+  eps = config.get("epsilon")
+  if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 <= eps <= 1.0:
+    return f"epsilon {eps!r}: expected a number in [0, 1]"
+  env = config["env"]
+  if not (isinstance(env, dict)
+          and all(isinstance(env.get(k), str) for k in ("dataset", "fingerprint"))
+          and all(_is_int(env.get(k)) for k in ("num_items", "history_len", "max_len"))):
+    return ("env: expected dataset and fingerprint (strings), num_items, history_len and "
+            "max_len (positive integers)")
+  params = config["params"]
+  if not (isinstance(params, list) and all(
+      isinstance(p, dict) and isinstance(p.get("path"), str) and isinstance(p.get("dtype"), str)
+      and isinstance(p.get("shape"), list) and all(_is_int(d, 0) for d in p["shape"])
+      for p in params)):
+    return "params: expected a list of {path, shape, dtype}"
+  return None
 
 
 def load_export(directory: str) -> ExportedPolicy:
@@ -191,15 +233,17 @@ def load_export(directory: str) -> ExportedPolicy:
       raise DataError(f"{path}: missing from the export")
     if _sha256(path) != digest:
       raise DataError(f"{path}: sha256 mismatch with {CONFIG} (corrupt or partly copied)")
-  try:
-    with np.load(os.path.join(directory, PARAMS), allow_pickle=False) as z:
-      leaves = [z[_leaf_name(i)] for i in range(len(config["params"]))]
-  except (OSError, ValueError, KeyError) as e:
-    raise DataError(f"{os.path.join(directory, PARAMS)}: unreadable ({e})") from None
+  params_path = os.path.join(directory, PARAMS)
+  arrays = read_npz(params_path, label="unreadable")
+  names = [_leaf_name(i) for i in range(len(config["params"]))]
+  if sorted(arrays) != names:
+    raise DataError(f"{params_path}: holds {len(arrays)} arrays, expected the {len(names)} "
+                    f"leaves {CONFIG} lists")
+  leaves = [arrays[n] for n in names]
   for leaf, spec in zip(leaves, config["params"]):
     if list(leaf.shape) != spec["shape"] or str(leaf.dtype) != spec["dtype"]:
-      raise DataError(f"{os.path.join(directory, PARAMS)}: leaf {spec['path']} is "
-                      f"{leaf.dtype}{list(leaf.shape)}, config says {spec['dtype']}{spec['shape']}")
+      raise DataError(f"{params_path}: leaf {spec['path']!r} is {leaf.dtype}{list(leaf.shape)}, "
+                      f"config says {spec['dtype']!r}{spec['shape']}")
   functions = {}
   for s, name in config["act"]["files"].items():
     path = os.path.join(directory, name)
@@ -209,9 +253,19 @@ def load_export(directory: str) -> ExportedPolicy:
     except Exception as e:  # flatbuffers / MLIR errors have no common type
       raise DataError(f"{path}: not a serialized jax.export function ({type(e).__name__})"
                       ) from None
-    if len(functions[s].in_avals) != len(leaves) + 2:
-      raise DataError(f"{path}: takes {len(functions[s].in_avals)} arrays, expected "
+    avals = functions[s].in_avals
+    if len(avals) != len(leaves) + 2:
+      raise DataError(f"{path}: takes {len(avals)} arrays, expected "
                       f"{len(leaves)} param leaves + history + key")
+    history_len = config["env"]["history_len"]
+    for i, (aval, leaf) in enumerate(zip(avals, leaves)):
+      if aval.shape != leaf.shape or aval.dtype != leaf.dtype:
+        raise DataError(f"{path}: argument {i} is {aval.dtype}{list(aval.shape)}, the param "
+                        f"leaf is {leaf.dtype}{list(leaf.shape)}")
+    if (len(avals[-2].shape) != 2 or avals[-2].shape[1] != history_len
+        or avals[-2].dtype != jnp.int32):
+      raise DataError(f"{path}: history argument is {avals[-2].dtype}{avals[-2].shape}, "
+                      f"expected int32[n, {history_len}]")
   return ExportedPolicy(directory=directory, config=config,
                         params=[jnp.asarray(x) for x in leaves], functions=functions)
 

@@ -4,18 +4,21 @@ the env's dataset + fingerprint)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from jaxrec.errors import ConfigError
-from jaxrec.io import atomic_write_text
-from jaxrec.nets.networks import NetConfig
+from jaxrec.errors import ConfigError, DataError
+from jaxrec.io import atomic_write_text, one_line, read_json_object
+from jaxrec.nets.networks import ActorCritic, NetConfig
 
 POLICY_DIR = "policy"
 
@@ -25,6 +28,10 @@ def save_policy(workdir: str, params, net: NetConfig, info: dict) -> None:
   directory = os.path.abspath(os.path.join(workdir, POLICY_DIR))
   primary = jax.process_index() == 0
   if primary and os.path.exists(directory):
+    # policy.json marks a complete policy: it goes first, so a kill during the rewrite never
+    # leaves a marker beside half-deleted params.
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(os.path.join(directory, "policy.json"))
     shutil.rmtree(directory)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("jaxrec.save_policy")
@@ -44,10 +51,11 @@ def load_policy(workdir: str, net: NetConfig, fingerprint: str | None = None):
     raise ConfigError(f"--init_from={workdir}: no pre-trained policy ({path} missing); run "
                       f"python -m jaxrec.pretrain --workdir={workdir} ... to the end first")
   try:
-    info = json.loads(open(path).read())
+    info = read_json_object(path, "policy.json")
     have = NetConfig(**info["net"])
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ConfigError(f"--init_from={workdir}: unreadable {path} ({e})") from None
+  except (DataError, KeyError, TypeError) as e:
+    raise ConfigError(f"--init_from={workdir}: unreadable {path} ({type(e).__name__}: "
+                      f"{one_line(e)})") from None
   for f in dataclasses.fields(NetConfig):
     a, b = getattr(have, f.name), getattr(net, f.name)
     if a != b:
@@ -58,9 +66,24 @@ def load_policy(workdir: str, net: NetConfig, fingerprint: str | None = None):
   if fingerprint is not None and info.get("fingerprint") not in (None, fingerprint):
     raise ConfigError(f"--init_from={workdir}: pre-trained on dataset {info.get('dataset')!r} "
                       f"(fingerprint {info.get('fingerprint')}), not this env's ({fingerprint})")
+  params_path = os.path.abspath(os.path.join(workdir, POLICY_DIR, "params"))
   try:
-    return ocp.StandardCheckpointer().restore(
-        os.path.abspath(os.path.join(workdir, POLICY_DIR, "params")))
-  except (OSError, ValueError, FileNotFoundError) as e:
+    params = ocp.StandardCheckpointer().restore(params_path)
+  # orbax and tensorstore raise a dozen types on damaged metadata or data files (ValueError,
+  # KeyError, AttributeError, OSError, ...); none has a common base below Exception.
+  except Exception as e:  # noqa: BLE001
     raise ConfigError(f"--init_from={workdir}: cannot restore the policy params "
-                      f"({type(e).__name__})") from None
+                      f"({type(e).__name__}: {one_line(e)})") from None
+  want = jax.eval_shape(lambda: ActorCritic(net).init(jax.random.PRNGKey(0),
+                                                     jnp.full((1, net.history_len), -1,
+                                                              jnp.int32)))
+  shape = lambda t: jax.tree_util.tree_map(lambda a: (tuple(np.shape(a)),
+                                                      np.dtype(a.dtype).name), t)
+  try:
+    same = shape(params) == shape(want)
+  except (AttributeError, TypeError):
+    same = False
+  if not same:
+    raise ConfigError(f"--init_from={workdir}: the params in {params_path} do not have the "
+                      "shapes of the network policy.json describes (damaged or replaced)")
+  return params

@@ -125,6 +125,8 @@ def _parse_json(path: str, lineno: int, line: str) -> dict:
     obj = json.loads(line)
   except json.JSONDecodeError as e:
     raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+  except RecursionError:
+    raise DataError(f"{path}:{lineno}: malformed JSON (nested too deeply)") from None
   if not isinstance(obj, dict):
     raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
   return obj

@@ -121,7 +121,7 @@ def _read_genres(path: str) -> tuple[str, ...]:
     name, index = split_fields(path, lineno, line, "|", ("genre", "index"), "|")
     if to_int(path, lineno, "index", index) != len(names):
       raise DataError(f"{path}:{lineno}: field index: expected {len(names)} (genres listed in "
-                      f"column order), got {index}")
+                      f"column order), got {index!r}")
     names.append(name)
   if not names:
     raise DataError(f"{path}: no genres (expected lines `name|index`)")
@@ -200,7 +200,8 @@ def _header(path: str, lines, required: tuple[str, ...]) -> dict[str, int]:
     col[name] = j
   for name in required:
     if name not in col:
-      raise DataError(f"{path}:{lineno}: header has no {name} field (found: {', '.join(col)})")
+      found = ", ".join(c if c.isprintable() else repr(c) for c in col)  # keep it one line
+      raise DataError(f"{path}:{lineno}: header has no {name} field (found: {found})")
   return col
 
 
