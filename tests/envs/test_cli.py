@@ -1,4 +1,5 @@
-"""The env CLIs as a user runs them; the default-preset run is marked `slow`."""
+"""The env CLIs as a user runs them; the default-preset run (with the simulator benchmark and
+the 16384-session memory bound on it) is marked `slow`."""
 
 import json
 import subprocess
@@ -32,6 +33,15 @@ def test_build_envs_default_preset_then_bench(tmp_path):
   for key in ("matmul_gflops", "sequential_vmap_steps_per_s_4096", "sequential_loop_steps_per_s",
               "sequential_gflops_4096"):
     assert bench[key] > 0, key
+
+  # The memory bound README states: jaxrec.train with 16384 sessions on this env.
+  out = tmp_path / "memory.json"
+  res = _run("experiments.bench_memory", f"--env={env_dir}", "--sessions=16384", f"--out={out}")
+  assert res.returncode == 0, res.stderr[-2000:]
+  mem = json.loads(out.read_text())
+  (row,) = mem["sizes"]
+  assert row["sessions"] == 16384 and row["peak_rss_bytes"] > 0
+  assert row["under_bound"] and row["peak_rss_bytes"] <= row["bound_bytes"], row
 
 
 def test_build_envs_bad_flags_one_line_error(tmp_path):

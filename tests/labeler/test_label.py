@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from jaxrec import oracle, shards
-from jaxrec.envs import build
 from labeler.conftest import (NUM_USERS, make_requests, random_matrix_env, temp_files,
                                write_request_dir)
 from llm_labeler import job as label

@@ -1,0 +1,415 @@
+"""The kill/restart drills behind `python -m experiments.fault_drill` (see that module)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from jaxrec import faults
+from jaxrec.errors import ConfigError
+from jaxrec.io import atomic_write_text
+
+
+TIMING = ("steps_per_s", "epoch_s", "label_wait_s")
+NET = ["--dim=16", "--num_layers=1", "--num_heads=1"]
+TRAIN = {  # 4 epochs of 640 env steps, 64 sessions
+    "a2c": ["--agent=a2c", "--num_sessions=64", "--total_steps=2560", "--steps_per_epoch=640",
+            "--eval_sessions=128", *NET],
+    "dqn": ["--agent=dqn", "--num_sessions=64", "--total_steps=2560", "--steps_per_epoch=640",
+            "--eval_sessions=128", "--buffer_size=4096", "--batch_size=64", "--min_buffer=256",
+            "--target_period=8", *NET],
+}
+PRETRAIN = ["--labeler=inproc", "--num_sessions=64", "--episode_len=5",
+            "--episodes_per_epoch=2", "--epochs=4", "--num_candidates=5", "--batch_size=64",
+            "--buffer_size=2048", "--eval_sessions=128", *NET]
+AP = ["--agent=ialp_ap", "--num_sessions=64", "--total_steps=2560", "--steps_per_epoch=640",
+      "--eval_sessions=128", *NET]
+LABEL_SHARDS, LABEL_ROWS, LABEL_K = 12, 96, 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Drill:
+  name: str
+  job: str  # a2c | dqn | pretrain | ialp_ap | label
+  kill: str  # random | sigterm | failpoint
+  failpoint: str = ""  # NAME=N for kill=failpoint
+  kills: int = 1  # random kills before the final rerun
+  workers: int = 1  # label: processes sharing --out
+
+
+DRILL_LIST = (
+    Drill("train_a2c_kill_random", "a2c", "random", kills=2),
+    Drill("train_a2c_kill_in_checkpoint_save", "a2c", "failpoint", "train.saving=2"),
+    Drill("train_a2c_kill_before_metrics", "a2c", "failpoint", "train.saved=3"),
+    Drill("train_a2c_sigterm", "a2c", "sigterm"),
+    Drill("train_dqn_kill_random", "dqn", "random"),
+    Drill("pretrain_kill_random", "pretrain", "random"),
+    Drill("pretrain_kill_in_checkpoint_save", "pretrain", "failpoint", "pretrain.saving=3"),
+    Drill("pretrain_kill_writing_policy", "pretrain", "failpoint", "pretrain.policy=1"),
+    Drill("pretrain_sigterm", "pretrain", "sigterm"),
+    Drill("train_ialp_ap_kill_random", "ialp_ap", "random"),
+    Drill("label_kill_temp_written", "label", "failpoint", "shards.temp_written=3"),
+    Drill("label_kill_npz_renamed", "label", "failpoint", "shards.npz_renamed=4"),
+    Drill("label_kill_record_written", "label", "failpoint", "shards.record_written=5"),
+    Drill("label_kill_manifest_temp", "label", "failpoint", "shards.manifest_temp=2"),
+    Drill("label_kill_before_commit", "label", "failpoint", "label.labeled=6"),
+    Drill("label_kill_last_manifest", "label", "failpoint",
+          f"shards.record_written={LABEL_SHARDS}"),
+    Drill("label_kill_random_2_workers", "label", "random", kills=2, workers=2),
+    Drill("label_sigterm", "label", "sigterm"),
+)
+
+
+class Runner:
+  """Starts the CLIs as subprocesses (the drill's log collects every run's output) and
+  signals them when told to."""
+
+  def __init__(self, workdir: str):
+    self.env = os.environ | {
+        "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1",
+        "JAX_COMPILATION_CACHE_DIR": os.path.join(workdir, "xla_cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
+    self.env.pop(faults.ENV, None)
+
+  def run(self, jobs: list[tuple[str, list[str]]], log_path: str, failpoint: str = "",
+          trigger: str = "", delay: float = 0.0, sig: int = signal.SIGKILL) -> dict:
+    """Runs the jobs (module, args) concurrently. With `trigger`, once a line matching it
+    appears in the log (after these jobs started), waits `delay` seconds and sends `sig` to
+    every job still running. -> {"rcs": [...], "signalled": bool, "trigger_s": seconds from
+    the start to the trigger (None if it never appeared), "wall_s": ...}."""
+    env = self.env | ({faults.ENV: failpoint} if failpoint else {})
+    with open(log_path, "ab") as log:
+      for module, args in jobs:
+        log.write(f"\n$ python -m {module} {' '.join(args)}"
+                  f"{f'  [{faults.ENV}={failpoint}]' if failpoint else ''}\n".encode())
+      offset = log.tell()
+    logs = [open(log_path, "ab") for _ in jobs]
+    t0 = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-m", m, *a], stdout=f, stderr=subprocess.STDOUT,
+                              env=env) for (m, a), f in zip(jobs, logs)]
+    pattern = re.compile(trigger, re.M) if trigger else None
+    fire_at, trigger_s, signalled = None, None, False
+    while any(p.poll() is None for p in procs):
+      now = time.monotonic()
+      if pattern is not None and trigger_s is None:
+        with open(log_path, "rb") as f:
+          f.seek(offset)
+          if pattern.search(f.read().decode(errors="replace")):
+            trigger_s = now - t0
+            fire_at = now + delay
+      if fire_at is not None and now >= fire_at and not signalled:
+        for p in procs:
+          if p.poll() is None:
+            p.send_signal(sig)
+        signalled = True
+      time.sleep(0.02)
+    for f in logs:
+      f.close()
+    return {"rcs": [p.returncode for p in procs], "signalled": signalled,
+            "trigger_s": trigger_s, "wall_s": time.monotonic() - t0}
+
+
+def _rows(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  return [{k: v for k, v in json.loads(l).items() if k not in TIMING}
+          for l in open(path) if l.strip()]
+
+
+def _tree_mismatches(a, b) -> int:
+  import jax
+  import numpy as np
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  if len(la) != len(lb):
+    return max(len(la), len(lb))
+  return sum(not (np.asarray(x).dtype == np.asarray(y).dtype
+                  and np.asarray(x).tobytes() == np.asarray(y).tobytes()) for x, y in zip(la, lb))
+
+
+# A line each job prints once it has done (and checkpointed) some work: random signals land
+# a uniform fraction of the reference run's remaining time after it.
+PROGRESS = {"label": r"^labeled \S+: "}
+PROGRESS_DEFAULT = r"^epoch 1/"
+
+
+class Drills:
+  def __init__(self, workdir: str, seed: int, max_reruns: int, log=print):
+    self.dir = os.path.abspath(workdir)
+    self.rng = random.Random(seed)
+    self.max_reruns = max_reruns
+    self.log = log
+    self.runner = Runner(self.dir)
+    self.tail: dict[str, float] = {}  # job -> seconds from its progress line to its exit
+    os.makedirs(self.dir, exist_ok=True)
+    self.env_dir = os.path.join(self.dir, "env")
+
+  # --- shared inputs ------------------------------------------------------------------------
+  def build_env(self) -> None:
+    if os.path.exists(os.path.join(self.env_dir, "env.json")):
+      return
+    self.log(f"building the drill env in {self.env_dir}")
+    tmp = self.env_dir + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    r = self.runner.run([("experiments.build_envs", [
+        "--dataset=synthetic", "--synthetic_users=200", "--synthetic_items=80",
+        "--synthetic_genres=4", "--synthetic_mean_length=10", "--seq_steps=100", "--max_len=8",
+        f"--out={tmp}"])], os.path.join(self.dir, "build_env.log"))
+    if r["rcs"] != [0]:
+      raise ConfigError(f"building the drill env failed; see {self.dir}/build_env.log")
+    os.replace(tmp, self.env_dir)
+
+  def jobs(self, job: str, workdir: str, workers: int = 1) -> list[tuple[str, list[str]]]:
+    if job in TRAIN:
+      return [("jaxrec.train", TRAIN[job] + [f"--env={self.env_dir}", f"--workdir={workdir}"])]
+    if job == "pretrain":
+      return [("jaxrec.pretrain", PRETRAIN + [f"--env={self.env_dir}",
+                                              f"--workdir={workdir}"])]
+    if job == "ialp_ap":
+      return [("jaxrec.train", AP + [f"--env={self.env_dir}", f"--workdir={workdir}",
+                                     f"--init_from={self.reference('pretrain')}"])]
+    if job == "label":
+      return [("llm_labeler.label", [
+          f"--requests={self.request_dir()}", f"--out={workdir}", "--backend=oracle",
+          f"--env={self.env_dir}", f"--num_workers={workers}", f"--worker_id={w}"])
+              for w in range(workers)]
+    raise KeyError(job)
+
+  def reference(self, job: str) -> str:
+    """The uninterrupted run of `job` (kept across program runs); also times the part after
+    its progress line, where random signals land."""
+    out = os.path.join(self.dir, "reference", job)
+    marker = os.path.join(out, "FINISHED.json")
+    if os.path.exists(marker):
+      with open(marker) as f:
+        self.tail.setdefault(job, json.load(f)["tail_s"])
+      return out
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    log_path = os.path.join(self.dir, "reference", f"{job}.log")
+    r = self.runner.run(self.jobs(job, out), log_path,
+                        trigger=PROGRESS.get(job, PROGRESS_DEFAULT), delay=1e9)
+    if r["rcs"] != [0] or r["trigger_s"] is None:
+      raise ConfigError(f"the reference {job} run failed (exit {r['rcs']}); see {log_path}")
+    self.tail[job] = r["wall_s"] - r["trigger_s"]
+    atomic_write_text(marker, json.dumps({"wall_s": r["wall_s"], "tail_s": self.tail[job]}))
+    self.log(f"reference {job}: {r['wall_s']:.1f}s ({self.tail[job]:.1f}s after its first "
+             "progress line)")
+    return out
+
+  def request_dir(self) -> str:
+    out = os.path.join(self.dir, "requests")
+    from jaxrec import shards
+    if shards.is_done(out):
+      return out
+    r = self.runner.run([("llm_labeler.sample_requests", [
+        f"--env={self.env_dir}", f"--num={LABEL_SHARDS * LABEL_ROWS}", f"--k={LABEL_K}",
+        f"--shard_size={LABEL_ROWS}", "--num_sessions=32", f"--out={out}"])],
+        os.path.join(self.dir, "requests.log"))
+    if r["rcs"] != [0]:
+      raise ConfigError(f"sampling the request shards failed; see {self.dir}/requests.log")
+    return out
+
+  # --- one drill ----------------------------------------------------------------------------
+  def run(self, drill: Drill) -> dict:
+    t0 = time.perf_counter()
+    ref = self.reference(drill.job)
+    out = os.path.join(self.dir, "drills", drill.name)
+    log_path = out + ".log"
+    result = {"name": drill.name, "kill": drill.kill, "failpoint": drill.failpoint,
+              "interruptions": 0, "runs": 0, "problems": []}
+
+    def fresh():
+      shutil.rmtree(out, ignore_errors=True)
+      if os.path.exists(log_path):
+        os.unlink(log_path)
+      os.makedirs(os.path.dirname(out), exist_ok=True)
+
+    def attempt(**kw) -> dict:
+      result["runs"] += 1
+      return self.runner.run(self.jobs(drill.job, out, drill.workers), log_path, **kw)
+
+    fresh()
+    rcs: list[int] = []
+    if drill.kill == "failpoint":
+      rcs = attempt(failpoint=drill.failpoint)["rcs"]
+      if -signal.SIGKILL in rcs:
+        result["interruptions"] += 1
+      else:
+        result["problems"].append(f"the job never reached failpoint {drill.failpoint} "
+                                  f"(exit {rcs})")
+    else:
+      sig = signal.SIGTERM if drill.kill == "sigterm" else signal.SIGKILL
+      trigger = PROGRESS.get(drill.job, PROGRESS_DEFAULT)
+      tries = 0
+      while result["interruptions"] < drill.kills and tries < 2 * drill.kills + 2:
+        tries += 1
+        delay = self.rng.uniform(0.05, 0.9) * self.tail[drill.job]
+        r = attempt(trigger=trigger, delay=delay, sig=sig)
+        rcs = r["rcs"]
+        result.setdefault("signal_delays_s", []).append(round(delay, 3))
+        if r["signalled"] and any(rc != 0 for rc in rcs):
+          result["interruptions"] += 1
+          if drill.kill == "sigterm":
+            self._check_sigterm(drill, out, log_path, rcs, result)
+        elif result["interruptions"] == 0:
+          fresh()  # finished before the signal: start over (nothing was drilled yet)
+          result["runs"] = 0
+        else:
+          break  # the resumed run finished before a second signal: that is fine
+      if not result["interruptions"]:
+        result["problems"].append("the signal never interrupted the job")
+    for _ in range(self.max_reruns):  # the user reruns the same command until it finishes
+      if rcs and all(rc == 0 for rc in rcs):
+        break
+      rcs = attempt()["rcs"]
+    if not all(rc == 0 for rc in rcs):
+      result["problems"].append(f"still failing after {self.max_reruns} reruns (exit {rcs}); "
+                                f"see {log_path}")
+    else:
+      found = (self._compare_labels(ref, out, log_path) if drill.job == "label"
+               else self._compare_runs(drill.job, ref, out))
+      result["problems"] += found.pop("problems")
+      result |= found
+    result["passed"] = not result["problems"]
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+  def _check_sigterm(self, drill, out, log_path, rcs, result) -> None:
+    """SIGTERM: exit 143 after saving (or 0 if the job was already finishing)."""
+    for rc in rcs:
+      if rc not in (0, faults.PREEMPTED_EXIT, -signal.SIGTERM):
+        result["problems"].append(f"SIGTERM: exit status {rc}, expected "
+                                  f"{faults.PREEMPTED_EXIT} (or 0 when finishing, -15 during "
+                                  "start-up)")
+    if faults.PREEMPTED_EXIT not in rcs:
+      return
+    text = open(log_path, errors="replace").read()
+    if "preempted: " not in text:
+      result["problems"].append("SIGTERM: no 'preempted:' line in the log")
+    if drill.job == "label":
+      return
+    import re
+    from jaxrec.checkpoint import latest_step
+    m = re.findall(r"stopped after (?:pre-training )?epoch (\d+)", text)
+    step = latest_step(out) if drill.job != "pretrain" else _pretrain_latest(out)
+    if not m or step != int(m[-1]):
+      result["problems"].append(f"SIGTERM: the message names epoch {m[-1:]} but the latest "
+                                f"checkpoint is {step}")
+    result["preempted_after_epoch"] = step
+
+  def _compare_runs(self, job: str, ref: str, out: str) -> dict:
+    mismatches, problems = 0, []
+    for fn in ("metrics.jsonl", "curve.jsonl"):
+      a, b = _rows(os.path.join(ref, fn)), _rows(os.path.join(out, fn))
+      if job == "pretrain" and fn == "curve.jsonl":
+        continue
+      bad = sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+      if bad:
+        problems.append(f"{fn}: {bad} rows differ from the uninterrupted run")
+      mismatches += bad
+    if job == "pretrain":
+      from jaxrec.train.policy import load_policy
+      net = _pretrain_net(ref)
+      leaves = _tree_mismatches(load_policy(ref, net), load_policy(out, net))
+      what = "pre-trained policy params"
+    else:
+      from jaxrec.checkpoint import restore_run
+      a, b = restore_run(ref), restore_run(out)
+      leaves = _tree_mismatches(a.runner, b.runner) + (a.step != b.step)
+      what = "loop-state arrays (params, optimizer, buffer, env, key)"
+    if leaves:
+      problems.append(f"{leaves} {what} differ from the uninterrupted run")
+    return {"resume_mismatches": mismatches + leaves, "problems": problems}
+
+  def _compare_labels(self, ref: str, out: str, log_path: str) -> dict:
+    import re
+    import numpy as np
+    from jaxrec import shards
+    req_dir = self.request_dir()
+    problems = []
+    requests = shards.read_manifest(req_dir)["shards"]
+    try:
+      labeled = shards.list_shards(out, verify=True)
+    except Exception as e:  # a drill reports every failure, it does not stop on one
+      problems.append(f"labels do not verify: {e}")
+      labeled = []
+    lost = sum(requests[n]["rows"] for n in requests if n not in labeled)
+    commits: dict[str, int] = {}
+    for name in re.findall(r"^labeled (\S+): ", open(log_path, errors="replace").read(), re.M):
+      commits[name] = commits.get(name, 0) + 1
+    duplicates = sum(c - 1 for c in commits.values() if c > 1)
+    duplicates += sum(1 for n in labeled if n not in requests)  # labels of no request
+    mismatches = 0
+    for name in labeled:
+      if name in requests:
+        a, b = shards.read_labels(ref, name), shards.read_labels(out, name)
+        mismatches += int(not (np.array_equal(a.choice, b.choice)
+                               and np.array_equal(a.valid, b.valid)))
+    try:
+      with open(os.path.join(out, shards.MANIFEST)) as f:
+        on_disk = sorted(json.load(f)["shards"])
+    except (OSError, ValueError, KeyError):
+      on_disk = None
+    if on_disk != labeled:
+      problems.append(f"manifest.json lists {on_disk}, the verified shards are {labeled}")
+    temps = sorted(fn for fn in os.listdir(out) if fn.startswith(".tmp-"))
+    if temps:
+      problems.append(f"temporary files left behind: {temps}")
+    if lost:
+      problems.append(f"{lost} request rows have no label")
+    if duplicates:
+      problems.append(f"{duplicates} label shards were committed more than once")
+    if mismatches:
+      problems.append(f"{mismatches} label shards differ from the uninterrupted run")
+    return {"lost_labels": lost, "duplicate_labels": duplicates,
+            "resume_mismatches": mismatches, "label_shards": len(labeled),
+            "temp_files": len(temps), "problems": problems}
+
+
+def _pretrain_latest(workdir: str):
+  import orbax.checkpoint as ocp
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return None
+  with ocp.CheckpointManager(directory, item_names=("state", "log")) as m:
+    return m.latest_step()
+
+
+def _pretrain_net(run_dir: str):
+  from jaxrec.nets.networks import NetConfig
+  with open(os.path.join(run_dir, "policy", "policy.json")) as f:
+    return NetConfig(**json.load(f)["net"])
+
+
+def run_drills(workdir: str, names: list[str], seed: int = 0, max_reruns: int = 4,
+               log=print) -> dict:
+  known = {d.name: d for d in DRILL_LIST}
+  unknown = [n for n in names if n not in known]
+  if unknown:
+    raise ConfigError(f"--drills: unknown {unknown}; see --list")
+  chosen = [known[n] for n in names] if names else list(DRILL_LIST)
+  t0 = time.perf_counter()
+  drills = Drills(workdir, seed, max_reruns, log)
+  drills.build_env()
+  results = []
+  for d in chosen:
+    r = drills.run(d)
+    log(f"{d.name}: {'passed' if r['passed'] else 'FAILED'} in {r['seconds']}s "
+        f"({r['runs']} runs){'' if r['passed'] else ': ' + '; '.join(r['problems'])}")
+    results.append(r)
+  summary = {"drills": len(results), "passed": sum(r["passed"] for r in results),
+             "lost_labels": sum(r.get("lost_labels", 0) for r in results),
+             "duplicate_labels": sum(r.get("duplicate_labels", 0) for r in results),
+             "resume_mismatches": sum(r.get("resume_mismatches", 0) for r in results),
+             "seconds": round(time.perf_counter() - t0, 1), "results": results}
+  atomic_write_text(os.path.join(drills.dir, "fault_drill.json"),
+                    json.dumps(summary, indent=1) + "\n")
+  return summary
