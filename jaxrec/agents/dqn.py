@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxrec.agents import acting
-from jaxrec.agents.types import AgentState, Transition
+from jaxrec.agents.types import AgentState, Transition, strong_types
 from jaxrec.errors import ConfigError
 from jaxrec.nets.networks import NetConfig, QNetwork
 
@@ -134,7 +134,8 @@ class DQN:
 
   def init(self, key: jax.Array, params=None) -> AgentState:
     params = self.init_params(key) if params is None else params
-    extra = DQNExtra(target_params=params, buffer_state=self.buffer.init(self._example_item()))
+    extra = DQNExtra(target_params=params,
+                     buffer_state=strong_types(self.buffer.init(self._example_item())))
     return AgentState(params=params, opt_state=self.optimizer.init(params), step=jnp.int32(0),
                       extra=extra)
 
@@ -171,7 +172,7 @@ class DQN:
     return _Learner(params, opt_state, target, step), {"loss": loss, "q_mean": aux["q_mean"]}
 
   def update(self, state: AgentState, batch: Transition, key: jax.Array):
-    buffer_state = self.buffer.add(state.extra.buffer_state, self._flatten(batch))
+    buffer_state = strong_types(self.buffer.add(state.extra.buffer_state, self._flatten(batch)))
     # can_sample: items stored (counting this rollout) >= max(min_buffer, 1), or buffer full.
     ready = self.buffer.can_sample(buffer_state)
     learner = _Learner(state.params, state.opt_state, state.extra.target_params, state.step)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 
 STRATEGIES = ("greedy", "epsilon", "categorical")
 
@@ -47,3 +48,13 @@ class Agent(Protocol):
   def policy_params(self, state: AgentState):
     """The params `act` needs (what export saves)."""
     ...
+
+
+def strong_types(tree):
+  """`tree` with every weak-typed leaf made strongly typed (same dtype and values).
+
+  flashbax's buffer index comes out of `init` and `add` weak-typed (a Python-int update); an
+  orbax checkpoint restores it strongly typed, so the jitted loop would compile a second time
+  after every resume. Agents pass their buffer state through this."""
+  return jax.tree_util.tree_map(
+      lambda x: jax.lax.convert_element_type(x, jnp.asarray(x).dtype), tree)

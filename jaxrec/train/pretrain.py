@@ -46,7 +46,7 @@ from jaxrec import faults, oracle, shards
 from jaxrec.agents import acting, ialp
 from jaxrec.agents.a2c import A2C
 from jaxrec.agents.registry import AgentConfig, make_agent
-from jaxrec.agents.types import AgentState, Transition
+from jaxrec.agents.types import AgentState, Transition, strong_types
 from jaxrec.envs import build
 from jaxrec.errors import ConfigError, NonFiniteError
 from jaxrec.io import atomic_write_text
@@ -162,7 +162,8 @@ class Pretrainer:
                       done=jnp.bool_(False), next_history=h)
 
   def init(self, key: jax.Array) -> PretrainState:
-    return PretrainState(agent=self.agent.init(key), buffer=self.buffer.init(self.example()))
+    return PretrainState(agent=self.agent.init(key),
+                         buffer=strong_types(self.buffer.init(self.example())))
 
   def start(self, key: jax.Array, env_params) -> tuple[jax.Array, jax.Array]:
     """-> (history [N, L], user [N]) of N fresh sessions of the train env."""
@@ -196,7 +197,7 @@ class Pretrainer:
     next_history = ialp.extend(history, action)
     done = jnp.full(action.shape, last, bool)  # the episode's last step: no bootstrap
     batch = Transition(history, action, reward, done, next_history)
-    state = state._replace(buffer=self.buffer.add(state.buffer, batch))
+    state = state._replace(buffer=strong_types(self.buffer.add(state.buffer, batch)))
     state, metrics = self.train(state, k_train, self.cfg.updates_per_step)
     stats = StepStats(none_rate=none.mean(), invalid_rate=(~valid).mean(),
                       mean_rp=reward.mean(), actor_loss=metrics["actor_loss"],
@@ -290,8 +291,9 @@ def pretrain(cfg: PretrainConfig, workdir: str, log=print,
                       json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
   state = sharding.jit_replicated(pt.init, mesh)(init_key)
   if offline is not None:  # D_LLM holds every offline row (passed in, not a program constant)
-    state = state._replace(buffer=sharding.jit_replicated(pt.buffer.add, mesh)(
-        state.buffer, sharding.replicate(offline, mesh)))
+    state = state._replace(buffer=sharding.jit_replicated(
+        lambda b, x: strong_types(pt.buffer.add(b, x)), mesh)(
+            state.buffer, sharding.replicate(offline, mesh)))
     log(f"D_LLM: {offline.action.shape[0]} labeled transitions from {cfg.labeler_dir}")
   manager = ocp.CheckpointManager(
       os.path.abspath(os.path.join(workdir, "checkpoints")),

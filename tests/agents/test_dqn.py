@@ -155,6 +155,18 @@ def test_update_does_not_retrace(gated):
   assert [float(m["updated"]) for _, m in seen] == [0.0, 0.0, 1.0, 1.0]
 
 
+def test_state_has_no_weak_types_so_a_restored_checkpoint_reuses_the_compiled_loop(gated):
+  # orbax restores every leaf strongly typed; a weak-typed leaf (flashbax's buffer index)
+  # would make the jitted loop compile again after each resume.
+  agent, _, _ = gated
+  state = jax.eval_shape(agent.init, jax.random.PRNGKey(0))
+  after, _ = jax.eval_shape(agent.update, state, make_batch(jax.random.PRNGKey(1), 1, 4),
+                            jax.random.PRNGKey(2))
+  for tree in (state, after):
+    weak = [p for p, x in jax.tree_util.tree_leaves_with_path(tree) if x.weak_type]
+    assert not weak, weak
+
+
 def test_learns_the_rewarded_item(gated):
   # One state, terminal steps, reward 1 only for item 3: TD steps must move Q(s, 3) towards 1
   # and Q(s, 0), Q(s, 5) towards 0 (a sign error in the loss or the update would not). Items
