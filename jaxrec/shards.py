@@ -368,6 +368,17 @@ def _check_label(shard: LabelShard, where: str, k: int) -> None:
     bad = int(np.nonzero((shard.choice < 0) | (shard.choice > k))[0][0])
     raise DataError(f"{where}: row {bad} has choice {int(shard.choice[bad])}, "
                     f"expected 0..{k}")
+  unparsed = ~shard.valid & (shard.choice != k)
+  if unparsed.any():
+    bad = int(np.nonzero(unparsed)[0][0])
+    raise DataError(f"{where}: row {bad} is not valid but has choice "
+                    f"{int(shard.choice[bad])}; an unparsed response is stored as choice {k}")
+  if shard.logprobs is not None and n:
+    wrong = np.isnan(shard.logprobs) | (shard.logprobs > 1e-3)  # -inf (p = 0) is fine
+    if wrong.any():
+      bad = int(np.nonzero(wrong.any(1))[0][0])
+      raise DataError(f"{where}: row {bad} has logprobs {shard.logprobs[bad].tolist()}; "
+                      "log-probabilities must be <= 0 and not NaN")
 
 
 def _as_request(shard: RequestShard) -> RequestShard:

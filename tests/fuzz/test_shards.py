@@ -42,7 +42,9 @@ def _labels(n: int = ROWS, seed: int = 0) -> shards.LabelShard:
   rng = np.random.default_rng(seed)
   x = rng.normal(size=(n, K + 1))
   lp = (x - np.log(np.exp(x).sum(1, keepdims=True))).astype(np.float32)
-  return shards.LabelShard(rng.integers(0, K + 1, n).astype(np.int32), rng.random(n) > 0.2, lp)
+  valid = rng.random(n) > 0.2
+  choice = np.where(valid, rng.integers(0, K + 1, n), K).astype(np.int32)  # unparsed -> K
+  return shards.LabelShard(choice, valid, lp)
 
 
 @pytest.fixture(scope="module")

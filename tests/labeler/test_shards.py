@@ -29,7 +29,9 @@ def _labels(n, k=4, logprobs=True, seed=0):
   if logprobs:
     x = rng.normal(size=(n, k + 1))
     lp = (x - np.log(np.exp(x).sum(1, keepdims=True))).astype(np.float32)
-  return shards.LabelShard(rng.integers(0, k + 1, n).astype(np.int32), rng.random(n) > 0.1, lp)
+  valid = rng.random(n) > 0.1
+  choice = np.where(valid, rng.integers(0, k + 1, n), k).astype(np.int32)  # unparsed -> k
+  return shards.LabelShard(choice, valid, lp)
 
 
 def _one_line_error(fn, match):
@@ -141,11 +143,20 @@ def test_bad_label_content_is_refused_on_write_and_read(tmp_path):
       logprobs=np.zeros((4, 3), np.float32)), LMETA), "logprobs has shape")
   _one_line_error(lambda: shards.write_labels(d, "x", _labels(4)._replace(
       valid=np.ones(4, np.int32)), LMETA), "valid has dtype int32")
+  _one_line_error(lambda: shards.write_labels(d, "x", _labels(4)._replace(
+      valid=np.array([True, False, True, True])), LMETA), "row 1 is not valid but has choice")
+  nan = np.full((4, 5), -1.6, np.float32)
+  nan[3, 0] = np.nan
+  _one_line_error(lambda: shards.write_labels(d, "x", _labels(4)._replace(logprobs=nan), LMETA),
+                  "row 3 has logprobs")
+  ok = np.full((4, 5), -np.inf, np.float32)
+  ok[:, 0] = 0.0  # p = 1 for one label, 0 for the others: valid
+  shards.write_labels(d, "inf", _labels(4)._replace(logprobs=ok), LMETA)
   shards.write_labels(d, "x", _labels(4), LMETA)
   _corrupt_and_rehash(d, "x", {"choice": np.array([0, 1, 9, 2], np.int32),
                                "valid": np.ones(4, bool)})
   _one_line_error(lambda: shards.read_labels(d, "x"), "row 2 has choice 9, expected 0..4")
-  assert shards.list_shards(d) == ["x"]
+  assert shards.list_shards(d) == ["inf", "x"]
 
 
 def test_meta_and_kind_must_agree_within_a_directory(tmp_path):
