@@ -33,6 +33,11 @@ PRETRAIN = ["--labeler=inproc", "--num_sessions=64", "--episode_len=5",
 AP = ["--agent=ialp_ap", "--num_sessions=64", "--total_steps=2560", "--steps_per_epoch=640",
       "--eval_sessions=128", *NET]
 LABEL_SHARDS, LABEL_ROWS, LABEL_K = 12, 96, 5
+# Lockstep pre-training through a shard directory (3 epochs x 2 episodes x 4 steps = 24 request
+# shards) with a separate `llm_labeler.label --follow` process: both are killed together.
+PIPELINE = ["--labeler=dir", "--num_sessions=32", "--episode_len=4", "--episodes_per_epoch=2",
+            "--epochs=3", "--num_candidates=5", "--batch_size=32", "--buffer_size=1024",
+            "--eval_sessions=64", "--label_timeout=60", *NET]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +61,10 @@ DRILL_LIST = (
     Drill("pretrain_kill_writing_policy", "pretrain", "failpoint", "pretrain.policy=1"),
     Drill("pretrain_sigterm", "pretrain", "sigterm"),
     Drill("train_ialp_ap_kill_random", "ialp_ap", "random"),
+    Drill("pipeline_kill_random", "pipeline", "random", kills=2),
+    # Both processes commit shards: the 7th request shard kills pre-training, the 7th label
+    # shard the labeler.
+    Drill("pipeline_kill_both_at_commit", "pipeline", "failpoint", "shards.record_written=7"),
     Drill("label_kill_temp_written", "label", "failpoint", "shards.temp_written=3"),
     Drill("label_kill_npz_renamed", "label", "failpoint", "shards.npz_renamed=4"),
     Drill("label_kill_record_written", "label", "failpoint", "shards.record_written=5"),
@@ -175,6 +184,13 @@ class Drills:
     if job == "ialp_ap":
       return [("jaxrec.train", AP + [f"--env={self.env_dir}", f"--workdir={workdir}",
                                      f"--init_from={self.reference('pretrain')}"])]
+    if job == "pipeline":
+      return [("jaxrec.pretrain", PIPELINE + [f"--env={self.env_dir}", f"--workdir={workdir}",
+                                              f"--labeler_dir={workdir}"]),
+              ("llm_labeler.label", [
+                  f"--requests={workdir}/requests", f"--out={workdir}/labels",
+                  "--backend=oracle", f"--env={self.env_dir}", "--follow",
+                  "--poll_seconds=0.05"])]
     if job == "label":
       return [("llm_labeler.label", [
           f"--requests={self.request_dir()}", f"--out={workdir}", "--backend=oracle",
@@ -196,7 +212,7 @@ class Drills:
     log_path = os.path.join(self.dir, "reference", f"{job}.log")
     r = self.runner.run(self.jobs(job, out), log_path,
                         trigger=PROGRESS.get(job, PROGRESS_DEFAULT), delay=1e9)
-    if r["rcs"] != [0] or r["trigger_s"] is None:
+    if any(rc != 0 for rc in r["rcs"]) or r["trigger_s"] is None:
       raise ConfigError(f"the reference {job} run failed (exit {r['rcs']}); see {log_path}")
     self.tail[job] = r["wall_s"] - r["trigger_s"]
     atomic_write_text(marker, json.dumps({"wall_s": r["wall_s"], "tail_s": self.tail[job]}))
@@ -274,8 +290,17 @@ class Drills:
       result["problems"].append(f"still failing after {self.max_reruns} reruns (exit {rcs}); "
                                 f"see {log_path}")
     else:
-      found = (self._compare_labels(ref, out, log_path) if drill.job == "label"
-               else self._compare_runs(drill.job, ref, out))
+      if drill.job == "label":
+        found = self._compare_labels(ref, out, log_path, self.request_dir())
+      elif drill.job == "pipeline":
+        found = self._compare_runs("pretrain", ref, out)
+        labels = self._compare_labels(os.path.join(ref, "labels"), os.path.join(out, "labels"),
+                                      log_path, os.path.join(out, "requests"))
+        found["problems"] += labels.pop("problems")
+        found["resume_mismatches"] += labels.pop("resume_mismatches")
+        found |= labels
+      else:
+        found = self._compare_runs(drill.job, ref, out)
       result["problems"] += found.pop("problems")
       result |= found
     result["passed"] = not result["problems"]
@@ -296,10 +321,10 @@ class Drills:
       result["problems"].append("SIGTERM: no 'preempted:' line in the log")
     if drill.job == "label":
       return
-    import re
     from jaxrec.checkpoint import latest_step
     m = re.findall(r"stopped after (?:pre-training )?epoch (\d+)", text)
-    step = latest_step(out) if drill.job != "pretrain" else _pretrain_latest(out)
+    step = (_pretrain_latest(out) if drill.job in ("pretrain", "pipeline")
+            else latest_step(out))
     if not m or step != int(m[-1]):
       result["problems"].append(f"SIGTERM: the message names epoch {m[-1:]} but the latest "
                                 f"checkpoint is {step}")
@@ -329,11 +354,9 @@ class Drills:
       problems.append(f"{leaves} {what} differ from the uninterrupted run")
     return {"resume_mismatches": mismatches + leaves, "problems": problems}
 
-  def _compare_labels(self, ref: str, out: str, log_path: str) -> dict:
-    import re
+  def _compare_labels(self, ref: str, out: str, log_path: str, req_dir: str) -> dict:
     import numpy as np
     from jaxrec import shards
-    req_dir = self.request_dir()
     problems = []
     requests = shards.read_manifest(req_dir)["shards"]
     try:

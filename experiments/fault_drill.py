@@ -17,6 +17,9 @@ Kill/restart drills on the real CLIs (each job a subprocess, as on a preempted h
               without a label, duplicate_labels label commits beyond the first), the labels must
               equal an uninterrupted run's, manifest.json must list exactly the verified shards,
               and no temporary file may be left.
+  pipeline_*  jaxrec.pretrain --labeler=dir and llm_labeler.label --follow together (lockstep
+              through a shard directory), both killed at random or at shard commits; checked
+              as pretrain_* (policy, metrics) and label_* (labels, manifest, temp files).
 
 Prints one JSON object: drills, passed, lost_labels, duplicate_labels, resume_mismatches,
 seconds, and per drill its kills, reruns and findings; also written to DIR/fault_drill.json.

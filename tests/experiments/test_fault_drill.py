@@ -49,7 +49,8 @@ def test_the_drill_detects_damage(drill_dir, tmp_path):
   shutil.copytree(ref, out)
   for fn in ("requests-00003.json", "requests-00003.npz"):
     os.unlink(os.path.join(out, fn))
-  found = runner._compare_labels(ref, out, os.path.join(drill_dir, "reference", "label.log"))
+  found = runner._compare_labels(ref, out, os.path.join(drill_dir, "reference", "label.log"),
+                                 runner.request_dir())
   assert found["lost_labels"] == drills.LABEL_ROWS
   assert any("manifest.json lists" in p for p in found["problems"])
 
