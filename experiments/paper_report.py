@@ -18,7 +18,8 @@ import os
 
 import numpy as np
 
-from jaxrec.io import atomic_write_text
+from jaxrec.io import atomic_write_text, read_json_object
+from jaxrec.io import read_jsonl as _read_jsonl
 
 KEYS = ("R@0", "Len@0", "Ravg@0", "R@1", "Len@1", "Ravg@1", "R", "Len", "Ravg")
 FIGURES = "figures"
@@ -27,8 +28,7 @@ ORACLE_NOTE = ("oracle = a simulated judge on the train env's user model (jaxrec
 
 
 def read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return _read_jsonl(path, "run log")
 
 
 def run_summary(rows: list[dict]) -> dict:
@@ -69,7 +69,8 @@ def collect(tasks, skipped: dict) -> dict:
   for t in tasks:
     done = os.path.join(t.workdir, "done.json")
     if os.path.isfile(done):
-      times[t.label] = {k: v for k, v in json.loads(open(done).read()).items() if k != "label"}
+      times[t.label] = {k: v for k, v in read_json_object(done, "task record").items()
+                       if k != "label"}
     if t.kind == "pretrain":
       pretrain[t.label] = read_jsonl(os.path.join(t.workdir, "metrics.jsonl"))[-1]
     elif not t.explore:

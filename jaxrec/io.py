@@ -93,3 +93,27 @@ def read_json_object(path: str, what: str = "") -> dict:
   if not isinstance(value, dict):
     raise DataError(f"{path}: {label} (not a JSON object)")
   return value
+
+
+def read_jsonl(path: str, what: str = "") -> list[dict]:
+  """The JSON objects of `path`, one per non-blank line; a line that is not one is a one-line
+  DataError naming the file and line. FileNotFoundError passes through."""
+  label = f"unreadable {what}".rstrip()
+  rows = []
+  try:
+    with open(path) as f:
+      for number, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          value = json.loads(line)
+        except (ValueError, RecursionError) as e:
+          raise DataError(f"{path}:{number}: {label} ({type(e).__name__}: {one_line(e)})") from None
+        if not isinstance(value, dict):
+          raise DataError(f"{path}:{number}: {label} (not a JSON object)")
+        rows.append(value)
+  except FileNotFoundError:
+    raise
+  except (OSError, UnicodeDecodeError) as e:
+    raise DataError(f"{path}: {label} ({type(e).__name__}: {one_line(e)})") from None
+  return rows

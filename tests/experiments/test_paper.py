@@ -16,7 +16,7 @@ from experiments import paper, paper_report
 from jaxrec.agents.registry import PRETRAINED, make_agent
 from jaxrec.checkpoint import read_train_config
 from jaxrec.envs import build
-from jaxrec.errors import ConfigError
+from jaxrec.errors import ConfigError, DataError
 from jaxrec.export import evaluate_export, export_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -158,6 +158,25 @@ def test_results_json_and_tables_from_run_dirs(fake_experiment, tmp_path):
       "fig6_7_learning_curves.png", "fig8_9_llm_online.png", "fig10_11_exploration.png")]
   for f in results["figures"]:
     assert (tmp_path / f).read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("damage, where, match", [
+    ('{"epoch": 1, "R": 1.0\n', ":2:", "JSONDecodeError"),  # a torn last line
+    ("[1, 2]\n", ":2:", "not a JSON object"),
+    (b"\xff\xfe\n", ": unreadable", "UnicodeDecodeError"),
+])
+def test_damaged_run_logs_are_one_line_errors_naming_file_and_line(fake_experiment, tmp_path,
+                                                                    damage, where, match):
+  cfg, preset, tasks = fake_experiment
+  run = next(t for t in tasks if t.kind != "pretrain")
+  path = os.path.join(run.workdir, "metrics.jsonl")
+  first = open(path, "rb").read().splitlines(keepends=True)[0]
+  with open(path, "wb") as f:
+    f.write(first + (damage if isinstance(damage, bytes) else damage.encode()))
+  with pytest.raises(DataError, match=match) as e:
+    paper_report.write_all(str(tmp_path), tasks, cfg, preset, {}, log=lambda s: None)
+  assert "\n" not in str(e.value) and path + where in str(e.value)
+  assert not (tmp_path / "results.json").exists()
 
 
 def test_figures_are_skipped_without_matplotlib(fake_experiment, tmp_path, monkeypatch):

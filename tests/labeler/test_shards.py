@@ -71,6 +71,22 @@ def test_round_trip_and_manifest(tmp_path):
   assert not temp_files(d) and not temp_files(lab)
 
 
+def test_equal_shards_have_equal_bytes_at_any_time(tmp_path, monkeypatch):
+  """A shard's sha256 is a function of its arrays, not of the clock (np.savez stamps members
+  1980-01-01): a rerun or a rewritten shard matches the original's digest."""
+  import time
+  lab = _labels(9)
+  digests = []
+  for i, now in enumerate((1.0e9, 1.7e9)):  # 2001 and 2023: any clock-dependent byte differs
+    monkeypatch.setattr(time, "time", lambda now=now: now)
+    d = str(tmp_path / f"lab{i}")
+    shards.write_labels(d, "s0", lab, LMETA)
+    digests.append(shards.read_manifest(d)["shards"]["s0"]["sha256"])
+    with open(os.path.join(d, "s0.npz"), "rb") as f:
+      assert hashlib.sha256(f.read()).hexdigest() == digests[-1]
+  assert digests[0] == digests[1]
+
+
 def test_committed_shards_are_never_rewritten(tmp_path):
   d = str(tmp_path)
   shards.write_labels(d, "a", _labels(3), LMETA)
