@@ -62,19 +62,24 @@ class CausalBlock(nn.Module):
     y = jnp.einsum("hij,jhd->ihd", attn, v).reshape(t, self.dim)
     return self._ffn(x + self.out(y))
 
-  def step(self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, valid: jax.Array):
-    """Encodes one new item given the cache of the previous window-1 items.
+  def step(self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, valid: jax.Array,
+           slot: jax.Array):
+    """Encodes one new item against a ring-buffer cache of the previous window-1 items.
 
-    x: [d] the new item's input; k_cache, v_cache: [W, H, dh] oldest first; valid: [W] bool.
-    Returns (y [d], k_cache, v_cache, valid) with the new item in the last slot.
+    x: [d] the new item's input; k_cache, v_cache: [H, W, dh] ring buffers; valid: [W] bool
+    (True where a slot holds an item, the new one's included); slot: int32, where the new
+    item's key and value go. A slot's age is (slot - j) mod W, so the ALiBi bias needs no
+    ordered cache: writing one slot in place of shifting the window, and keeping heads
+    outermost (the batched dots' layout), is what makes a vmapped step cheap.
+    Returns (y [d], k_cache, v_cache).
     """
     q, k, v = self._split(x)  # [H, dh]
-    k_cache = jnp.concatenate([k_cache[1:], k[None]], axis=0)
-    v_cache = jnp.concatenate([v_cache[1:], v[None]], axis=0)
-    valid = jnp.concatenate([valid[1:], jnp.ones((1,), bool)])
-    dist = (self.window - 1 - jnp.arange(self.window)).astype(x.dtype)
-    logits = jnp.einsum("hd,jhd->hj", q, k_cache) / math.sqrt(q.shape[-1])
+    here = (jnp.arange(self.window) == slot)[None, :, None]
+    k_cache = jnp.where(here, k[:, None], k_cache)
+    v_cache = jnp.where(here, v[:, None], v_cache)
+    dist = ((slot - jnp.arange(self.window)) % self.window).astype(x.dtype)
+    logits = jnp.einsum("hd,hjd->hj", q, k_cache) / math.sqrt(q.shape[-1])
     logits = jnp.where(valid[None], logits - self.slopes[:, None] * dist[None], NEG_INF)
     attn = jax.nn.softmax(logits, axis=-1)
-    y = jnp.einsum("hj,jhd->hd", attn, v_cache).reshape(self.dim)
-    return self._ffn(x + self.out(y)), k_cache, v_cache, valid
+    y = jnp.einsum("hj,hjd->hd", attn, v_cache).reshape(self.dim)
+    return self._ffn(x + self.out(y)), k_cache, v_cache

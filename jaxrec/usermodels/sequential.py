@@ -39,10 +39,12 @@ class SeqConfig:
 
 
 class SeqCache(NamedTuple):
-  """Streaming state of one session: per-layer KV caches and the current representation."""
-  k: jax.Array  # [layers, W, H, dh]
-  v: jax.Array  # [layers, W, H, dh]
-  valid: jax.Array  # [W] bool
+  """Streaming state of one session: per-layer ring-buffer KV caches (`CausalBlock.step`) and
+  the current representation."""
+  k: tuple[jax.Array, ...]  # per layer [H, W, dh]
+  v: tuple[jax.Array, ...]  # per layer [H, W, dh]
+  valid: jax.Array  # [W] bool: the slot holds an item of this session
+  slot: jax.Array  # int32: the slot the next item is written to
   h: jax.Array  # [d] final-LN output at the newest item (the user state)
 
 
@@ -75,20 +77,23 @@ class SeqScorer(nn.Module):
 
   def empty_cache(self) -> SeqCache:
     c = self.cfg
-    shape = (c.num_layers, c.window, c.num_heads, c.dim // c.num_heads)
-    return SeqCache(jnp.zeros(shape), jnp.zeros(shape), jnp.zeros((c.window,), bool),
+    shape = (c.num_heads, c.window, c.dim // c.num_heads)
+    zeros = tuple(jnp.zeros(shape) for _ in range(c.num_layers))
+    return SeqCache(zeros, zeros, jnp.zeros((c.window,), bool), jnp.int32(0),
                     jnp.zeros((c.dim,)))
 
   def step(self, cache: SeqCache, item: jax.Array) -> SeqCache:
-    """Appends one item (scalar int32 >= 0) to the streaming state."""
+    """Appends one item (scalar int32 >= 0) to the streaming state. A session starts over
+    from any cache whose `valid` is all False (its slot may be anywhere)."""
     x = self.item_emb(item)
+    slot = cache.slot
+    valid = cache.valid | (jnp.arange(self.cfg.window) == slot)
     ks, vs = [], []
-    valid = cache.valid
     for i, block in enumerate(self.blocks):
-      x, k, v, new_valid = block.step(x, cache.k[i], cache.v[i], valid)
+      x, k, v = block.step(x, cache.k[i], cache.v[i], valid, slot)
       ks.append(k)
       vs.append(v)
-    return SeqCache(jnp.stack(ks), jnp.stack(vs), new_valid, self.ln_f(x))
+    return SeqCache(tuple(ks), tuple(vs), valid, (slot + 1) % self.cfg.window, self.ln_f(x))
 
   def __call__(self, items):  # for init
     return self.encode(items)

@@ -22,6 +22,15 @@ def test_streaming_step_equals_full_encode():
   for t in range(len(seq)):
     cache = step(cache, seq[t])
     np.testing.assert_allclose(np.asarray(cache.h), np.asarray(full[t]), atol=1e-5)
+  # A new session on the same ring buffer (the env's reset clears `valid`, the write slot is
+  # wherever the last session left it) streams its own sequence exactly too.
+  assert int(cache.slot) != 0
+  cache = cache._replace(valid=jnp.zeros_like(cache.valid))
+  again = seq[::-1][:7]
+  full = model.apply(params, again, method=sq.SeqScorer.encode)
+  for t in range(len(again)):
+    cache = step(cache, again[t])
+    np.testing.assert_allclose(np.asarray(cache.h), np.asarray(full[t]), atol=1e-5)
 
 
 def test_padding_does_not_change_the_encoding():
