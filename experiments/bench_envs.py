@@ -35,13 +35,6 @@ ENV_DIR = flags.DEFINE_string("env_dir", None, "benchmark this env dir instead o
                               "the synthetic default (sequential) and a matrix env")
 
 
-def matmul_gflops(n: int = 2048, min_time: float = 1.0) -> float:
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-  f = jax.jit(lambda a, b: a @ b)
-  return 2 * n ** 3 / benchlib.best_time(lambda: f(a, b), min_time) / 1e9
-
-
 def make_rollout(env, params, num_sessions: int, steps: int):
   """A jitted function running `steps` random-policy steps of `num_sessions` sessions."""
   vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
@@ -73,16 +66,6 @@ def vmap_steps_per_s(env, params, num_sessions, steps, min_time):
   key = _key(1)
   secs = benchlib.best_time(lambda: rollout(state, key), min_time)
   return num_sessions * steps / secs
-
-
-def step_flops(env, params, num_sessions) -> float:
-  """XLA's flop count for one vmapped step of num_sessions sessions."""
-  _, state, vstep = make_rollout(env, params, num_sessions, 1)
-  keys = jax.random.split(_key(0), num_sessions)
-  actions = jnp.zeros((num_sessions,), jnp.int32)
-  cost = jax.jit(vstep).lower(keys, state, actions, params).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get("flops", float("nan")))
 
 
 def loop_steps_per_s(ref_env, num_actions, seconds) -> float:
@@ -129,7 +112,7 @@ def main(argv):
   sizes = [int(s) for s in SIZES.value]
   result = benchlib.machine() | {
             "scan_steps": SCAN_STEPS.value, "prng_impl": PRNG.value}
-  result["matmul_gflops"] = matmul_gflops(min_time=MIN_TIME.value)
+  result["matmul_gflops"] = benchlib.matmul_gflops(min_time=MIN_TIME.value)
   print(f"matmul: {result['matmul_gflops']:.1f} GFLOP/s", flush=True)
   if ENV_DIR.value:
     meta = build.read_meta(ENV_DIR.value)
@@ -143,7 +126,7 @@ def main(argv):
     print(f"{kind} env ({env.num_actions} items):", flush=True)
     bench_env(kind, env, params, refs[kind], sizes, result)
     if kind == "sequential" and 4096 in sizes:
-      flops = step_flops(env, params, 4096)
+      flops = benchlib.env_step_flops(env, params, 4096, _key(0))
       result["sequential_flops_per_step_4096"] = flops
       result["sequential_gflops_4096"] = (
           flops * result["sequential_vmap_steps_per_s_4096"] / 4096 / 1e9)

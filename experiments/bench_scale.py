@@ -5,6 +5,9 @@ Env steps per second with the sessions sharded over a `data` axis of 1, 2, 4, 8 
   - steps_per_s_devices_D:      A2C training, the fused loop (act -> step -> update);
   - env_steps_per_s_devices_D:  the random-policy sequential env alone (vmapped auto-reset step
                                 in one jitted scan, as experiments.bench_envs);
+  - env_gflops_devices_D:       that env's achieved GFLOP/s (XLA's flop count of one step /
+                                measured time), and its fraction of `matmul_gflops`, the
+                                machine's f32 matmul rate measured in this run (one device);
 plus memory (bytes per session of the RunnerState, replicated bytes, the DQN replay buffer, and
 XLA's temporary bytes per device of one compiled A2C epoch) and a metric-equality check: each
 device count trains the same seeded epoch, whose curve and final network outputs must match the
@@ -178,6 +181,14 @@ def main(argv):
       runs[d] = _run_worker(d, env_dir, tmp)
       print(f"{d} device(s): A2C training {runs[d]['steps_per_s']:,.0f} env-steps/s, "
             f"random-policy env {runs[d]['env_steps_per_s']:,.0f} env-steps/s", flush=True)
+  # Measured in this process, which has the machine's default devices (one on CPU, whose
+  # matmul uses every core): the reference rate and the env's flops per session-step.
+  import jax
+  from jaxrec.envs import build
+  env, params, _ = build.load_env(env_dir, "train")
+  flops_per_step = benchlib.env_step_flops(env, params, NUM_SESSIONS.value,
+                                           jax.random.key(0)) / NUM_SESSIONS.value
+  matmul = benchlib.matmul_gflops(min_time=MIN_TIME.value)
   first = runs[devices[0]]
   result = {k: first[k] for k in ("device", "cpu_count", "platform", "jax", "env_kind",
                                   "num_items")}
@@ -188,6 +199,12 @@ def main(argv):
     result[f"steps_per_s_devices_{d}"] = runs[d]["steps_per_s"]
     result[f"env_steps_per_s_devices_{d}"] = runs[d]["env_steps_per_s"]
     result[f"a2c_epoch_temp_bytes_per_device_{d}"] = runs[d]["a2c_epoch_temp_bytes_per_device"]
+  result["matmul_gflops"] = matmul
+  result["env_flops_per_session_step"] = flops_per_step
+  for d in devices:
+    gflops = flops_per_step * runs[d]["env_steps_per_s"] / 1e9
+    result[f"env_gflops_devices_{d}"] = gflops
+    result[f"env_gflops_fraction_of_matmul_devices_{d}"] = gflops / matmul
   if "memory" in first:
     result["memory"] = first["memory"]
   result["metric_equality"] = {

@@ -26,6 +26,27 @@ def best_time(fn, min_time: float) -> float:
       return best
 
 
+def matmul_gflops(n: int = 2048, min_time: float = 1.0) -> float:
+  """The machine's f32 matmul GFLOP/s, measured with JAX (an n x n product)."""
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+  f = jax.jit(lambda a, b: a @ b)
+  return 2 * n ** 3 / best_time(lambda: f(a, b), min_time) / 1e9
+
+
+def env_step_flops(env, params, num_sessions: int, key: jax.Array) -> float:
+  """XLA's flop count of one vmapped auto-reset step of num_sessions sessions (one device)."""
+  import jax.numpy as jnp
+  vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+  keys = jax.random.split(key, num_sessions)
+  _, state = jax.vmap(env.reset, in_axes=(0, None))(keys, params)
+  actions = jnp.zeros((num_sessions,), jnp.int32)
+  cost = jax.jit(vstep).lower(keys, state, actions, params).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", float("nan")))
+
+
 def machine() -> dict:
   return {"device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
           "platform": platform.platform(), "jax": jax.__version__}

@@ -146,6 +146,13 @@ def test_bench_scale_reports_every_device_count(best_item_env_dir, tmp_path):
   bench = json.loads(out.read_text())
   for d in (1, 2, 4):
     assert bench[f"steps_per_s_devices_{d}"] > 0 and bench[f"env_steps_per_s_devices_{d}"] > 0
+    # GFLOP/s = the same flops per session-step x each device count's measured rate.
+    gflops = bench[f"env_gflops_devices_{d}"]
+    assert gflops == pytest.approx(bench["env_flops_per_session_step"] *
+                                   bench[f"env_steps_per_s_devices_{d}"] / 1e9)
+    assert bench[f"env_gflops_fraction_of_matmul_devices_{d}"] == pytest.approx(
+        gflops / bench["matmul_gflops"])
+  assert bench["env_flops_per_session_step"] > 0 and bench["matmul_gflops"] > 0
   assert bench["metrics_equal"] and set(bench["metric_equality"]) == {"devices_2_vs_1",
                                                                       "devices_4_vs_1"}
   assert "not a speed-up" in bench["note"]
