@@ -15,7 +15,7 @@ import time
 
 from jaxrec import faults
 from jaxrec.errors import ConfigError
-from jaxrec.io import atomic_write_text
+from jaxrec.io import atomic_write_text, read_jsonl
 
 
 TIMING = ("steps_per_s", "epoch_s", "label_wait_s")
@@ -129,8 +129,8 @@ class Runner:
 def _rows(path: str) -> list[dict]:
   if not os.path.exists(path):
     return []
-  return [{k: v for k, v in json.loads(l).items() if k not in TIMING}
-          for l in open(path) if l.strip()]
+  return [{k: v for k, v in row.items() if k not in TIMING}
+          for row in read_jsonl(path, "run log")]
 
 
 def _tree_mismatches(a, b) -> int:

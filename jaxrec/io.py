@@ -48,6 +48,11 @@ def atomic_write_text(path: str, text: str) -> None:
     f.write(text)
 
 
+def atomic_write_jsonl(path: str, rows: list[dict]) -> None:
+  """Writes `rows` one JSON object per line, atomically (read back by `read_jsonl`)."""
+  atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
 def one_line(e: BaseException, limit: int = 200) -> str:
   """An exception's text with newlines and runs of whitespace collapsed, cut at `limit`."""
   text = " ".join(str(e).split())
@@ -108,7 +113,8 @@ def read_jsonl(path: str, what: str = "") -> list[dict]:
         try:
           value = json.loads(line)
         except (ValueError, RecursionError) as e:
-          raise DataError(f"{path}:{number}: {label} ({type(e).__name__}: {one_line(e)})") from None
+          raise DataError(f"{path}:{number}: {label} "
+                          f"({type(e).__name__}: {one_line(e)})") from None
         if not isinstance(value, dict):
           raise DataError(f"{path}:{number}: {label} (not a JSON object)")
         rows.append(value)

@@ -49,7 +49,7 @@ from jaxrec.agents.registry import AgentConfig, make_agent
 from jaxrec.agents.types import AgentState, Transition, strong_types
 from jaxrec.envs import build
 from jaxrec.errors import ConfigError, NonFiniteError
-from jaxrec.io import atomic_write_text
+from jaxrec.io import atomic_write_jsonl, atomic_write_text
 from jaxrec.train import label_exchange as exchange
 from jaxrec.train import sharding
 from jaxrec.train.loop import all_finite, evaluate
@@ -240,10 +240,6 @@ def episode_keys(key: jax.Array, cfg: PretrainConfig):
 
 
 # --- the driver -------------------------------------------------------------------------------
-def _write_jsonl(path: str, rows: list[dict]) -> None:
-  atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
 def _floats(tree) -> dict:
   return {k: float(np.asarray(v)) for k, v in tree.items()}
 
@@ -342,7 +338,7 @@ def pretrain(cfg: PretrainConfig, workdir: str, log=print,
         faults.failpoint("pretrain.saving")
         manager.wait_until_finished()
         if primary:
-          _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
+          atomic_write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
         log(f"epoch {epoch}/{cfg.epochs}: {dt:.1f}s | None rate {row['none_rate']:.3f} mean "
             f"r^p {row['mean_rp']:.3f} | test R {row['R']:.3f} Len {row['Len']:.2f} "
             f"Ravg {row['Ravg']:.3f}")
@@ -353,7 +349,7 @@ def pretrain(cfg: PretrainConfig, workdir: str, log=print,
     finally:
       manager.close()
     if primary:
-      _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
+      atomic_write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
     faults.failpoint("pretrain.policy")
     save_policy(workdir, state.agent.params, agent.cfg.net,
                 {"dataset": meta["dataset"], "fingerprint": meta["fingerprint"], "env": cfg.env,

@@ -35,7 +35,7 @@ from jaxrec.agents.acting import check_strategy
 from jaxrec.envs import build
 from jaxrec import faults
 from jaxrec.errors import ConfigError, NonFiniteError
-from jaxrec.io import atomic_write_text
+from jaxrec.io import atomic_write_jsonl, atomic_write_text
 from jaxrec.train import sharding
 from jaxrec.train.loop import FINITE, LoopConfig, evaluate, make_train
 
@@ -76,10 +76,6 @@ class TrainConfig:
     if self.eval_explore:
       check_strategy(self.eval_explore)
     self.agent_cfg.validate()
-
-
-def _write_jsonl(path: str, rows: list[dict]) -> None:
-  atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _scalars(tree) -> dict:
@@ -204,8 +200,8 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print,
     manager.wait_until_finished()
     faults.failpoint("train.saved")
     if primary:
-      _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
-      _write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
+      atomic_write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
+      atomic_write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
     done_epochs = epoch - start
     eta = (time.perf_counter() - t_start) / done_epochs * (num_epochs - epoch)
     log(f"epoch {epoch}/{num_epochs}: {row['env_steps']} env steps, "
@@ -227,6 +223,6 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print,
     finally:
       manager.close()
     if primary:
-      _write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
-      _write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
+      atomic_write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
+      atomic_write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
   return metrics
