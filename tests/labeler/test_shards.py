@@ -77,8 +77,11 @@ def test_equal_shards_have_equal_bytes_at_any_time(tmp_path, monkeypatch):
   import time
   lab = _labels(9)
   digests = []
+  localtime = time.localtime
   for i, now in enumerate((1.0e9, 1.7e9)):  # 2001 and 2023: any clock-dependent byte differs
     monkeypatch.setattr(time, "time", lambda now=now: now)
+    monkeypatch.setattr(time, "localtime",
+                        lambda secs=None, now=now: localtime(now if secs is None else secs))
     d = str(tmp_path / f"lab{i}")
     shards.write_labels(d, "s0", lab, LMETA)
     digests.append(shards.read_manifest(d)["shards"]["s0"]["sha256"])
