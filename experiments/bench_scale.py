@@ -13,8 +13,9 @@ XLA's temporary bytes per device of one compiled A2C epoch) and a metric-equalit
 device count trains the same seeded epoch, whose curve and final network outputs must match the
 1-device run. On CPU the devices are forced host devices (XLA_FLAGS=
 --xla_force_host_platform_device_count=D, read when jax is imported, so every device count runs
-in its own subprocess); they share the machine's cores, so on a small CPU this measures the
-partitioning overhead, not a speed-up (the JSON's `note` says which). On accelerators (one
+in its own subprocess); they share the machine's cores, so on a CPU this measures the
+partitioning overhead and the cores one device leaves idle, not added hardware (the JSON's
+`note` says which). On accelerators (one
 process per host, --devices up to the local count) the same numbers are the scaling curve.
 The env is the synthetic default (sequential) unless --env_dir is given. Prints and writes JSON.
 """
@@ -49,7 +50,6 @@ WORKER = flags.DEFINE_integer("worker_devices", 0, "internal: measure on this ma
 def _worker(env_dir: str, d: int) -> dict:
   """Measures on a mesh of d devices (this process was started with >= d devices)."""
   import jax
-  import jax.numpy as jnp
   import numpy as np
 
   from experiments import benchlib
@@ -95,28 +95,10 @@ def _worker(env_dir: str, d: int) -> dict:
         "a2c": sharding.runner_bytes(runner),
         "dqn": sharding.runner_bytes(jax.eval_shape(dqn_init, jax.random.PRNGKey(0), params))}
 
-  # The random-policy env alone.
-  vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
-
-  def body(carry, key):
-    state, total = carry
-    k_act, k_env = jax.random.split(key)
-    action = (jax.random.bits(k_act, (n,), jnp.uint32) % env.num_actions).astype(jnp.int32)
-    action = sharding.constrain_sessions(action, mesh)
-    _, state, reward, _, _ = vstep(jax.random.split(k_env, n), state, action, params)
-    return (state, total + reward.sum()), None
-
-  def rollout(state, key):
-    (state, total), _ = jax.lax.scan(body, (state, jnp.float32(0)),
-                                     jax.random.split(key, SCAN_STEPS.value))
-    return state, total
-
-  state = jax.jit(lambda k, p: jax.vmap(env.reset, in_axes=(0, None))(
-      jax.random.split(k, n), p)[1], out_shardings=sharding.sessions(mesh))(
-          jax.random.PRNGKey(1), params)
-  run = jax.jit(rollout, out_shardings=(sharding.sessions(mesh), sharding.replicated(mesh)))
-  key = sharding.replicate(jax.random.PRNGKey(2), mesh)
-  secs = benchlib.best_time(lambda: run(state, key), MIN_TIME.value)
+  # The random-policy env alone (the rollout bench_envs times, sessions over the mesh).
+  run = benchlib.random_policy_rollout(env, params, n, SCAN_STEPS.value,
+                                       jax.random.PRNGKey(1), mesh)
+  secs = benchlib.best_time(run, MIN_TIME.value)
   out["env_steps_per_s"] = n * SCAN_STEPS.value / secs
   return out
 

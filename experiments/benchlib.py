@@ -28,11 +28,72 @@ def best_time(fn, min_time: float) -> float:
 
 def matmul_gflops(n: int = 2048, min_time: float = 1.0) -> float:
   """The machine's f32 matmul GFLOP/s, measured with JAX (an n x n product)."""
+  return 2 * n ** 3 / best_time(matmul_fn(n), min_time) / 1e9
+
+
+def best_times(fns: dict, rounds: int, min_time: float) -> dict:
+  """Best seconds per call of each fn, timed in `rounds` interleaved rounds (each fn for
+  min_time per round): on a machine whose speed drifts, every fn gets the same chances at
+  its fast periods, so ratios between them (an env against the matmul reference) are fair."""
+  best = {name: np.inf for name in fns}
+  for _ in range(rounds):
+    for name, fn in fns.items():
+      best[name] = min(best[name], best_time(fn, min_time))
+  return best
+
+
+def matmul_fn(n: int = 2048):
+  """A zero-argument call of an n x n f32 matmul (2 n^3 flops), compiled on first call."""
   import jax.numpy as jnp
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
   b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
   f = jax.jit(lambda a, b: a @ b)
-  return 2 * n ** 3 / best_time(lambda: f(a, b), min_time) / 1e9
+  return lambda: f(a, b)
+
+
+def random_policy_rollout(env, params, num_sessions: int, steps: int, key: jax.Array,
+                          mesh=None):
+  """-> a zero-argument call running `steps` random-policy auto-reset steps of num_sessions
+  vmapped sessions in one jitted lax.scan, returning (state, total reward, episodes ended).
+
+  With a mesh, the sessions (state, actions, per-session keys) are split over its `data` axis
+  and the params replicated. Rewards and episode ends are summed per session inside the scan
+  and over sessions once at the end: a per-step sum over sessions would be a cross-device
+  all-reduce every step (measured: a quarter of a sharded step's time on 2 CPU devices),
+  which the env does not need. Actions take one 32-bit draw each (randint draws twice): the
+  policy should not be the measured cost."""
+  import jax.numpy as jnp
+  from jaxrec.train import sharding
+  mesh = mesh or sharding.make_mesh(sharding.MeshConfig(1))
+  sharding.check_sessions(mesh, num_sessions=num_sessions)
+  params = sharding.replicate(params, mesh)
+  pin = lambda x: sharding.constrain_sessions(x, mesh)
+  vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+  def body(carry, k):
+    state, reward_sum, done_sum = carry
+    k_act, k_env = jax.random.split(k)
+    action = pin((jax.random.bits(k_act, (num_sessions,), jnp.uint32) %
+                  env.num_actions).astype(jnp.int32))
+    _, state, reward, done, _ = vstep(pin(jax.random.split(k_env, num_sessions)), state,
+                                      action, params)
+    return (state, reward_sum + reward, done_sum + done), None
+
+  def rollout(state, k):
+    zeros = pin(jnp.zeros((num_sessions,), jnp.float32))
+    (state, reward_sum, done_sum), _ = jax.lax.scan(
+        body, (state, zeros, zeros.astype(jnp.int32)), jax.random.split(k, steps))
+    return state, reward_sum.sum(), done_sum.sum()
+
+  k_reset, k_run = jax.random.split(key)
+  state = jax.jit(
+      lambda k: jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k, num_sessions),
+                                                       params)[1],
+      out_shardings=sharding.sessions(mesh))(jax.device_put(k_reset, sharding.replicated(mesh)))
+  rep = sharding.replicated(mesh)
+  run = jax.jit(rollout, out_shardings=(sharding.sessions(mesh), rep, rep))
+  k_run = jax.device_put(k_run, rep)  # typed keys too (replicate() goes through NumPy)
+  return lambda: run(state, k_run)
 
 
 def env_step_flops(env, params, num_sessions: int, key: jax.Array) -> float:

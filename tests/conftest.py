@@ -18,7 +18,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # whole files in collection order. The longest files (each 30-110 s on the 2-core host) go
 # first, so that no worker is left running one of them alone at the end.
 LONGEST_FIRST = ("train/test_loop.py", "envs/test_envs.py", "envs/test_usermodels.py",
-                 "train/test_sharding.py", "train/test_faults.py", "test_export.py")
+                 "train/test_sharding.py", "train/test_faults.py", "test_export.py",
+                 "envs/test_bench.py")
 
 
 def pytest_collection_modifyitems(config, items):

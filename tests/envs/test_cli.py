@@ -27,12 +27,22 @@ def test_build_envs_default_preset_then_bench(tmp_path):
 
   out = tmp_path / "bench.json"
   res = _run("experiments.bench_envs", f"--env_dir={env_dir}", "--sizes=64,4096",
-             "--min_time=0.2", "--loop_time=0.5", "--scan_steps=20", f"--out={out}")
+             "--min_time=0.2", "--loop_time=0.5", "--scan_steps=20", "--rounds=1",
+             "--shard_devices=2", f"--out={out}")
   assert res.returncode == 0, res.stderr[-2000:]
   bench = json.loads(out.read_text())
   for key in ("matmul_gflops", "sequential_vmap_steps_per_s_4096", "sequential_loop_steps_per_s",
-              "sequential_gflops_4096"):
+              "sequential_gflops_4096", "sequential_vmap_steps_per_s_64_devices_1"):
     assert bench[key] > 0, key
+  # The headline is the best of one device and the 2-device worker, and says which.
+  by_d = {d: bench[f"sequential_vmap_steps_per_s_4096_devices_{d}"] for d in (1, 2)}
+  assert bench["sequential_vmap_steps_per_s_4096"] == max(by_d.values())
+  assert by_d[bench["sequential_devices_4096"]] == max(by_d.values())
+  assert bench["matmul_gflops"] == max(bench["matmul_gflops_by_process"].values())
+  assert set(bench["matmul_gflops_by_process"]) == {"devices_1", "devices_2"}
+  assert bench["sequential_gflops_fraction_of_matmul"] == (
+      bench["sequential_gflops_4096"] / bench["matmul_gflops"])
+  assert set(bench["targets"]) == {"sequential_100x_loop", "sequential_30pct_of_matmul"}
 
   # The memory bound README states: jaxrec.train with 16384 sessions on this env.
   out = tmp_path / "memory.json"
