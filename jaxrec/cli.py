@@ -11,20 +11,27 @@ from jaxrec.errors import JaxrecError
 from jaxrec.faults import PREEMPTED_EXIT, Preempted
 
 
+def one_line(message: object) -> str:
+  """The message on one line: line breaks (a path or a catalog value may hold one) and other
+  control characters are written as escapes, so `error: ...` stays a single line."""
+  return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(message))
+
+
 def one_line_errors(main):
   """Wraps an absl `main(argv)`: a JaxrecError prints `error: <msg>` and exits with status 2;
   a SIGTERM the job stopped for cleanly (faults.Preempted) prints `preempted: <msg>` and exits
-  with 143, as an unhandled SIGTERM would, so schedulers see a preemption."""
+  with 143, as an unhandled SIGTERM would, so schedulers see a preemption. Either message is
+  one line (`one_line`)."""
 
   @functools.wraps(main)
   def wrapped(argv):
     try:
       return main(argv)
     except Preempted as e:
-      print(f"preempted: {e}", file=sys.stderr)
+      print(f"preempted: {one_line(e)}", file=sys.stderr)
       sys.exit(PREEMPTED_EXIT)
     except JaxrecError as e:
-      print(f"error: {e}", file=sys.stderr)
+      print(f"error: {one_line(e)}", file=sys.stderr)
       sys.exit(2)
 
   return wrapped

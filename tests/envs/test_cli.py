@@ -61,3 +61,15 @@ def test_build_envs_bad_flags_one_line_error(tmp_path):
   lines = res.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: --max_len must be positive")
   assert not (tmp_path / "x").exists()
+
+
+def test_a_line_break_in_a_path_stays_on_the_error_line(tmp_path):
+  """Paths (and catalog values) may hold control characters; `error: ...` is still one line,
+  with the character written as an escape."""
+  bad = tmp_path / "env\nwith break"
+  res = _run("experiments.bench_envs", f"--env_dir={bad}", "--sizes=1", "--shard_devices=none",
+             f"--out={tmp_path / 'x.json'}")
+  lines = res.stderr.strip().splitlines()
+  assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+  assert lines[0].startswith("error: ") and "env\\nwith break" in lines[0]
+  assert not (tmp_path / "x.json").exists()
