@@ -5,8 +5,8 @@ Random-policy env steps per second of both simulators, in one run:
     (benchlib.random_policy_rollout), num_sessions in --sizes, on one device;
   - the same at 4,096 sessions with the sessions sharded over D devices (--shard_devices; on a
     CPU, D forced host devices in a subprocess started with XLA_FLAGS=
-    --xla_force_host_platform_device_count=D): one XLA:CPU device runs a step's many small ops
-    on one thread at a time and leaves cores idle;
+    --xla_force_host_platform_device_count=D): one XLA:CPU device runs most of a step's
+    many small ops on one thread, one after the other, and leaves a core partly idle;
   - reference: the same user model in plain NumPy, one Python session after the other (how
     EasyRL4Rec / tianshou step a DummyVectorEnv);
 plus the machine's f32 matmul GFLOP/s measured with JAX in the same run, and the sequential
