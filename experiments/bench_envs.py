@@ -180,14 +180,14 @@ def main(argv):
   result = benchlib.machine() | {
       "scan_steps": SCAN_STEPS.value, "prng_impl": PRNG.value, "rounds": ROUNDS.value,
       "load_average_start": os.getloadavg()[0]}
-  matmul_samples = {"devices_1": benchlib.matmul_gflops(min_time=MIN_TIME.value)}
-  print(f"matmul: {matmul_samples['devices_1']:.1f} GFLOP/s", flush=True)
   if ENV_DIR.value:
-    meta = build.read_meta(ENV_DIR.value)
+    meta = build.read_meta(ENV_DIR.value)  # a bad dir fails before anything is measured
     dirs = {meta["kind"]: ENV_DIR.value}
   else:
     dirs = build_default_envs(os.path.join(os.path.dirname(os.path.abspath(OUT.value or ".")),
                                            ".bench_envs"))
+  matmul_samples = {"devices_1": benchlib.matmul_gflops(min_time=MIN_TIME.value)}
+  print(f"matmul: {matmul_samples['devices_1']:.1f} GFLOP/s", flush=True)
   refs = {"sequential": NumpySequentialEnv, "matrix": NumpyMatrixEnv}
   flops = {}
   for kind, d in dirs.items():
