@@ -10,6 +10,9 @@ the mesh. See jaxrec/train/sharding.py and docs/scaling.md.
 
 from __future__ import annotations
 
+import os
+
+import jax
 from absl import flags
 from jax.sharding import Mesh
 
@@ -27,6 +30,8 @@ PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-process: this one, 
 def mesh_from_flags() -> Mesh:
   """jax.distributed (if asked for), then the mesh of --mesh; one-line ConfigErrors."""
   cfg = sharding.MeshConfig.parse(MESH.value)
-  sharding.maybe_initialize_distributed(COORDINATOR.value, NUM_PROCESSES.value,
-                                        PROCESS_ID.value)
+  multi = sharding.maybe_initialize_distributed(COORDINATOR.value, NUM_PROCESSES.value,
+                                                PROCESS_ID.value)
+  if not multi:
+    sharding.request_cpu_devices(cfg.data)
   return sharding.make_mesh(cfg)

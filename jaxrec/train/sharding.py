@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from typing import Any, Callable
 
@@ -115,6 +116,22 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id,
                              initialization_timeout=initialization_timeout)
+  return True
+
+
+def request_cpu_devices(n: int) -> bool:
+  """Asks JAX for n CPU devices (`jax_num_cpu_devices`), so that --mesh=data:N runs on a
+  CPU-only host without XLA_FLAGS: one XLA:CPU device leaves part of a multi-core CPU idle on
+  the simulators' small ops, and N host devices each run their share of the sessions
+  (README, Throughput). Only before JAX's backends start, and only where the user did not
+  force a count with XLA_FLAGS; on GPU / TPU hosts it shapes the unused CPU backend only.
+  Returns whether it was applied."""
+  if n <= 1 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return False
+  try:
+    jax.config.update("jax_num_cpu_devices", n)
+  except RuntimeError:  # backends already started: make_mesh names the fix if n is missing
+    return False
   return True
 
 

@@ -240,14 +240,32 @@ def test_cli_bad_mesh_flags_are_one_line_errors():
   cases = {"--mesh=model:2": "error: --mesh must be auto, data:N (N > 0) or data:all; got",
            "--num_processes=2": "error: a multi-process run needs --coordinator_address, "
                                 "--num_processes and --process_id together; missing",
-           "--mesh=data:3": "error: --mesh=data:3 needs 3 devices; 1 visible; on CPU start "
+           # The user forced 2 host devices: --mesh does not override that.
+           "--mesh=data:3": "error: --mesh=data:3 needs 3 devices; 2 visible; on CPU start "
                             "with XLA_FLAGS=--xla_force_host_platform_device_count=3"}
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  forced = env | {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   procs = {flag: subprocess.Popen([sys.executable, "-c", code, flag], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env)
+                                  stderr=subprocess.PIPE, text=True,
+                                  env=forced if flag == "--mesh=data:3" else env)
            for flag in cases}
   for flag, proc in procs.items():
     _, err = proc.communicate(timeout=120)
     lines = err.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, (flag, err[-2000:])
     assert lines[0].startswith(cases[flag]), (flag, lines[0])
+
+
+def test_cli_mesh_asks_for_cpu_devices_itself():
+  """--mesh=data:N on a CPU-only host gets N host devices without XLA_FLAGS."""
+  code = ("import jax\nfrom jaxrec import cli\nfrom jaxrec.train import dist_flags\n"
+          "def main(argv):\n  mesh = dist_flags.mesh_from_flags()\n"
+          "  print(mesh.devices.size, jax.device_count())\ncli.run(main)\n")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  res = subprocess.run([sys.executable, "-c", code, "--mesh=data:3"], capture_output=True,
+                       text=True, env=env, timeout=120)
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.stdout.split() == ["3", "3"]
+  res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=120)  # auto: one device, as before
+  assert res.returncode == 0 and res.stdout.split() == ["1", "1"], res.stderr[-2000:]
