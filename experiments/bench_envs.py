@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -79,7 +77,7 @@ def _headline_times(rollouts: dict) -> dict:
   secs = benchlib.best_times(rollouts | {MATMUL: benchlib.matmul_fn()}, ROUNDS.value,
                              MIN_TIME.value)
   out = {name: HEADLINE * SCAN_STEPS.value / secs[name] for name in rollouts}
-  out[MATMUL] = 2 * 2048 ** 3 / secs[MATMUL] / 1e9
+  out[MATMUL] = benchlib.matmul_gflop() / secs[MATMUL]
   return out
 
 
@@ -155,19 +153,11 @@ def _worker(env_dirs: list[str], d: int) -> dict:
 
 
 def _run_worker(d: int, env_dirs: list[str], tmp: str) -> dict:
-  out = os.path.join(tmp, f"devices_{d}.json")
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      f" --xla_force_host_platform_device_count={d}").strip()
-  args = [sys.executable, "-m", "experiments.bench_envs", f"--worker_devices={d}",
-          f"--worker_env_dirs={','.join(env_dirs)}", f"--out={out}",
-          f"--scan_steps={SCAN_STEPS.value}", f"--min_time={MIN_TIME.value}",
-          f"--rounds={ROUNDS.value}", f"--prng_impl={PRNG.value}"]
-  res = subprocess.run(args, env=env, capture_output=True, text=True)
-  if res.returncode != 0:
-    raise RuntimeError(f"bench_envs worker on {d} devices failed:\n{res.stderr[-3000:]}")
-  with open(out) as f:
-    return json.load(f)
+  return benchlib.run_device_worker(
+      "experiments.bench_envs", d, os.path.join(tmp, f"devices_{d}.json"),
+      [f"--worker_env_dirs={','.join(env_dirs)}", f"--scan_steps={SCAN_STEPS.value}",
+       f"--min_time={MIN_TIME.value}", f"--rounds={ROUNDS.value}",
+       f"--prng_impl={PRNG.value}"])
 
 
 def main(argv):

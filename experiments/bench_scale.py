@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 
 from absl import flags
@@ -124,19 +122,11 @@ def _compare(base: dict, other: dict) -> dict:
 
 
 def _run_worker(d: int, env_dir: str, tmp: str) -> dict:
-  out = os.path.join(tmp, f"devices_{d}.json")
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      f" --xla_force_host_platform_device_count={d}").strip()
-  args = [sys.executable, "-m", "experiments.bench_scale", f"--worker_devices={d}",
-          f"--env_dir={env_dir}", f"--out={out}", f"--num_sessions={NUM_SESSIONS.value}",
-          f"--iterations={ITERATIONS.value}", f"--scan_steps={SCAN_STEPS.value}",
-          f"--min_time={MIN_TIME.value}", f"--dim={DIM.value}"]
-  res = subprocess.run(args, env=env, capture_output=True, text=True)
-  if res.returncode != 0:
-    raise RuntimeError(f"bench_scale worker on {d} devices failed:\n{res.stderr[-3000:]}")
-  with open(out) as f:
-    return json.load(f)
+  return benchlib.run_device_worker(
+      "experiments.bench_scale", d, os.path.join(tmp, f"devices_{d}.json"),
+      [f"--env_dir={env_dir}", f"--num_sessions={NUM_SESSIONS.value}",
+       f"--iterations={ITERATIONS.value}", f"--scan_steps={SCAN_STEPS.value}",
+       f"--min_time={MIN_TIME.value}", f"--dim={DIM.value}"])
 
 
 def main(argv):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 
 import jax
@@ -26,9 +28,17 @@ def best_time(fn, min_time: float) -> float:
       return best
 
 
-def matmul_gflops(n: int = 2048, min_time: float = 1.0) -> float:
+MATMUL_N = 2048  # the reference product: an n x n f32 matmul
+
+
+def matmul_gflop(n: int = MATMUL_N) -> float:
+  """GFLOP of one n x n matmul (2 n^3 flops)."""
+  return 2 * n ** 3 / 1e9
+
+
+def matmul_gflops(n: int = MATMUL_N, min_time: float = 1.0) -> float:
   """The machine's f32 matmul GFLOP/s, measured with JAX (an n x n product)."""
-  return 2 * n ** 3 / best_time(matmul_fn(n), min_time) / 1e9
+  return matmul_gflop(n) / best_time(matmul_fn(n), min_time)
 
 
 def best_times(fns: dict, rounds: int, min_time: float) -> dict:
@@ -42,7 +52,7 @@ def best_times(fns: dict, rounds: int, min_time: float) -> dict:
   return best
 
 
-def matmul_fn(n: int = 2048):
+def matmul_fn(n: int = MATMUL_N):
   """A zero-argument call of an n x n f32 matmul (2 n^3 flops), compiled on first call."""
   import jax.numpy as jnp
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
@@ -85,14 +95,14 @@ def random_policy_rollout(env, params, num_sessions: int, steps: int, key: jax.A
         body, (state, zeros, zeros.astype(jnp.int32)), jax.random.split(k, steps))
     return state, reward_sum.sum(), done_sum.sum()
 
-  k_reset, k_run = jax.random.split(key)
+  rep, ses = sharding.replicated(mesh), sharding.sessions(mesh)
+  # device_put, not replicate(): replicate() goes through NumPy, which typed keys refuse.
+  k_reset, k_run = jax.device_put(jax.random.split(key), rep)
   state = jax.jit(
       lambda k: jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k, num_sessions),
                                                        params)[1],
-      out_shardings=sharding.sessions(mesh))(jax.device_put(k_reset, sharding.replicated(mesh)))
-  rep = sharding.replicated(mesh)
-  run = jax.jit(rollout, out_shardings=(sharding.sessions(mesh), rep, rep))
-  k_run = jax.device_put(k_run, rep)  # typed keys too (replicate() goes through NumPy)
+      out_shardings=ses)(k_reset)
+  run = jax.jit(rollout, out_shardings=(ses, rep, rep))
   return lambda: run(state, k_run)
 
 
@@ -106,6 +116,21 @@ def env_step_flops(env, params, num_sessions: int, key: jax.Array) -> float:
   cost = jax.jit(vstep).lower(keys, state, actions, params).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost.get("flops", float("nan")))
+
+
+def run_device_worker(module: str, devices: int, out: str, args: list[str]) -> dict:
+  """Runs `python -m module --worker_devices=D --out=OUT *args` in a process that sees D host
+  devices (XLA_FLAGS=--xla_force_host_platform_device_count=D, read when the backend starts,
+  hence a process per device count) and returns the JSON it wrote to OUT."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                      f" --xla_force_host_platform_device_count={devices}").strip()
+  cmd = [sys.executable, "-m", module, f"--worker_devices={devices}", f"--out={out}", *args]
+  res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+  if res.returncode != 0:
+    raise RuntimeError(f"{module} worker on {devices} devices failed:\n{res.stderr[-3000:]}")
+  with open(out) as f:
+    return json.load(f)
 
 
 def machine() -> dict:

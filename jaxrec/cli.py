@@ -13,7 +13,9 @@ from jaxrec.faults import PREEMPTED_EXIT, Preempted
 
 def one_line(message: object) -> str:
   """The message on one line: line breaks (a path or a catalog value may hold one) and other
-  control characters are written as escapes, so `error: ...` stays a single line."""
+  control characters are written as escapes, so `error: ...` stays a single line. Unlike
+  `jaxrec.io.one_line` (an exception's text embedded in another message: whitespace collapsed,
+  cut at a limit), nothing is dropped: the message is the user's only clue."""
   return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(message))
 
 

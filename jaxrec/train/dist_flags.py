@@ -10,9 +10,6 @@ the mesh. See jaxrec/train/sharding.py and docs/scaling.md.
 
 from __future__ import annotations
 
-import os
-
-import jax
 from absl import flags
 from jax.sharding import Mesh
 
