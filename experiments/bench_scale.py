@@ -7,7 +7,11 @@ Env steps per second with the sessions sharded over a `data` axis of 1, 2, 4, 8 
                                 in one jitted scan, as experiments.bench_envs);
   - env_gflops_devices_D:       that env's achieved GFLOP/s (XLA's flop count of one step /
                                 measured time), and its fraction of `matmul_gflops`, the
-                                machine's f32 matmul rate measured in this run (one device);
+                                machine's f32 matmul rate: in each worker the env timing is
+                                interleaved with matmul timings (--rounds rounds, best of
+                                each, as experiments.bench_envs), and the reference is the
+                                best matmul rate of the run (every process's is kept in
+                                `matmul_gflops_by_process`);
 plus memory (bytes per session of the RunnerState, replicated bytes, the DQN replay buffer, and
 XLA's temporary bytes per device of one compiled A2C epoch) and a metric-equality check: each
 device count trains the same seeded epoch, whose curve and final network outputs must match the
@@ -39,7 +43,10 @@ DEVICES = flags.DEFINE_list("devices", ["1", "2", "4", "8"], "device counts to m
 NUM_SESSIONS = flags.DEFINE_integer("num_sessions", 4096, "global sessions (all devices)")
 ITERATIONS = flags.DEFINE_integer("iterations", 10, "A2C updates per timed scan call")
 SCAN_STEPS = flags.DEFINE_integer("scan_steps", 50, "env steps per timed random-policy call")
-MIN_TIME = flags.DEFINE_float("min_time", 2.0, "seconds to time each configuration for")
+MIN_TIME = flags.DEFINE_float("min_time", 2.0, "seconds to time each configuration for "
+                              "(the env and matmul: per round)")
+ROUNDS = flags.DEFINE_integer("rounds", 2, "interleaved env / matmul timing rounds per device "
+                              "count")
 DIM = flags.DEFINE_integer("dim", 64, "agent encoder width")
 WORKER = flags.DEFINE_integer("worker_devices", 0, "internal: measure on this many devices "
                               "and write the JSON to --out")
@@ -96,8 +103,10 @@ def _worker(env_dir: str, d: int) -> dict:
   # The random-policy env alone (the rollout bench_envs times, sessions over the mesh).
   run = benchlib.random_policy_rollout(env, params, n, SCAN_STEPS.value,
                                        jax.random.PRNGKey(1), mesh)
-  secs = benchlib.best_time(run, MIN_TIME.value)
-  out["env_steps_per_s"] = n * SCAN_STEPS.value / secs
+  secs = benchlib.best_times({"env": run, "matmul": benchlib.matmul_fn()}, ROUNDS.value,
+                             MIN_TIME.value)
+  out["env_steps_per_s"] = n * SCAN_STEPS.value / secs["env"]
+  out["matmul_gflops"] = benchlib.matmul_gflop() / secs["matmul"]
   return out
 
 
@@ -126,7 +135,7 @@ def _run_worker(d: int, env_dir: str, tmp: str) -> dict:
       "experiments.bench_scale", d, os.path.join(tmp, f"devices_{d}.json"),
       [f"--env_dir={env_dir}", f"--num_sessions={NUM_SESSIONS.value}",
        f"--iterations={ITERATIONS.value}", f"--scan_steps={SCAN_STEPS.value}",
-       f"--min_time={MIN_TIME.value}", f"--dim={DIM.value}"])
+       f"--min_time={MIN_TIME.value}", f"--rounds={ROUNDS.value}", f"--dim={DIM.value}"])
 
 
 def main(argv):
@@ -141,6 +150,8 @@ def main(argv):
     raise ConfigError(f"--devices must be a list of positive integers; got {DEVICES.value}")
   if not devices or devices[0] <= 0:
     raise ConfigError(f"--devices must be a list of positive integers; got {DEVICES.value}")
+  if ROUNDS.value < 1:
+    raise ConfigError(f"--rounds must be >= 1; got {ROUNDS.value}")
   for d in devices:
     if NUM_SESSIONS.value % d:
       raise ConfigError(f"--num_sessions ({NUM_SESSIONS.value}) must be a multiple of every "
@@ -154,13 +165,15 @@ def main(argv):
       print(f"{d} device(s): A2C training {runs[d]['steps_per_s']:,.0f} env-steps/s, "
             f"random-policy env {runs[d]['env_steps_per_s']:,.0f} env-steps/s", flush=True)
   # Measured in this process, which has the machine's default devices (one on CPU, whose
-  # matmul uses every core): the reference rate and the env's flops per session-step.
+  # matmul uses every core): one more matmul sample and the env's flops per session-step.
   import jax
   from jaxrec.envs import build
   env, params, _ = build.load_env(env_dir, "train")
   flops_per_step = benchlib.env_step_flops(env, params, NUM_SESSIONS.value,
                                            jax.random.key(0)) / NUM_SESSIONS.value
-  matmul = benchlib.matmul_gflops(min_time=MIN_TIME.value)
+  by_process = {"parent": benchlib.matmul_gflops(min_time=MIN_TIME.value)}
+  by_process |= {f"devices_{d}": runs[d]["matmul_gflops"] for d in devices}
+  matmul = max(by_process.values())
   first = runs[devices[0]]
   result = {k: first[k] for k in ("device", "cpu_count", "platform", "jax", "env_kind",
                                   "num_items")}
@@ -172,6 +185,7 @@ def main(argv):
     result[f"env_steps_per_s_devices_{d}"] = runs[d]["env_steps_per_s"]
     result[f"a2c_epoch_temp_bytes_per_device_{d}"] = runs[d]["a2c_epoch_temp_bytes_per_device"]
   result["matmul_gflops"] = matmul
+  result["matmul_gflops_by_process"] = by_process
   result["env_flops_per_session_step"] = flops_per_step
   for d in devices:
     gflops = flops_per_step * runs[d]["env_steps_per_s"] / 1e9

@@ -140,7 +140,8 @@ def test_bench_scale_reports_every_device_count(best_item_env_dir, tmp_path):
   out = tmp_path / "scale.json"
   res = subprocess.run([sys.executable, "-m", "experiments.bench_scale", f"--out={out}",
                         f"--env_dir={best_item_env_dir}", "--devices=1,2,4", "--num_sessions=64",
-                        "--iterations=2", "--scan_steps=5", "--min_time=0.1", "--dim=16"],
+                        "--iterations=2", "--scan_steps=5", "--min_time=0.1", "--rounds=1",
+                        "--dim=16"],
                        capture_output=True, text=True, timeout=900)
   assert res.returncode == 0, res.stderr[-3000:]
   bench = json.loads(out.read_text())
@@ -153,6 +154,11 @@ def test_bench_scale_reports_every_device_count(best_item_env_dir, tmp_path):
     assert bench[f"env_gflops_fraction_of_matmul_devices_{d}"] == pytest.approx(
         gflops / bench["matmul_gflops"])
   assert bench["env_flops_per_session_step"] > 0 and bench["matmul_gflops"] > 0
+  # The reference is the best matmul of the run: the parent's and each worker's, timed
+  # interleaved with that worker's env rollout.
+  assert set(bench["matmul_gflops_by_process"]) == {"parent", "devices_1", "devices_2",
+                                                    "devices_4"}
+  assert bench["matmul_gflops"] == max(bench["matmul_gflops_by_process"].values())
   assert bench["metrics_equal"] and set(bench["metric_equality"]) == {"devices_2_vs_1",
                                                                       "devices_4_vs_1"}
   assert "not a speed-up" in bench["note"]
@@ -166,6 +172,16 @@ def test_bench_scale_bad_devices_flag_is_one_line_error(tmp_path):
   lines = res.stderr.strip().splitlines()
   assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
   assert lines[0].startswith("error: --num_sessions (64) must be a multiple of every --devices")
+  assert not (tmp_path / "x.json").exists()
+
+
+def test_bench_scale_bad_rounds_flag_is_one_line_error(tmp_path):
+  res = subprocess.run([sys.executable, "-m", "experiments.bench_scale", "--rounds=0",
+                        f"--out={tmp_path / 'x.json'}"], capture_output=True, text=True,
+                       timeout=120)
+  lines = res.stderr.strip().splitlines()
+  assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+  assert lines[0] == "error: --rounds must be >= 1; got 0"
   assert not (tmp_path / "x.json").exists()
 
 
