@@ -74,10 +74,9 @@ def _rollout(env, params, num_sessions, mesh=None):
 def _headline_times(rollouts: dict) -> dict:
   """{name: zero-arg rollout at HEADLINE sessions} -> {name: env-steps/s, MATMUL: GFLOP/s},
   each timed in ROUNDS rounds interleaved with the matmul reference."""
-  secs = benchlib.best_times(rollouts | {MATMUL: benchlib.matmul_fn()}, ROUNDS.value,
-                             MIN_TIME.value)
+  secs, matmul = benchlib.best_times_with_matmul(rollouts, ROUNDS.value, MIN_TIME.value)
   out = {name: HEADLINE * SCAN_STEPS.value / secs[name] for name in rollouts}
-  out[MATMUL] = benchlib.matmul_gflop() / secs[MATMUL]
+  out[MATMUL] = matmul
   return out
 
 
@@ -162,6 +161,7 @@ def _run_worker(d: int, env_dirs: list[str], tmp: str) -> dict:
 
 def main(argv):
   cli.reject_extra_args(argv)
+  benchlib.check_rounds(ROUNDS.value)
   if WORKER.value:
     atomic_write_text(OUT.value, json.dumps(_worker(WORKER_DIRS.value, WORKER.value)) + "\n")
     return

@@ -103,10 +103,9 @@ def _worker(env_dir: str, d: int) -> dict:
   # The random-policy env alone (the rollout bench_envs times, sessions over the mesh).
   run = benchlib.random_policy_rollout(env, params, n, SCAN_STEPS.value,
                                        jax.random.PRNGKey(1), mesh)
-  secs = benchlib.best_times({"env": run, "matmul": benchlib.matmul_fn()}, ROUNDS.value,
-                             MIN_TIME.value)
+  secs, matmul = benchlib.best_times_with_matmul({"env": run}, ROUNDS.value, MIN_TIME.value)
   out["env_steps_per_s"] = n * SCAN_STEPS.value / secs["env"]
-  out["matmul_gflops"] = benchlib.matmul_gflop() / secs["matmul"]
+  out["matmul_gflops"] = matmul
   return out
 
 
@@ -150,8 +149,7 @@ def main(argv):
     raise ConfigError(f"--devices must be a list of positive integers; got {DEVICES.value}")
   if not devices or devices[0] <= 0:
     raise ConfigError(f"--devices must be a list of positive integers; got {DEVICES.value}")
-  if ROUNDS.value < 1:
-    raise ConfigError(f"--rounds must be >= 1; got {ROUNDS.value}")
+  benchlib.check_rounds(ROUNDS.value)
   for d in devices:
     if NUM_SESSIONS.value % d:
       raise ConfigError(f"--num_sessions ({NUM_SESSIONS.value}) must be a multiple of every "

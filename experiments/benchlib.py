@@ -12,6 +12,7 @@ import time
 import jax
 import numpy as np
 
+from jaxrec.errors import ConfigError
 from jaxrec.io import atomic_write_text
 
 
@@ -50,6 +51,20 @@ def best_times(fns: dict, rounds: int, min_time: float) -> dict:
     for name, fn in fns.items():
       best[name] = min(best[name], best_time(fn, min_time))
   return best
+
+
+def check_rounds(rounds: int) -> None:
+  """--rounds of a benchmark that interleaves its timings with the matmul reference: with
+  none, nothing would be timed (every rate 0)."""
+  if rounds < 1:
+    raise ConfigError(f"--rounds must be >= 1; got {rounds}")
+
+
+def best_times_with_matmul(fns: dict, rounds: int, min_time: float) -> tuple[dict, float]:
+  """`best_times` of fns and of the reference matmul in the same interleaved rounds ->
+  ({name: best seconds per call}, the matmul's GFLOP/s)."""
+  secs = best_times(fns | {"_matmul": matmul_fn()}, rounds, min_time)
+  return {name: secs[name] for name in fns}, matmul_gflop() / secs["_matmul"]
 
 
 def matmul_fn(n: int = MATMUL_N):

@@ -62,3 +62,15 @@ def test_bench_envs_bad_shard_devices_is_one_line_error(flag, tmp_path):
   assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
   assert lines[0].startswith("error: --shard_devices must be auto, none or device counts > 1")
   assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("module", ["experiments.bench_envs", "experiments.bench_scale"])
+def test_zero_rounds_is_one_line_error(module, tmp_path):
+  """With no rounds nothing would be timed and every rate would be written as 0."""
+  res = subprocess.run([sys.executable, "-m", module, "--rounds=0",
+                        f"--out={tmp_path / 'x.json'}"], capture_output=True, text=True,
+                       timeout=120)
+  lines = res.stderr.strip().splitlines()
+  assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+  assert lines[0] == "error: --rounds must be >= 1; got 0"
+  assert not (tmp_path / "x.json").exists()
