@@ -13,7 +13,7 @@ from absl import flags
 
 from jaxrec import cli
 from jaxrec.data import flags as data_flags
-from jaxrec.envs import build
+from jaxrec.envs import build, calibrate, peer
 from jaxrec.errors import ConfigError
 
 _D = build.BuildConfig
@@ -38,6 +38,21 @@ SEQ_STEPS = flags.DEFINE_integer("seq_steps", _D.seq_steps, "SASRec fit steps (x
 MF_DIM = flags.DEFINE_integer("mf_dim", _D.mf_dim, "DeepFM embedding width")
 MF_STEPS = flags.DEFINE_integer("mf_steps", _D.mf_steps, "DeepFM fit steps (x200 rounded)")
 SEED = flags.DEFINE_integer("seed", _D.seed, "split and fit seed")
+PROTOCOL = flags.DEFINE_enum("protocol", _D.protocol, list(build.PROTOCOLS),
+                             "paper: user models fitted on a train / test split; peer: "
+                             "EasyRL4Rec / DORL (fitted model trains, --true_matrix evaluates)")
+TRUE_MATRIX = flags.DEFINE_string("true_matrix", None,
+                                  "peer: dense user x item ratings, whitespace text (one user "
+                                  "a line) or .npy; synthetic: default the generator's truth")
+LEAVE_THRESHOLD = flags.DEFINE_float("leave_threshold", None,
+                                     "peer: leave distance (default: 6.0 on coat, else "
+                                     "calibrated to a random policy's length)")
+CALIBRATION = flags.DEFINE_enum("calibration", _D.calibration, list(calibrate.CALIBRATIONS),
+                                "sequential reward scale and low-reward quit: random (the "
+                                "paper's random-policy R / Len / Ravg; jaxrec.envs.calibrate) "
+                                "or heldout (earlier releases)")
+LEAVE_WINDOW = flags.DEFINE_integer("leave_window", _D.leave_window,
+                                    "peer: W of the leave rule (num_leave_compute)")
 
 
 def config_from_flags() -> build.BuildConfig:
@@ -47,7 +62,9 @@ def config_from_flags() -> build.BuildConfig:
       quit_reward_quantile=QUIT_Q.value, min_reward=MIN_REWARD.value,
       beta_quantile=BETA_Q.value, beta=BETA.value, seq_dim=SEQ_DIM.value,
       seq_layers=SEQ_LAYERS.value, seq_steps=SEQ_STEPS.value, mf_dim=MF_DIM.value,
-      mf_steps=MF_STEPS.value, seed=SEED.value)
+      mf_steps=MF_STEPS.value, seed=SEED.value, protocol=PROTOCOL.value,
+      leave_threshold=LEAVE_THRESHOLD.value, leave_window=LEAVE_WINDOW.value,
+      calibration=CALIBRATION.value)
 
 
 def main(argv):
@@ -56,9 +73,17 @@ def main(argv):
     raise ConfigError("--out is required (the env directory to create)")
   cfg = config_from_flags()
   cfg.validate()
+  if TRUE_MATRIX.value and cfg.protocol != "peer":
+    raise ConfigError("--true_matrix applies to --protocol=peer")
   ds = data_flags.dataset_from_flags()
-  meta = build.build_envs(ds, cfg, OUT.value)
-  print(json.dumps(meta["reports"], indent=2))
+  cfg.resolved_kind(ds)
+  true, source = None, None
+  if cfg.protocol == "peer":
+    true, source = peer.true_matrix_for(ds, TRUE_MATRIX.value,
+                                        data_flags.synthetic_config_from_flags())
+  meta = build.build_envs(ds, cfg, OUT.value, true_matrix=true, true_source=source)
+  print(json.dumps(meta["reports"] | ({"peer": meta["peer"]} if "peer" in meta else {}),
+                   indent=2))
   print(f"wrote {OUT.value} ({meta['kind']} env, dataset {meta['dataset']})")
 
 

@@ -93,6 +93,9 @@ class SyntheticTruth:
   item_emb: np.ndarray  # [I, dim]
   user_taste: np.ndarray  # [U, dim] taste at the start of each sequence
   popularity: np.ndarray  # [I] sampling weight, sums to 1
+  ratings: np.ndarray  # [U, I] float32 the expected rating of every pair (the ground-truth
+  #                      matrix of the peer protocol): the logged ratings' rule without noise
+  #                      or rounding, clip(3.5 + z, 1, 5), at each user's starting taste
 
 
 def generate_with_truth(cfg: SyntheticConfig = SyntheticConfig()) -> tuple[Dataset, SyntheticTruth]:
@@ -154,7 +157,9 @@ def generate_with_truth(cfg: SyntheticConfig = SyntheticConfig()) -> tuple[Datas
 
   alive = np.arange(cfg.max_length)[None, :] < lengths[:, None]
   # Ratings 1..5: the taste score standardised over all consumed items, plus noise, rounded.
-  z = (score_at - score_at[alive].mean()) / score_at[alive].std()
+  mu, sd = score_at[alive].mean(), score_at[alive].std()
+  z = (score_at - mu) / sd
+  true_ratings = np.clip(3.5 + (start_taste @ emb.T - mu) / sd, 1, 5).astype(np.float32)
   ratings = np.clip(np.round(3.5 + z + cfg.rating_noise * rng.normal(size=z.shape)), 1, 5)
   start = rng.integers(0, 10 * cfg.max_length, size=n_u)
   times = start[:, None] + np.arange(cfg.max_length)[None, :]
@@ -170,7 +175,7 @@ def generate_with_truth(cfg: SyntheticConfig = SyntheticConfig()) -> tuple[Datas
       ratings=ratings[alive].astype(np.float32), times=times[alive].astype(np.int64),
       item_features=np.zeros((n_i, 0), np.float32), user_features=np.zeros((n_u, 0), np.float32))
   return ds, SyntheticTruth(item_genre=item_genre, item_emb=emb, user_taste=start_taste,
-                            popularity=pop)
+                            popularity=pop, ratings=true_ratings)
 
 
 def generate(cfg: SyntheticConfig = SyntheticConfig()) -> Dataset:

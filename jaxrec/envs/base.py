@@ -59,22 +59,48 @@ def uniform_index(key: jax.Array, n: jax.Array | int) -> jax.Array:
   return (jax.random.bits(key, (), jnp.uint32) % jnp.uint32(n)).astype(jnp.int32)
 
 
+WINDOW_RULES = ("last", "peer")
+
+
+def leave_window(rule: str, window: int, t: jax.Array) -> jax.Array:
+  """[W] bool: which slots of the right-aligned `recent` buffer the leave rule reads at step t
+  (t = items recommended so far in the episode).
+
+  last: the last W items. peer: EasyRL4Rec's `sequence_action[t - W:t]` with Python's slicing,
+  whose negative start for t < W counts from the end of the t-item list, so the window holds
+  min(t, W - t) items for t < W (t = 4, 5, 6 read 3, 2, 1 items at W = 7) and W from t = W on.
+  """
+  if rule == "last":
+    count = jnp.minimum(t, window)
+  elif rule == "peer":
+    count = jnp.where(t < window, jnp.minimum(t, window - t), window)
+  else:
+    raise ValueError(f"window rule must be one of {WINDOW_RULES}, got {rule!r}")
+  age = window - jnp.arange(window)  # slot W-1 holds the newest item (age 1)
+  return age <= count
+
+
 def too_similar(item_vecs: jax.Array, action: jax.Array, recent: jax.Array,
-                beta: jax.Array) -> jax.Array:
-  """True when `action` is within distance beta of a valid item in `recent` [W]."""
+                beta: jax.Array, window: jax.Array | None = None) -> jax.Array:
+  """True when `action` is within distance beta (strictly) of a valid item in `recent` [W]
+  (and in `window` [W] bool, where given)."""
   diff = item_vecs[jnp.maximum(recent, 0)] - item_vecs[action][None, :]
   dist = jnp.sqrt(jnp.sum(diff * diff, axis=-1))
-  return jnp.any((recent >= 0) & (dist < beta))
+  valid = recent >= 0 if window is None else (recent >= 0) & window
+  return jnp.any(valid & (dist < beta))
 
 
 class RecEnv:
   """Base class: subclasses write `_initial`, `_reward` and `_advance` (and their params)."""
 
-  def __init__(self, history_len: int = 10, quit_window: int = 4):
+  def __init__(self, history_len: int = 10, quit_window: int = 4, window_rule: str = "last"):
     if history_len <= 0 or quit_window <= 0:
       raise ValueError("history_len and quit_window must be positive")
+    if window_rule not in WINDOW_RULES:
+      raise ValueError(f"window_rule must be one of {WINDOW_RULES}, got {window_rule!r}")
     self.history_len = history_len
     self.quit_window = quit_window
+    self.window_rule = window_rule
 
   # --- hooks ----------------------------------------------------------------------------------
   def _initial(self, key: jax.Array, params) -> tuple[jax.Array, jax.Array, Any]:
@@ -89,6 +115,11 @@ class RecEnv:
     raise NotImplementedError
 
   def item_vectors(self, params) -> jax.Array:
+    raise NotImplementedError
+
+  def all_rewards(self, params, state: EnvState) -> jax.Array:
+    """[I] the reward every item would earn in `state` (one session): what the reference
+    policies (greedy, planner) read from the true user model."""
     raise NotImplementedError
 
   def quit_params(self, params) -> QuitParams:
@@ -113,7 +144,8 @@ class RecEnv:
     yet advanced)."""
     q = self.quit_params(params)
     reward = self._reward(params, state, action).astype(jnp.float32)
-    similar = too_similar(self.item_vectors(params), action, state.recent, q.beta)
+    similar = too_similar(self.item_vectors(params), action, state.recent, q.beta,
+                          leave_window(self.window_rule, self.quit_window, state.t))
     low = reward < q.min_reward
     t = state.t + 1
     truncated = t >= q.max_len

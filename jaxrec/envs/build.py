@@ -30,7 +30,8 @@ import orbax.checkpoint as ocp
 
 from jaxrec.data.dataset import Dataset
 from jaxrec.data.preprocess import split as split_dataset
-from jaxrec.envs.base import QuitParams, RecEnv
+from jaxrec.envs import calibrate
+from jaxrec.envs.base import WINDOW_RULES, QuitParams, RecEnv
 from jaxrec.envs.matrix import MatrixEnv, MatrixParams
 from jaxrec.envs.sequential import SequentialEnv, SequentialParams
 from jaxrec.errors import ConfigError, DataError
@@ -40,11 +41,21 @@ from jaxrec.usermodels import sequential as sq
 
 FORMAT = 1
 KINDS = ("sequential", "matrix")
+PROTOCOLS = ("paper", "peer")
 
 
 @dataclasses.dataclass(frozen=True)
 class BuildConfig:
   kind: str = "auto"  # sequential | matrix | auto (matrix for coat, sequential otherwise)
+  # paper: train / test user models on an 80/20 (or chrono) split; peer: EasyRL4Rec / DORL,
+  # the fitted model trains, a ground-truth matrix evaluates (jaxrec.envs.peer)
+  protocol: str = "paper"
+  leave_threshold: float | None = None  # peer: None = Coat's 6.0 on coat, else calibrated
+  leave_window: int = 7  # peer: num_leave_compute
+  # sequential reward mapping + low-reward quit: random (the paper's random-policy statistics,
+  # jaxrec.envs.calibrate) | heldout (the median random logged-history item earns calib_neg,
+  # the quit at quit_reward_quantile; the calibration of earlier releases)
+  calibration: str = "random"
   split: str = "user"  # user (core paper, 80/20) | chrono (BiLLP, 50/50)
   train_frac: float | None = None
   history_len: int = 10
@@ -65,6 +76,10 @@ class BuildConfig:
   seed: int = 0
 
   def resolved_kind(self, ds: Dataset) -> str:
+    if self.protocol == "peer":
+      if self.kind not in ("auto", "matrix"):
+        raise ConfigError(f"--protocol=peer builds matrix envs; got --env_kind={self.kind}")
+      return "matrix"
     if self.kind == "auto":
       return "matrix" if ds.name == "coat" else "sequential"
     if self.kind not in KINDS:
@@ -72,7 +87,15 @@ class BuildConfig:
     return self.kind
 
   def validate(self) -> None:
-    for f in ("history_len", "quit_window", "max_len", "seq_dim", "seq_layers", "seq_steps",
+    if self.calibration not in calibrate.CALIBRATIONS:
+      raise ConfigError(f"--calibration must be one of {', '.join(calibrate.CALIBRATIONS)}; "
+                        f"got {self.calibration!r}")
+    if self.protocol not in PROTOCOLS:
+      raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}; got "
+                        f"{self.protocol!r}")
+    if self.leave_threshold is not None and not self.leave_threshold >= 0:
+      raise ConfigError(f"--leave_threshold must be >= 0, got {self.leave_threshold}")
+    for f in ("leave_window", "history_len", "quit_window", "max_len", "seq_dim", "seq_layers", "seq_steps",
               "mf_dim", "mf_steps"):
       if getattr(self, f) <= 0:
         raise ConfigError(f"--{f} must be positive, got {getattr(self, f)}")
@@ -130,7 +153,25 @@ def build_sequential(ds: Dataset, cfg: BuildConfig, log=print):
   item_vecs = np.asarray(model_params["params"]["item_emb"]["embedding"])
   quit = _quit(cfg, rewards, item_vecs, rng)
   params = env.make_params(model_params, center, scale, cfg.reward_max, quit, ds.seq_items)
-  report = {"model": "sasrec", "hr10": fit.hr10, "ndcg10": fit.ndcg10,
+  calib = {"calibration": cfg.calibration}
+  if cfg.calibration == "random":
+    scores, closest = calibrate.random_trajectories(env, params, jax.random.PRNGKey(cfg.seed),
+                                                    4096, cfg.max_len)
+    c = calibrate.calibrate_random_beta(scores, closest, float(s_pos), cfg.reward_max,
+                                        cfg.calib_pos)
+    params = calibrate.with_calibration(params, c["center"], c["scale"], c["min_reward"],
+                                        c["beta"])
+    center, scale, quit = c["center"], c["scale"], params.quit
+    met = calibrate.within_paper_ranges(c["random_r"], c["random_len"], c["random_ravg"])
+    if not met:
+      log(f"calibration: the random policy's R {c['random_r']:.2f} Len {c['random_len']:.2f} "
+          f"Ravg {c['random_ravg']:.2f} miss the paper's LFM ranges (a weak user model: random "
+          "items often outscore held-out ones); see calibration_met in env.json")
+    calib |= {"calibration_met": met} | {
+        k: c[k] for k in ("random_r", "random_len", "random_ravg")} | {
+        "target_r": calibrate.RANDOM_R, "target_len": calibrate.RANDOM_LEN,
+        "target_ravg": calibrate.RANDOM_RAVG}
+  report = calib | {"model": "sasrec", "hr10": fit.hr10, "ndcg10": fit.ndcg10,
             "popularity_hr10": fit.pop_hr10, "popularity_ndcg10": fit.pop_ndcg10,
             "num_eval_users": fit.num_eval_users, "final_loss": fit.final_loss,
             "center": float(center), "scale": float(scale),
@@ -160,28 +201,78 @@ def build_matrix(ds: Dataset, cfg: BuildConfig, log=print):
   return env, params, report, static
 
 
-def build_envs(ds: Dataset, cfg: BuildConfig, out: str, log=print) -> dict:
-  """Splits `ds`, fits a user model per side and writes the env directory `out` atomically."""
+def build_peer(ds: Dataset, cfg: BuildConfig, true: np.ndarray, log=print):
+  """The peer protocol's pair (jaxrec.envs.peer): the DeepFM fitted on all logged data trains,
+  the aligned ground-truth matrix `true` [U, I] evaluates. -> ({side: (params, static,
+  report)}, protocol report)."""
+  from jaxrec.envs import peer
+  if true.shape != (ds.num_users, ds.num_items):
+    raise DataError(f"ground-truth matrix is {true.shape[0]} x {true.shape[1]}, dataset "
+                    f"{ds.name!r} has {ds.num_users} users x {ds.num_items} items")
+  log(f"fitting the training user model (DeepFM) on all {ds.num_interactions} logged "
+      "interactions")
+  _, fitted, report, _ = build_matrix(ds, cfg, log)
+  report = {k: v for k, v in report.items() if k not in ("min_reward", "beta")}  # unused
+  if cfg.leave_threshold is not None:
+    threshold, rule = cfg.leave_threshold, "--leave_threshold"
+  elif ds.name == "coat":
+    threshold, rule = peer.COAT_LEAVE_THRESHOLD, "Coat.sh --leave_threshold 6"
+  else:
+    threshold, _ = peer.calibrate_threshold(true.T, cfg.seed, window=cfg.leave_window,
+                                            max_turn=cfg.max_len)
+    rule = f"random-policy FB length {peer.RANDOM_LEN} in the true env"
+  lens = peer.random_lengths(jnp.asarray(true.T), np.asarray([threshold]),
+                             jax.random.PRNGKey(cfg.seed + 1), window=cfg.leave_window,
+                             max_turn=cfg.max_len)
+  (env, train), (_, test) = peer.peer_envs(true, np.asarray(fitted.table), threshold,
+                                           cfg.history_len, cfg.leave_window, cfg.max_len)
+  static = {"kind": "matrix", "history_len": cfg.history_len, "quit_window": cfg.leave_window,
+            "num_items": ds.num_items, "window_rule": "peer"}
+  quit = {"leave_threshold": threshold, "leave_window": cfg.leave_window,
+          "max_turn": cfg.max_len}
+  sides = {"train": (train, static, report | quit | {"reward": "DeepFM prediction - min"}),
+           "test": (test, static, {"model": "ground truth", "reward": "true rating"} | quit)}
+  proto = {"leave_threshold": threshold, "threshold_rule": rule,
+           "random_policy_len": float(lens[0]), "true_mean_rating": float(true.mean())}
+  return sides, proto
+
+
+def build_envs(ds: Dataset, cfg: BuildConfig, out: str, log=print,
+               true_matrix: np.ndarray | None = None, true_source: dict | None = None) -> dict:
+  """Splits `ds`, fits a user model per side and writes the env directory `out` atomically.
+  protocol peer: `true_matrix` [U, I] (aligned to the dataset) is the evaluation env."""
   cfg.validate()
   kind = cfg.resolved_kind(ds)
   if os.path.exists(out):
     raise DataError(f"{out}: already exists; remove it or pick another --out")
-  train, test = split_dataset(ds, cfg.split, cfg.train_frac, cfg.seed)
-  builder = build_sequential if kind == "sequential" else build_matrix
+  if cfg.protocol == "peer" and true_matrix is None:
+    raise ConfigError("--protocol=peer needs --true_matrix (or the synthetic dataset, whose "
+                      "generator has one)")
   parent = os.path.dirname(os.path.abspath(out))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".tmp-env-", dir=parent)
   try:
-    reports = {}
-    for name, part in (("train", train), ("test", test)):
-      log(f"fitting the {name} user model ({kind}) on {part.num_users} users, "
-          f"{part.num_interactions} interactions")
-      _, params, report, static = builder(part, cfg, log)
-      save_params(os.path.join(tmp, name), params, static | {"report": report})
-      reports[name] = report | {"users": part.num_users, "interactions": part.num_interactions}
+    reports, extra = {}, {}
+    if cfg.protocol == "peer":
+      sides, proto = build_peer(ds, cfg, true_matrix, log)
+      for name, (params, static, report) in sides.items():
+        save_params(os.path.join(tmp, name), params, static | {"report": report})
+        reports[name] = report | {"users": ds.num_users, "interactions": ds.num_interactions}
+      extra = {"protocol": "peer", "peer": proto | {"true_matrix": true_source or {}}}
+    else:
+      train, test = split_dataset(ds, cfg.split, cfg.train_frac, cfg.seed)
+      builder = build_sequential if kind == "sequential" else build_matrix
+      for name, part in (("train", train), ("test", test)):
+        log(f"fitting the {name} user model ({kind}) on {part.num_users} users, "
+            f"{part.num_interactions} interactions")
+        _, params, report, static = builder(part, cfg, log)
+        save_params(os.path.join(tmp, name), params, static | {"report": report})
+        reports[name] = report | {"users": part.num_users,
+                                  "interactions": part.num_interactions}
+      extra = {"protocol": "paper"}
     ds.save(os.path.join(tmp, "dataset.npz"))
     meta = {"format": FORMAT, "dataset": ds.name, "fingerprint": fingerprint(ds), "kind": kind,
-            "build": dataclasses.asdict(cfg), "reports": reports}
+            "build": dataclasses.asdict(cfg), "reports": reports} | extra
     atomic_write_text(os.path.join(tmp, "env.json"), json.dumps(meta, indent=2) + "\n")
     os.rename(tmp, out)
   except BaseException:
@@ -278,7 +369,10 @@ def _env_of(static: dict, kind: str, path: str) -> RecEnv:
     if not _is_int(static.get("num_items")):
       raise DataError(f"{path}: num_items {static.get('num_items')!r}: expected a positive "
                       "integer")
-    return MatrixEnv(static["num_items"], static["history_len"], static["quit_window"])
+    rule = static.get("window_rule", "last")
+    if rule not in WINDOW_RULES:
+      raise DataError(f"{path}: window_rule {rule!r}: expected one of {', '.join(WINDOW_RULES)}")
+    return MatrixEnv(static["num_items"], static["history_len"], static["quit_window"], rule)
   model = static.get("model")
   names = {f.name for f in dataclasses.fields(sq.SeqConfig)}
   if not isinstance(model, dict) or not set(model) <= names:

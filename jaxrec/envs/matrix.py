@@ -20,8 +20,9 @@ class MatrixParams:
 
 class MatrixEnv(RecEnv):
 
-  def __init__(self, num_items: int, history_len: int = 10, quit_window: int = 4):
-    super().__init__(history_len, quit_window)
+  def __init__(self, num_items: int, history_len: int = 10, quit_window: int = 4,
+               window_rule: str = "last"):
+    super().__init__(history_len, quit_window, window_rule)
     self._num_items = num_items
 
   def _initial(self, key, params: MatrixParams):
@@ -30,6 +31,9 @@ class MatrixEnv(RecEnv):
 
   def _reward(self, params: MatrixParams, state, action):
     return params.table[state.user, action]
+
+  def all_rewards(self, params: MatrixParams, state):
+    return params.table[state.user]
 
   def _advance(self, params, state, action):
     return ()

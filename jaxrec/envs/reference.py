@@ -37,8 +37,9 @@ def _dense(x, p):
 class _Session:
   """The quit rule and bookkeeping shared by both reference envs."""
 
-  def __init__(self, history_len, quit_window, item_vecs, quit):
+  def __init__(self, history_len, quit_window, item_vecs, quit, window_rule="last"):
     self.history_len, self.quit_window = history_len, quit_window
+    self.window_rule = window_rule
     self.item_vecs = item_vecs
     self.beta, self.min_reward = float(quit.beta), float(quit.min_reward)
     self.max_len = int(quit.max_len)
@@ -46,16 +47,23 @@ class _Session:
   def _start(self, first):
     self.history = [first] if first >= 0 else []
     self.recent = []
+    self.sequence = []  # every item recommended in the episode
     self.t, self.ret = 0, 0.0
+
+  def _window(self):
+    if self.window_rule == "peer":  # EasyRL4Rec CoatEnv, literally (negative starts included)
+      return [] if self.t == 0 else self.sequence[self.t - self.quit_window:self.t]
+    return self.recent
 
   def _finish(self, action, reward):
     close = any(np.linalg.norm(self.item_vecs[action] - self.item_vecs[r]) < self.beta
-                for r in self.recent)
+                for r in self._window())
     self.t += 1
     self.ret += reward
     done = reward < self.min_reward or close or self.t >= self.max_len
     self.history = (self.history + [action])[-self.history_len:]
     self.recent = (self.recent + [action])[-self.quit_window:]
+    self.sequence.append(action)
     return done
 
   def obs_history(self):
@@ -121,7 +129,8 @@ class NumpyMatrixEnv(_Session):
   """One session of MatrixEnv."""
 
   def __init__(self, env, params: MatrixParams):
-    super().__init__(env.history_len, env.quit_window, np.asarray(params.item_vecs), params.quit)
+    super().__init__(env.history_len, env.quit_window, np.asarray(params.item_vecs), params.quit,
+                     env.window_rule)
     self.table = np.asarray(params.table)
 
   def reset(self, rng: np.random.Generator, user: int | None = None):

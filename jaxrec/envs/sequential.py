@@ -70,6 +70,11 @@ class SequentialEnv(RecEnv):
   def _reward(self, params: SequentialParams, state, action):
     return self.reward_of_score(params, self.score(params, state.model.h, action))
 
+  def all_rewards(self, params: SequentialParams, state):
+    p = params.model["params"]
+    s = state.model.h @ p["item_emb"]["embedding"].T + p["item_bias"]
+    return self.reward_of_score(params, s)
+
   def _advance(self, params: SequentialParams, state, action):
     return self.model.apply(params.model, state.model, action, method=SeqScorer.step)
 

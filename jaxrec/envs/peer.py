@@ -1,0 +1,194 @@
+"""The EasyRL4Rec / DORL protocol for matrix data (the paper's Coat setting "follows [36]").
+
+Read from the peer's public code (chongminggao/EasyRL4Rec; docs/protocol.md lists the sources
+and what could not be confirmed):
+  - evaluation ("true") env: a dense user x item rating matrix (Coat: the completed
+    `coat_pseudoGT_ratingM.ascii`); reward = the matrix rating (CoatEnv.step);
+  - training env: the same dynamics with the reward replaced by a user model fitted on the
+    logged data, shifted so its minimum is 0 (Simulated_Env/base.py: pred - MIN_R);
+  - leave rule in both: the user leaves when the new item is within `leave_threshold`
+    (strictly) of an item in `sequence_action[t - W:t]` (W = num_leave_compute, Python
+    slicing: see envs.base.leave_window), item distance = L2 between the item columns of the
+    TRUE matrix (BaseData.get_distance_mat); step 0 never leaves; at most `max_turn` steps;
+    the leaving step's reward counts; no low-reward quit. Published Coat settings: W = 7,
+    threshold 6.0, max_turn 30 (visual_results/result_script/Coat.sh and the logs' args).
+  - users drawn uniformly at random at each reset.
+For a matrix other than Coat's the threshold 6.0 has no meaning (another scale and user
+count), so by default it is calibrated: the threshold at which a uniformly random policy's mean
+FB episode length in the true env equals the peer's near-uniform Coat policy's (PG after its
+first epoch, catalog coverage 0.99: Len 14.80). Measured with a random policy only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrec.data.dataset import Dataset
+from jaxrec.envs.base import QuitParams
+from jaxrec.envs.matrix import MatrixEnv, MatrixParams
+from jaxrec.errors import ConfigError, DataError
+
+COAT_LEAVE_THRESHOLD = 6.0  # Coat.sh --leave_threshold 6
+LEAVE_WINDOW = 7  # Coat.sh --num_leave_compute 7
+MAX_TURN = 30  # get_env_args default, in the logs' args
+RANDOM_LEN = 14.80  # Coat PG epoch 1, FB len_tra (CV 0.99: a near-uniform policy)
+
+
+def read_true_matrix(path: str) -> np.ndarray:
+  """[U, I] float32 ratings from whitespace-separated text (one user per line, the peers'
+  .ascii files) or .npy. Bad cells, ragged lines, NaN / inf: one-line DataError naming the
+  file and line."""
+  if not os.path.isfile(path):
+    raise DataError(f"{path}: no such file (--true_matrix)")
+  if path.endswith(".npy"):
+    try:
+      m = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+      raise DataError(f"{path}: not a readable .npy array ({e})") from None
+    if m.ndim != 2 or m.dtype.kind not in "iuf" or 0 in m.shape:
+      raise DataError(f"{path}: expected a non-empty 2-D numeric array, got {m.dtype} "
+                      f"{m.shape}")
+    bad = np.argwhere(~np.isfinite(m))
+    if len(bad):
+      raise DataError(f"{path}: row {bad[0][0] + 1}, column {bad[0][1] + 1}: "
+                      f"{m[tuple(bad[0])]} is not a finite rating")
+    return m.astype(np.float32)
+  rows, width = [], None
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for n, line in enumerate(f, 1):
+      cells = line.split()
+      if not cells:
+        continue
+      try:
+        vals = [float(c) for c in cells]
+      except ValueError:
+        bad = next(c for c in cells if not _is_float(c))
+        raise DataError(f"{path}: line {n}: {bad[:20]!r} is not a number") from None
+      if not all(math.isfinite(v) for v in vals):
+        raise DataError(f"{path}: line {n}: NaN or inf rating")
+      if width is not None and len(vals) != width:
+        raise DataError(f"{path}: line {n}: {len(vals)} values, the first line has {width}")
+      width = len(vals)
+      rows.append(vals)
+  if not rows:
+    raise DataError(f"{path}: empty rating matrix")
+  return np.asarray(rows, np.float32)
+
+
+def _is_float(s: str) -> bool:
+  try:
+    float(s)
+    return True
+  except ValueError:
+    return False
+
+
+def _key_index(key: str) -> int | None:
+  """A user / item key's row / column in a true matrix: its integer (Coat's keys are line
+  numbers) or the integer after a letter prefix (the synthetic data's u12 / i7)."""
+  m = re.fullmatch(r"[A-Za-z_]*(\d+)", str(key))
+  return int(m.group(1)) if m else None
+
+
+def align(matrix: np.ndarray, ds: Dataset, path: str) -> np.ndarray:
+  """The rows / columns of `matrix` for the dataset's users / items, in dataset order."""
+  out = []
+  for axis, keys, what in ((0, ds.user_keys, "user"), (1, ds.item_keys, "item")):
+    idx = [_key_index(k) for k in keys]
+    for k, i in zip(keys, idx):
+      if i is None or i >= matrix.shape[axis]:
+        raise DataError(f"{path}: {what} {k!r} of dataset {ds.name!r} has no "
+                        f"{'row' if axis == 0 else 'column'} in the matrix "
+                        f"({matrix.shape[0]} x {matrix.shape[1]})")
+    out.append(np.asarray(idx))
+  return matrix[np.ix_(out[0], out[1])]
+
+
+def random_lengths(item_vecs: jax.Array, thresholds: np.ndarray, key: jax.Array,
+                   num_sessions: int = 4096, window: int = LEAVE_WINDOW,
+                   max_turn: int = MAX_TURN) -> np.ndarray:
+  """Mean FB episode length of a uniformly random policy under each leave threshold.
+
+  The random policy's items do not depend on when it leaves, so one batch of random
+  trajectories serves every threshold: per step, the distance to the closest item in the
+  peer's leave window (inf where the window is empty), then the first step under threshold."""
+  num_items = item_vecs.shape[0]
+  acts = jax.random.randint(key, (num_sessions, max_turn), 0, num_items)
+
+  def closest(acts_row):
+    v = item_vecs[acts_row]  # [T, d]
+    sq = jnp.sum(v * v, -1)
+    d = jnp.sqrt(jnp.maximum(sq[:, None] + sq[None, :] - 2 * v @ v.T, 0.0))  # [T, T]
+    t = jnp.arange(max_turn)
+    count = jnp.where(t < window, jnp.minimum(t, window - t), window)
+    inside = (t[None, :] < t[:, None]) & (t[None, :] >= t[:, None] - count[:, None])
+    return jnp.min(jnp.where(inside, d, jnp.inf), axis=1)  # [T]
+
+  dmin = np.asarray(jax.jit(jax.vmap(closest))(acts))  # [N, T]
+  lengths = []
+  for b in thresholds:
+    leave = dmin < b
+    leave[:, -1] = True  # max_turn
+    lengths.append(float((np.argmax(leave, axis=1) + 1).mean()))
+  return np.asarray(lengths)
+
+
+def calibrate_threshold(item_vecs: np.ndarray, seed: int, target_len: float = RANDOM_LEN,
+                        window: int = LEAVE_WINDOW, max_turn: int = MAX_TURN) -> tuple[float, float]:
+  """-> (threshold, the random policy's mean length there): the rule of the module docstring,
+  by bisection over quantiles of item-pair distances."""
+  vecs = jnp.asarray(item_vecs)
+  rng = np.random.default_rng(seed)
+  a, b = rng.integers(0, len(item_vecs), size=(2, 20000))
+  pair = np.linalg.norm(item_vecs[a] - item_vecs[b], axis=1)
+  grid = np.quantile(pair, np.linspace(0.0, 0.2, 401))
+  grid[0] = 0.0
+  lens = random_lengths(vecs, grid, jax.random.PRNGKey(seed), window=window, max_turn=max_turn)
+  i = int(np.argmin(np.abs(lens - target_len)))
+  return float(grid[i]), float(lens[i])
+
+
+def peer_quit(threshold: float, max_turn: int = MAX_TURN) -> QuitParams:
+  return QuitParams(beta=jnp.float32(threshold), min_reward=jnp.float32(-np.inf),
+                    max_len=jnp.int32(max_turn))
+
+
+def peer_envs(true: np.ndarray, predicted: np.ndarray, threshold: float, history_len: int,
+              window: int = LEAVE_WINDOW, max_turn: int = MAX_TURN):
+  """-> ((env, train params), (env, test params)): train reward = predicted - its min, test
+  reward = the true matrix; both leave by L2 distance between true-matrix columns."""
+  env = MatrixEnv(true.shape[1], history_len, window, window_rule="peer")
+  vecs = jnp.asarray(true.T)
+  quit = peer_quit(threshold, max_turn)
+  train = MatrixParams(table=jnp.asarray(predicted - predicted.min()), item_vecs=vecs, quit=quit)
+  test = MatrixParams(table=jnp.asarray(true), item_vecs=vecs, quit=quit)
+  return (env, train), (env, test)
+
+
+def true_matrix_for(ds: Dataset, path: str | None, synthetic_cfg=None
+                    ) -> tuple[np.ndarray, dict]:
+  """-> (the ground-truth matrix aligned to `ds` [U, I], its source record): read from `path`,
+  or for the synthetic dataset the generator's own expected ratings (synthetic_cfg)."""
+  if path:
+    with open(path, "rb") as f:
+      digest = hashlib.file_digest(f, "sha256").hexdigest() if os.path.isfile(path) else ""
+    m = read_true_matrix(path)
+    return align(m, ds, path), {"path": os.path.abspath(path), "sha256": digest,
+                                "shape": list(m.shape)}
+  if ds.name != "synthetic":
+    raise ConfigError(f"--protocol=peer on dataset {ds.name!r} needs --true_matrix=FILE (a "
+                      "dense user x item rating matrix, e.g. Coat's "
+                      "coat_pseudoGT_ratingM.ascii)")
+  from jaxrec.data import synthetic
+  truth = synthetic.generate_with_truth(synthetic_cfg or synthetic.SyntheticConfig())[1]
+  return align(truth.ratings, ds, "synthetic ground truth"), {
+      "path": "", "source": "synthetic generator (SyntheticTruth.ratings)",
+      "shape": list(truth.ratings.shape)}
+
