@@ -1,5 +1,6 @@
 """python -m jaxrec.evaluate --export=DIR --env=ENV_DIR [--sessions=N --seed=K
-    --strategy=greedy|epsilon|categorical --which=test|train --out=FILE.json]
+    --strategy=greedy|epsilon|categorical --which=test|train --eval_mode=FB|NX_0|NX_10
+    --out=FILE.json]
 
 Evaluates an export (python -m jaxrec.export) in the test env of ENV_DIR using only the export:
 its deserialized act() drives one episode in each of N fresh sessions, and the paper's metrics
@@ -20,6 +21,7 @@ from jaxrec.agents.types import STRATEGIES
 from jaxrec.errors import ConfigError
 from jaxrec.export import evaluate_export
 from jaxrec.io import atomic_write_text
+from jaxrec.train.evaluation import parse_mode
 
 EXPORT = flags.DEFINE_string("export", None, "export directory from python -m jaxrec.export")
 ENV = flags.DEFINE_string("env", None, "env directory from experiments.build_envs")
@@ -29,6 +31,7 @@ STRATEGY = flags.DEFINE_string("strategy", None,
                                f"one of {', '.join(STRATEGIES)} (default: the run's)")
 WHICH = flags.DEFINE_enum("which", "test", ["test", "train"], "which env of --env")
 OUT = flags.DEFINE_string("out", None, "also write the metrics JSON here")
+MODE = flags.DEFINE_string("eval_mode", "FB", "FB | NX_0 | NX_<k> (jaxrec.train.evaluation)")
 
 
 def main(argv):
@@ -37,8 +40,10 @@ def main(argv):
     raise ConfigError("--export is required (a directory from python -m jaxrec.export)")
   if not ENV.value:
     raise ConfigError("--env is required (a directory from experiments.build_envs)")
+  parse_mode(MODE.value)
   metrics = evaluate_export(EXPORT.value, ENV.value, SESSIONS.value,
-                            jax.random.PRNGKey(SEED.value), STRATEGY.value, WHICH.value)
+                            jax.random.PRNGKey(SEED.value), STRATEGY.value, WHICH.value,
+                            MODE.value)
   metrics |= {"seed": SEED.value, "export": EXPORT.value, "env_dir": ENV.value}
   text = json.dumps(metrics, indent=2) + "\n"
   if OUT.value:

@@ -88,8 +88,8 @@ class A2C:
   def logits(self, params, history: jax.Array) -> jax.Array:
     return self.net.apply(params, history)[0]
 
-  def act(self, params, history, key, strategy, epsilon=0.0):
-    return acting.select(key, self.logits(params, history), strategy, epsilon)
+  def act(self, params, history, key, strategy, epsilon=0.0, allowed=None):
+    return acting.select(key, self.logits(params, history), strategy, epsilon, allowed)
 
   def update(self, state: AgentState, batch: Transition, key: jax.Array):
     del key

@@ -144,9 +144,9 @@ class AdaptivePolicy(A2C):
     return mixture_log_probs(self.logits(params["theta"], history),
                              self.logits(params["beta"], history), params["alpha"])
 
-  def act(self, params, history, key, strategy, epsilon=0.0):
+  def act(self, params, history, key, strategy, epsilon=0.0, allowed=None):
     # categorical samples the mixture; greedy takes its mode; epsilon its mode or a uniform item
-    return acting.select(key, self.log_policy(params, history), strategy, epsilon)
+    return acting.select(key, self.log_policy(params, history), strategy, epsilon, allowed)
 
   def update(self, state: AgentState, batch: Transition, key: jax.Array):
     del key

@@ -146,8 +146,8 @@ class DQN:
     """history [N, L] -> Q [N, I]."""
     return self.net.apply(params, history)
 
-  def act(self, params, history, key, strategy, epsilon=0.0):
-    return acting.select(key, self.q_values(params, history), strategy, epsilon)
+  def act(self, params, history, key, strategy, epsilon=0.0, allowed=None):
+    return acting.select(key, self.q_values(params, history), strategy, epsilon, allowed)
 
   def _flatten(self, batch: Transition) -> Transition:
     """[T, N, ...] rollout -> [T * N, ...] items with the buffer's dtypes."""

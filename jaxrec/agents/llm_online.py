@@ -55,10 +55,11 @@ class LLMOnline(A2C):
     return AgentState(params={"actor": actor, "oracle": self.oracle_params},
                       opt_state=self.optimizer.init(actor), step=jnp.int32(0))
 
-  def act(self, params, history, key, strategy, epsilon=0.0):
+  def act(self, params, history, key, strategy, epsilon=0.0, allowed=None):
     k_propose, k_judge, k_none = jax.random.split(key, 3)
     logits = self.logits(params["actor"], history)
-    cands = acting.propose(k_propose, logits, self.cfg.num_candidates, strategy, epsilon)
+    cands = acting.propose(k_propose, logits, self.cfg.num_candidates, strategy, epsilon,
+                           allowed)
     user = jnp.full(history.shape[:1], -1, jnp.int32)
     choice, _ = oracle.judge_batch(k_judge, self.env, params["oracle"], history, user, cands,
                                    self.cfg.oracle)

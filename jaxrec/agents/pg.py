@@ -139,10 +139,10 @@ class PG:
     """history [N, L] -> logits [N, I]."""
     return self.net.apply(params, history)
 
-  def act(self, params, history, key, strategy, epsilon=0.0):
+  def act(self, params, history, key, strategy, epsilon=0.0, allowed=None):
     # REINFORCE is on-policy: "categorical" samples the policy it learns; greedy / epsilon
     # acting makes the gradient off-policy (biased), kept for the exploration comparison.
-    return acting.select(key, self.logits(params, history), strategy, epsilon)
+    return acting.select(key, self.logits(params, history), strategy, epsilon, allowed)
 
   def advantages(self, batch: Transition) -> tuple[jax.Array, jax.Array]:
     """-> (returns G [T, N], advantages [T, N]) for a rollout."""

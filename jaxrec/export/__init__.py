@@ -6,11 +6,13 @@ Export directory (`export_run`, CLI `python -m jaxrec.export --workdir=RUN --out
                            and epsilon, the param leaves (path, shape, dtype), the source run and
                            epoch, its last metrics row, and the sha256 of every file below
   params.npz               the policy params as flat leaves `leaf_00000`, ... (tree order)
-  act_<strategy>.jaxexport `jax.export`-serialized act(params, history, key) -> actions, one per
-                           strategy in greedy, epsilon, categorical:
+  act_<strategy>.jaxexport `jax.export`-serialized act(params, history, key, allowed) -> actions,
+                           one per strategy in greedy, epsilon, categorical:
                              params   list of the leaves of params.npz
                              history  int32 [n, L] (item ids, right-aligned, -1 = padding)
                              key      uint32 [2] (a raw threefry key, jax.random.PRNGKey)
+                             allowed  bool [n, I] items the policy may pick (all True: free;
+                                      the NX evaluation modes mask recommended items)
                              actions  int32 [n]
                            n is symbolic: one file serves any batch size. Each file is lowered
                            for cpu, cuda and tpu. epsilon (strategy `epsilon`) is the run's,
@@ -40,7 +42,7 @@ from jaxrec.agents.types import STRATEGIES
 from jaxrec.errors import ConfigError, DataError
 from jaxrec.io import atomic_savez, atomic_write_text, read_json_object, read_npz
 
-FORMAT = 1
+FORMAT = 2  # 2: act takes `allowed` (the NX evaluation modes)
 CONFIG = "config.json"
 PARAMS = "params.npz"
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -78,11 +80,13 @@ def export_policy(agent, params, out: str, *, epsilon: float, strategy: str, met
   (n,) = jax_export.symbolic_shape("n")
   args = ([jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves],
           jax.ShapeDtypeStruct((n, history_len), jnp.int32),
-          jax.ShapeDtypeStruct((2,), jnp.uint32))
+          jax.ShapeDtypeStruct((2,), jnp.uint32),
+          jax.ShapeDtypeStruct((n, int(meta["env"]["num_items"])), jnp.bool_))
   blobs = {}
   for s in STRATEGIES:
-    def act(leaves, history, key, s=s):
-      return agent.act(jax.tree_util.tree_unflatten(treedef, leaves), history, key, s, epsilon)
+    def act(leaves, history, key, allowed, s=s):
+      return agent.act(jax.tree_util.tree_unflatten(treedef, leaves), history, key, s, epsilon,
+                       allowed=allowed)
     blobs[s] = jax_export.export(jax.jit(act), platforms=PLATFORMS)(*args).serialize()
 
   parent = os.path.dirname(os.path.abspath(out))
@@ -99,8 +103,8 @@ def export_policy(agent, params, out: str, *, epsilon: float, strategy: str, met
         **meta,
         "strategy": strategy,
         "epsilon": float(epsilon),
-        "act": {"signature": "act(params: list[leaf], history: int32[n, L], key: uint32[2]) "
-                             "-> int32[n]", "platforms": list(PLATFORMS),
+        "act": {"signature": "act(params: list[leaf], history: int32[n, L], key: uint32[2], "
+                             "allowed: bool[n, I]) -> int32[n]", "platforms": list(PLATFORMS),
                 "files": {s: act_file(s) for s in STRATEGIES}},
         "params": [{"path": p, "shape": list(x.shape), "dtype": str(x.dtype)}
                    for p, x in zip(paths, leaves)],
@@ -157,13 +161,16 @@ class ExportedPolicy:
   functions: dict  # strategy -> jax.export.Exported
 
   def act(self, params, history: jax.Array, key: jax.Array, strategy: str,
-          epsilon: Any = None) -> jax.Array:
-    """history [n, L] int32 -> actions [n] int32. epsilon is the exported one (baked in)."""
+          epsilon: Any = None, allowed: jax.Array | None = None) -> jax.Array:
+    """history [n, L] int32 -> actions [n] int32. epsilon is the exported one (baked in);
+    allowed [n, I] bool (default all)."""
     del epsilon
     if strategy not in self.functions:
       raise ConfigError(f"--strategy must be one of {', '.join(self.functions)}; "
                         f"got {strategy!r}")
-    return self.functions[strategy].call(params, history, key)
+    if allowed is None:
+      allowed = jnp.ones((history.shape[0], self.config["env"]["num_items"]), bool)
+    return self.functions[strategy].call(params, history, key, allowed)
 
 
 def _read_config(directory: str) -> dict:
@@ -254,18 +261,23 @@ def load_export(directory: str) -> ExportedPolicy:
       raise DataError(f"{path}: not a serialized jax.export function ({type(e).__name__})"
                       ) from None
     avals = functions[s].in_avals
-    if len(avals) != len(leaves) + 2:
+    if len(avals) != len(leaves) + 3:
       raise DataError(f"{path}: takes {len(avals)} arrays, expected "
-                      f"{len(leaves)} param leaves + history + key")
+                      f"{len(leaves)} param leaves + history + key + allowed")
     history_len = config["env"]["history_len"]
     for i, (aval, leaf) in enumerate(zip(avals, leaves)):
       if aval.shape != leaf.shape or aval.dtype != leaf.dtype:
         raise DataError(f"{path}: argument {i} is {aval.dtype}{list(aval.shape)}, the param "
                         f"leaf is {leaf.dtype}{list(leaf.shape)}")
-    if (len(avals[-2].shape) != 2 or avals[-2].shape[1] != history_len
-        or avals[-2].dtype != jnp.int32):
-      raise DataError(f"{path}: history argument is {avals[-2].dtype}{avals[-2].shape}, "
+    if (len(avals[-3].shape) != 2 or avals[-3].shape[1] != history_len
+        or avals[-3].dtype != jnp.int32):
+      raise DataError(f"{path}: history argument is {avals[-3].dtype}{avals[-3].shape}, "
                       f"expected int32[n, {history_len}]")
+    num_items = config["env"]["num_items"]
+    if (len(avals[-1].shape) != 2 or avals[-1].shape[1] != num_items
+        or avals[-1].dtype != jnp.bool_):
+      raise DataError(f"{path}: allowed argument is {avals[-1].dtype}{avals[-1].shape}, "
+                      f"expected bool[n, {num_items}]")
   return ExportedPolicy(directory=directory, config=config,
                         params=[jnp.asarray(x) for x in leaves], functions=functions)
 
@@ -286,7 +298,8 @@ def check_env_matches(policy: ExportedPolicy, env, env_meta: dict, env_dir: str)
 
 
 def evaluate_export(export: str | ExportedPolicy, env_dir: str, num_sessions: int,
-                    key: jax.Array, strategy: str | None = None, which: str = "test") -> dict:
+                    key: jax.Array, strategy: str | None = None, which: str = "test",
+                    mode: str = "FB") -> dict:
   """The paper's metrics (R, Len, Ravg, R_std; Sec. 5.3) of an export in the `which` env of
   `env_dir`: one episode in each of num_sessions fresh sessions. Same key -> same numbers as
   `jaxrec.train.loop.evaluate` on the live params (bit-exact on CPU)."""
@@ -303,9 +316,12 @@ def evaluate_export(export: str | ExportedPolicy, env_dir: str, num_sessions: in
   env, env_params, meta = build.load_env(env_dir, which)
   check_env_matches(policy, env, meta, env_dir)
   max_len = int(meta["build"]["max_len"])
-  fn = jax.jit(lambda params, key, env_params: evaluate(
+  from jaxrec.train.evaluation import env_popularity
+  popularity = env_popularity(env_dir)
+  fn = jax.jit(lambda params, key, env_params, popularity: evaluate(
       policy, params, env, env_params, key, num_sessions, max_len, strategy,
-      policy.config["epsilon"]))
-  metrics = fn(policy.params, key, env_params)
+      policy.config["epsilon"], mode, popularity))
+  metrics = fn(policy.params, key, env_params, popularity)
   return {k: float(v) for k, v in metrics.items()} | {
-      "sessions": num_sessions, "strategy": strategy, "env": which}
+      "sessions": num_sessions, "strategy": strategy, "env": which, "eval_mode": mode,
+      "protocol": meta.get("protocol", "paper")}

@@ -31,6 +31,10 @@ EXPLORE = flags.DEFINE_string("explore", _T.explore, f"one of {', '.join(STRATEG
 EVAL_SESSIONS = flags.DEFINE_integer("eval_sessions", _T.eval_sessions,
                                      "test-env episodes per evaluation")
 EVAL_EXPLORE = flags.DEFINE_string("eval_explore", "", "test-time strategy (default --explore)")
+EVAL_MODE = flags.DEFINE_string("eval_mode", _T.eval_mode,
+                                "evaluation modes, comma-separated: FB, NX_0, NX_<k> (the peer "
+                                "protocol's; the first one's metrics are R, Len, ..., the "
+                                "others' are prefixed, e.g. NX_0_R)")
 UNROLL = flags.DEFINE_integer("unroll_len", _A.unroll_len, "steps per update; 0 = agent default")
 BUFFER = flags.DEFINE_integer("buffer_size", _A.buffer_size, "dqn replay capacity")
 BATCH = flags.DEFINE_integer("batch_size", _A.batch_size, "dqn minibatch")
@@ -59,7 +63,7 @@ def config_from_flags() -> TrainConfig:
       total_steps=TOTAL_STEPS.value, steps_per_epoch=STEPS_PER_EPOCH.value,
       explore=EXPLORE.value, epsilon=common.EPSILON.value,
       eval_sessions=EVAL_SESSIONS.value, eval_explore=EVAL_EXPLORE.value,
-      seed=common.SEED.value, init_from=INIT_FROM.value,
+      eval_mode=EVAL_MODE.value, seed=common.SEED.value, init_from=INIT_FROM.value,
       agent_cfg=common.agent_config(
           unroll_len=UNROLL.value, buffer_size=BUFFER.value, batch_size=BATCH.value,
           min_buffer=MIN_BUFFER.value, target_period=TARGET.value,

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrec.agents.types import Agent, AgentState, Transition
+from jaxrec.train.evaluation import agent_policy, evaluate_policy
 
 CURVE_WINDOW = 20  # the paper's learning curves: mean of the most recent 20 finished episodes
 FINITE = "finite"  # per-update curve key: params and losses after the update are all finite
@@ -120,25 +121,10 @@ def make_train(cfg: LoopConfig, agent: Agent, env):
 
 
 def evaluate(agent: Agent, params, env, env_params, key: jax.Array, num_sessions: int,
-             max_steps: int, strategy: str, epsilon: float = 0.0) -> dict:
-  """One episode in each of num_sessions fresh sessions (no auto-reset): the paper's Return,
-  Length and average reward (R / Len per episode, averaged)."""
-  k_reset, key = jax.random.split(key)
-  obs, state = jax.vmap(env.reset_env, in_axes=(0, None))(
-      jax.random.split(k_reset, num_sessions), env_params)
-  vstep = jax.vmap(env.step_env, in_axes=(None, 0, 0, None))
-
-  def body(carry, k):
-    state, history, alive, ret, length = carry
-    action = agent.act(params, history, k, strategy, epsilon)
-    obs, state, reward, done, _ = vstep(k, state, action, env_params)
-    ret = ret + jnp.where(alive, reward, 0.0)
-    length = length + alive.astype(jnp.int32)
-    return (state, obs.history, alive & ~done, ret, length), None
-
-  init = (state, obs.history, jnp.ones(num_sessions, bool), jnp.zeros(num_sessions),
-          jnp.zeros(num_sessions, jnp.int32))
-  (_, _, _, ret, length), _ = jax.lax.scan(body, init, jax.random.split(key, max_steps))
-  return {"R": ret.mean(), "Len": length.mean(),
-          "Ravg": (ret / jnp.maximum(length, 1)).mean(),
-          "R_std": ret.std()}
+             max_steps: int, strategy: str, epsilon: float = 0.0, mode: str = "FB",
+             popularity: jax.Array | None = None) -> dict:
+  """One episode in each of num_sessions fresh sessions (no auto-reset) driven by the agent:
+  the paper's Return, Length and average reward and the diagnostics of
+  `jaxrec.train.evaluation` under the evaluation `mode` (FB, NX_0, NX_k)."""
+  return evaluate_policy(agent_policy(agent, params, strategy, epsilon), env, env_params, key,
+                         num_sessions, max_steps, mode, popularity)

@@ -37,6 +37,7 @@ from jaxrec import faults
 from jaxrec.errors import ConfigError, NonFiniteError
 from jaxrec.io import atomic_write_jsonl, atomic_write_text
 from jaxrec.train import sharding
+from jaxrec.train.evaluation import env_popularity, eval_modes
 from jaxrec.train.loop import FINITE, LoopConfig, evaluate, make_train
 
 
@@ -51,6 +52,7 @@ class TrainConfig:
   epsilon: float = 0.1
   eval_sessions: int = 1024
   eval_explore: str = ""  # default: the training strategy
+  eval_mode: str = "FB"  # comma-separated FB | NX_0 | NX_<k>; the first is the headline
   seed: int = 0
   agent_cfg: AgentConfig = AgentConfig()
   keep_checkpoints: int = 2
@@ -75,6 +77,7 @@ class TrainConfig:
     check_strategy(self.explore)
     if self.eval_explore:
       check_strategy(self.eval_explore)
+    eval_modes(self.eval_mode)
     self.agent_cfg.validate()
 
 
@@ -146,9 +149,18 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print,
   init_runner, train_epoch, shardings = sharding.jit_loop(mesh, init_runner, train_epoch,
                                                           env_params)
   eval_strategy = cfg.eval_explore or cfg.explore
-  eval_fn = sharding.jit_replicated(lambda params, root, epoch, test_params: evaluate(
-      acting, params, test_env, test_params, jax.random.fold_in(root, epoch),
-      cfg.eval_sessions, max_len, eval_strategy, cfg.epsilon), mesh)
+  popularity = sharding.replicate(env_popularity(cfg.env), mesh)
+
+  def eval_all(params, root, epoch, test_params, popularity):
+    key = jax.random.fold_in(root, epoch)
+    rows = [evaluate(acting, params, test_env, test_params, key, cfg.eval_sessions, max_len,
+                     eval_strategy, cfg.epsilon, mode, popularity)
+            for mode in eval_modes(cfg.eval_mode)]
+    return rows[0] | {f"{mode}_{k}": v for mode, row in zip(eval_modes(cfg.eval_mode)[1:],
+                                                             rows[1:]) for k, v in row.items()}
+  eval_jit = sharding.jit_replicated(eval_all, mesh)
+  eval_fn = lambda params, root, epoch, test_params: eval_jit(params, root, epoch, test_params,
+                                                              popularity)
 
   os.makedirs(workdir, exist_ok=True)
   if primary:

@@ -229,9 +229,11 @@ class ShardedActing:
   def __getattr__(self, name: str):
     return getattr(self._agent, name)
 
-  def act(self, params, history, key, strategy, epsilon=0.0):
+  def act(self, params, history, key, strategy, epsilon=0.0, allowed=None):
     history = constrain_sessions(history, self._mesh)
-    action = self._agent.act(params, history, key, strategy, epsilon)
+    if allowed is not None:
+      allowed = constrain_sessions(allowed, self._mesh)
+    action = self._agent.act(params, history, key, strategy, epsilon, allowed=allowed)
     return constrain_sessions(action, self._mesh)
 
 
