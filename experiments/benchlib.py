@@ -12,8 +12,8 @@ import time
 import jax
 import numpy as np
 
+from jaxrec import cli
 from jaxrec.errors import ConfigError
-from jaxrec.io import atomic_write_text
 
 
 def best_time(fn, min_time: float) -> float:
@@ -166,7 +166,4 @@ def default_env_dir(out: str) -> str:
 
 def report(result: dict, out: str) -> None:
   """Prints the benchmark's JSON and, with --out, writes it atomically."""
-  text = json.dumps(result, indent=2)
-  print(text)
-  if out:
-    atomic_write_text(out, text + "\n")
+  cli.emit_json(result, out)

@@ -10,7 +10,6 @@ Atari reports human-normalised scores. Prints JSON {mode: {policy: metrics}}.
 
 from __future__ import annotations
 
-import json
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +18,6 @@ from absl import flags
 from jaxrec import cli
 from jaxrec.envs import build, policies
 from jaxrec.errors import ConfigError
-from jaxrec.io import atomic_write_text
 from jaxrec.train.evaluation import env_popularity, eval_modes, evaluate_policy
 
 ENV = flags.DEFINE_string("env", None, "env directory from experiments.build_envs")
@@ -65,10 +63,7 @@ def main(argv):
   if not ENV.value:
     raise ConfigError("--env is required (a directory from experiments.build_envs)")
   result = reference_metrics(ENV.value, MODES.value, SESSIONS.value, SEED.value, WHICH.value)
-  text = json.dumps(result, indent=2) + "\n"
-  if OUT.value:
-    atomic_write_text(OUT.value, text)
-  print(text, end="")
+  cli.emit_json(result, OUT.value)
 
 
 if __name__ == "__main__":

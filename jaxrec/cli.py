@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 
 from absl import app, flags, logging
 
 from jaxrec.errors import JaxrecError
+from jaxrec.io import atomic_write_text
 from jaxrec.faults import PREEMPTED_EXIT, Preempted
 
 
@@ -37,6 +39,14 @@ def one_line_errors(main):
       sys.exit(2)
 
   return wrapped
+
+
+def emit_json(result: dict, out: str | None) -> None:
+  """Writes `result` as indented JSON to `out` atomically (when given), then prints it."""
+  text = json.dumps(result, indent=2) + "\n"
+  if out:
+    atomic_write_text(out, text)
+  print(text, end="")
 
 
 def reject_extra_args(argv) -> None:

@@ -11,7 +11,6 @@ fingerprint and item count). Same flags -> same numbers.
 
 from __future__ import annotations
 
-import json
 
 import jax
 from absl import flags
@@ -20,7 +19,6 @@ from jaxrec import cli
 from jaxrec.agents.types import STRATEGIES
 from jaxrec.errors import ConfigError
 from jaxrec.export import evaluate_export
-from jaxrec.io import atomic_write_text
 from jaxrec.train.evaluation import parse_mode
 
 EXPORT = flags.DEFINE_string("export", None, "export directory from python -m jaxrec.export")
@@ -45,10 +43,7 @@ def main(argv):
                             jax.random.PRNGKey(SEED.value), STRATEGY.value, WHICH.value,
                             MODE.value)
   metrics |= {"seed": SEED.value, "export": EXPORT.value, "env_dir": ENV.value}
-  text = json.dumps(metrics, indent=2) + "\n"
-  if OUT.value:
-    atomic_write_text(OUT.value, text)
-  print(text, end="")
+  cli.emit_json(metrics, OUT.value)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ DataError naming it."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -36,6 +37,15 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator:
     with contextlib.suppress(FileNotFoundError):
       os.unlink(tmp)
     raise
+
+
+def sha256_file(path: str) -> str:
+  """Hex sha256 of a file, read in 1 MiB blocks."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
 
 
 def atomic_savez(path: str, **arrays: np.ndarray) -> None:

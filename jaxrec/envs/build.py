@@ -218,10 +218,10 @@ def build_peer(ds: Dataset, cfg: BuildConfig, true: np.ndarray, log=print):
   elif ds.name == "coat":
     threshold, rule = peer.COAT_LEAVE_THRESHOLD, "Coat.sh --leave_threshold 6"
   else:
-    threshold, _ = peer.calibrate_threshold(true.T, cfg.seed, window=cfg.leave_window,
+    threshold, _ = peer.calibrate_threshold(true, cfg.seed, window=cfg.leave_window,
                                             max_turn=cfg.max_len)
     rule = f"random-policy FB length {peer.RANDOM_LEN} in the true env"
-  lens = peer.random_lengths(jnp.asarray(true.T), np.asarray([threshold]),
+  lens = peer.random_lengths(true, np.asarray([threshold]),
                              jax.random.PRNGKey(cfg.seed + 1), window=cfg.leave_window,
                              max_turn=cfg.max_len)
   (env, train), (_, test) = peer.peer_envs(true, np.asarray(fitted.table), threshold,

@@ -9,12 +9,15 @@ randomly initialised policy acts as a near-uniform one, so the rule ("random", t
      episode length is RANDOM_LEN (the LFM midpoint 4.835), with the similarity quit and the
      max length in force;
   3. the reward scale tau (r = reward_max * sigmoid((s - c) / tau), c fixed by 1.) is the one at
-     which that random policy's mean per-episode R / Len is RANDOM_RAVG (the LFM midpoint 0.36).
+     which that random policy's mean per-episode R / Len is RANDOM_RAVG (the LFM midpoint 0.36);
+  4. the similarity threshold beta is the one (on a grid of quantiles of the window distances)
+     at which that random policy's mean R is closest to RANDOM_R (the LFM midpoint 1.745), with
+     2. and 3. solved again for each candidate (calibrate_random_beta).
 
 Everything is measured on uniformly random trajectories of the fitted env, never on a learned
 policy. A random policy's items do not depend on when it quits or on the reward scale, so one
-batch of trajectories (scores and similarity flags per step) serves every candidate threshold
-and scale, and both are found by bisection. "heldout" keeps the earlier calibration (the
+batch of trajectories (scores and window distances per step) serves every candidate threshold,
+scale and beta. "heldout" keeps the earlier calibration (the
 median random item of logged histories earns `calib_neg`, the quit at a reward quantile).
 """
 
@@ -38,10 +41,12 @@ def within_paper_ranges(r: float, length: float, ravg: float) -> bool:
   return all(lo <= v <= hi for v, (lo, hi) in zip((r, length, ravg), LFM_RANGES.values()))
 
 
-def random_trajectories(env, params, key: jax.Array, num_sessions: int, steps: int):
+def random_trajectories(env, params, key: jax.Array, num_sessions: int, steps: int,
+                        with_scores: bool = True):
   """Uniformly random actions for `steps` steps from fresh sessions, never quitting ->
-  (raw scores [N, T] of the recommended items, distance [N, T] to the closest item in the
-  leave window, inf where it is empty) as NumPy."""
+  (raw scores [N, T] of the recommended items (SequentialEnv.score; None unless with_scores),
+  distance [N, T] to the closest item in the env's leave window, inf where it is empty) as
+  NumPy. Any env: the leave window is the env's own rule."""
   obs, state = jax.vmap(env.reset_env, in_axes=(0, None))(
       jax.random.split(jax.random.fold_in(key, 0), num_sessions), params)
   del obs
@@ -49,7 +54,7 @@ def random_trajectories(env, params, key: jax.Array, num_sessions: int, steps: i
 
   def body(state, k):
     action = jax.random.randint(k, (num_sessions,), 0, env.num_actions)
-    score = env.score(params, state.model.h, action)
+    score = env.score(params, state.model.h, action) if with_scores else None
     window = jax.vmap(lambda t: leave_window(env.window_rule, env.quit_window, t))(state.t)
     vecs = env.item_vectors(params)
     dist = jnp.linalg.norm(vecs[jnp.maximum(state.recent, 0)] - vecs[action][:, None], axis=-1)
@@ -59,7 +64,7 @@ def random_trajectories(env, params, key: jax.Array, num_sessions: int, steps: i
 
   run = jax.jit(lambda state, keys: jax.lax.scan(body, state, keys)[1])
   scores, closest = run(state, jax.random.split(jax.random.fold_in(key, 1), steps))
-  return np.asarray(scores).T, np.asarray(closest).T
+  return (np.asarray(scores).T if with_scores else None), np.asarray(closest).T
 
 
 def _lengths(scores: np.ndarray, similar: np.ndarray, s_quit: float) -> np.ndarray:
@@ -74,17 +79,24 @@ def _reward(scores, center: float, tau: float, reward_max: float):
   return reward_max * 0.5 * (1.0 + np.tanh((np.asarray(scores) - center) / (2.0 * tau)))
 
 
-def _ravg(scores: np.ndarray, lengths: np.ndarray, center: float, tau: float,
-          reward_max: float) -> float:
+def _returns(scores: np.ndarray, lengths: np.ndarray, center: float, tau: float,
+             reward_max: float) -> np.ndarray:
+  """[N] episode returns of the trajectories cut at `lengths`."""
   r = _reward(scores, center, tau, reward_max)
   alive = np.arange(scores.shape[1])[None, :] < lengths[:, None]
-  return float(((r * alive).sum(1) / lengths).mean())
+  return (r * alive).sum(1)
+
+
+def _ravg(scores: np.ndarray, lengths: np.ndarray, center: float, tau: float,
+          reward_max: float) -> float:
+  return float((_returns(scores, lengths, center, tau, reward_max) / lengths).mean())
 
 
 def calibrate_random(scores: np.ndarray, similar: np.ndarray, s_pos: float, reward_max: float,
                      calib_pos: float, target_len: float = RANDOM_LEN,
                      target_ravg: float = RANDOM_RAVG, iters: int = 60) -> dict:
-  """-> {center, scale, min_reward, random_len, random_ravg} by the rule of the docstring."""
+  """-> {center, scale, min_reward, s_quit, random_r, random_len, random_ravg}: steps 1-3 of
+  the docstring's rule for one similarity flag array [N, T]."""
   lo, hi = float(scores.min()) - 1.0, float(scores.max()) + 1.0  # length falls as s_quit rises
   for _ in range(iters):
     mid = (lo + hi) / 2
@@ -104,6 +116,7 @@ def calibrate_random(scores: np.ndarray, similar: np.ndarray, s_pos: float, rewa
   min_reward = _reward(s_quit, center, tau, reward_max)
   return {"center": float(center), "scale": tau, "min_reward": float(min_reward),
           "s_quit": s_quit,
+          "random_r": float(_returns(scores, lengths, center, tau, reward_max).mean()),
           "random_len": float(lengths.mean()),
           "random_ravg": _ravg(scores, lengths, center, tau, reward_max)}
 
@@ -118,8 +131,8 @@ def with_calibration(params, center: float, scale: float, min_reward: float, bet
 
 def calibrate_random_beta(scores: np.ndarray, closest: np.ndarray, s_pos: float,
                           reward_max: float, calib_pos: float, target_r: float = RANDOM_R,
-                          target_len: float = RANDOM_LEN, target_ravg: float = RANDOM_RAVG,
-                          rng: np.random.Generator | None = None) -> dict:
+                          target_len: float = RANDOM_LEN, target_ravg: float = RANDOM_RAVG
+                          ) -> dict:
   """The full rule: the similarity threshold beta too, so that R matches as well as Len and
   Ravg. R, Len and Ravg of a random policy are three statistics; with the low-reward quit
   alone, long episodes are the high-reward ones and R / Len exceeds Ravg (the paper's
@@ -132,11 +145,7 @@ def calibrate_random_beta(scores: np.ndarray, closest: np.ndarray, s_pos: float,
   for q in np.linspace(0.0, 0.5, 51):
     beta = float(np.quantile(finite, q)) if q > 0 else 0.0
     c = calibrate_random(scores, closest < beta, s_pos, reward_max, calib_pos, target_len,
-                         target_ravg)
-    lengths = _lengths(scores, closest < beta, c["s_quit"])
-    r = _reward(scores, c["center"], c["scale"], reward_max)
-    alive = np.arange(scores.shape[1])[None, :] < lengths[:, None]
-    c |= {"beta": beta, "random_r": float((r * alive).sum(1).mean())}
+                         target_ravg) | {"beta": beta}
     if best is None or abs(c["random_r"] - target_r) < abs(best["random_r"] - target_r):
       best = c
   return best

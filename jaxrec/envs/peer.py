@@ -21,8 +21,6 @@ first epoch, catalog coverage 0.99: Len 14.80). Measured with a random policy on
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
 import re
 
@@ -31,9 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec.data.dataset import Dataset
+from jaxrec.data.loaders._common import iter_lines, to_float
+from jaxrec.envs import calibrate
 from jaxrec.envs.base import QuitParams
 from jaxrec.envs.matrix import MatrixEnv, MatrixParams
 from jaxrec.errors import ConfigError, DataError
+from jaxrec.io import sha256_file
 
 COAT_LEAVE_THRESHOLD = 6.0  # Coat.sh --leave_threshold 6
 LEAVE_WINDOW = 7  # Coat.sh --num_leave_compute 7
@@ -61,33 +62,16 @@ def read_true_matrix(path: str) -> np.ndarray:
                       f"{m[tuple(bad[0])]} is not a finite rating")
     return m.astype(np.float32)
   rows, width = [], None
-  with open(path, encoding="utf-8", errors="replace") as f:
-    for n, line in enumerate(f, 1):
-      cells = line.split()
-      if not cells:
-        continue
-      try:
-        vals = [float(c) for c in cells]
-      except ValueError:
-        bad = next(c for c in cells if not _is_float(c))
-        raise DataError(f"{path}: line {n}: {bad[:20]!r} is not a number") from None
-      if not all(math.isfinite(v) for v in vals):
-        raise DataError(f"{path}: line {n}: NaN or inf rating")
-      if width is not None and len(vals) != width:
-        raise DataError(f"{path}: line {n}: {len(vals)} values, the first line has {width}")
-      width = len(vals)
-      rows.append(vals)
+  for n, line in iter_lines(path, "utf-8"):
+    cells = line.split()
+    if width is not None and len(cells) != width:
+      raise DataError(f"{path}:{n}: {len(cells)} values, the first line has {width}")
+    width = len(cells)
+    rows.append([to_float(path, n, f"column {j + 1} (item {j})", c)
+                 for j, c in enumerate(cells)])
   if not rows:
     raise DataError(f"{path}: empty rating matrix")
   return np.asarray(rows, np.float32)
-
-
-def _is_float(s: str) -> bool:
-  try:
-    float(s)
-    return True
-  except ValueError:
-    return False
 
 
 def _key_index(key: str) -> int | None:
@@ -111,27 +95,19 @@ def align(matrix: np.ndarray, ds: Dataset, path: str) -> np.ndarray:
   return matrix[np.ix_(out[0], out[1])]
 
 
-def random_lengths(item_vecs: jax.Array, thresholds: np.ndarray, key: jax.Array,
+def random_lengths(true: np.ndarray, thresholds: np.ndarray, key: jax.Array,
                    num_sessions: int = 4096, window: int = LEAVE_WINDOW,
                    max_turn: int = MAX_TURN) -> np.ndarray:
-  """Mean FB episode length of a uniformly random policy under each leave threshold.
+  """Mean FB episode length of a uniformly random policy in the true env of `true` [U, I]
+  under each leave threshold.
 
   The random policy's items do not depend on when it leaves, so one batch of random
-  trajectories serves every threshold: per step, the distance to the closest item in the
-  peer's leave window (inf where the window is empty), then the first step under threshold."""
-  num_items = item_vecs.shape[0]
-  acts = jax.random.randint(key, (num_sessions, max_turn), 0, num_items)
-
-  def closest(acts_row):
-    v = item_vecs[acts_row]  # [T, d]
-    sq = jnp.sum(v * v, -1)
-    d = jnp.sqrt(jnp.maximum(sq[:, None] + sq[None, :] - 2 * v @ v.T, 0.0))  # [T, T]
-    t = jnp.arange(max_turn)
-    count = jnp.where(t < window, jnp.minimum(t, window - t), window)
-    inside = (t[None, :] < t[:, None]) & (t[None, :] >= t[:, None] - count[:, None])
-    return jnp.min(jnp.where(inside, d, jnp.inf), axis=1)  # [T]
-
-  dmin = np.asarray(jax.jit(jax.vmap(closest))(acts))  # [N, T]
+  trajectories (calibrate.random_trajectories: per step, the distance to the closest item of
+  the peer's leave window) serves every threshold: an episode ends at the first step under it."""
+  _, (env, params) = peer_envs(true, true, 0.0, history_len=1, window=window,
+                               max_turn=max_turn)
+  _, dmin = calibrate.random_trajectories(env, params, key, num_sessions, max_turn,
+                                          with_scores=False)
   lengths = []
   for b in thresholds:
     leave = dmin < b
@@ -140,17 +116,17 @@ def random_lengths(item_vecs: jax.Array, thresholds: np.ndarray, key: jax.Array,
   return np.asarray(lengths)
 
 
-def calibrate_threshold(item_vecs: np.ndarray, seed: int, target_len: float = RANDOM_LEN,
+def calibrate_threshold(true: np.ndarray, seed: int, target_len: float = RANDOM_LEN,
                         window: int = LEAVE_WINDOW, max_turn: int = MAX_TURN) -> tuple[float, float]:
   """-> (threshold, the random policy's mean length there): the rule of the module docstring,
-  by bisection over quantiles of item-pair distances."""
-  vecs = jnp.asarray(item_vecs)
+  over a grid of quantiles of item-pair distances (items: the columns of `true` [U, I])."""
+  item_vecs = true.T
   rng = np.random.default_rng(seed)
   a, b = rng.integers(0, len(item_vecs), size=(2, 20000))
   pair = np.linalg.norm(item_vecs[a] - item_vecs[b], axis=1)
   grid = np.quantile(pair, np.linspace(0.0, 0.2, 401))
   grid[0] = 0.0
-  lens = random_lengths(vecs, grid, jax.random.PRNGKey(seed), window=window, max_turn=max_turn)
+  lens = random_lengths(true, grid, jax.random.PRNGKey(seed), window=window, max_turn=max_turn)
   i = int(np.argmin(np.abs(lens - target_len)))
   return float(grid[i]), float(lens[i])
 
@@ -177,10 +153,8 @@ def true_matrix_for(ds: Dataset, path: str | None, synthetic_cfg=None
   """-> (the ground-truth matrix aligned to `ds` [U, I], its source record): read from `path`,
   or for the synthetic dataset the generator's own expected ratings (synthetic_cfg)."""
   if path:
-    with open(path, "rb") as f:
-      digest = hashlib.file_digest(f, "sha256").hexdigest() if os.path.isfile(path) else ""
     m = read_true_matrix(path)
-    return align(m, ds, path), {"path": os.path.abspath(path), "sha256": digest,
+    return align(m, ds, path), {"path": os.path.abspath(path), "sha256": sha256_file(path),
                                 "shape": list(m.shape)}
   if ds.name != "synthetic":
     raise ConfigError(f"--protocol=peer on dataset {ds.name!r} needs --true_matrix=FILE (a "

@@ -26,7 +26,6 @@ agent class or network code is involved, so an export outlives changes to them.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -40,7 +39,8 @@ from jax import export as jax_export
 
 from jaxrec.agents.types import STRATEGIES
 from jaxrec.errors import ConfigError, DataError
-from jaxrec.io import atomic_savez, atomic_write_text, read_json_object, read_npz
+from jaxrec.io import (atomic_savez, atomic_write_text, read_json_object, read_npz,
+                       sha256_file)
 
 FORMAT = 2  # 2: act takes `allowed` (the NX evaluation modes)
 CONFIG = "config.json"
@@ -52,14 +52,6 @@ os.umask(_UMASK)
 
 def act_file(strategy: str) -> str:
   return f"act_{strategy}.jaxexport"
-
-
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def _leaf_name(i: int) -> str:
@@ -109,7 +101,7 @@ def export_policy(agent, params, out: str, *, epsilon: float, strategy: str, met
         "params": [{"path": p, "shape": list(x.shape), "dtype": str(x.dtype)}
                    for p, x in zip(paths, leaves)],
         "jax_version": jax.__version__,
-        "sha256": {name: _sha256(os.path.join(tmp, name))
+        "sha256": {name: sha256_file(os.path.join(tmp, name))
                    for name in [PARAMS] + [act_file(s) for s in STRATEGIES]},
     }
     atomic_write_text(os.path.join(tmp, CONFIG), json.dumps(config, indent=2) + "\n")
@@ -238,7 +230,7 @@ def load_export(directory: str) -> ExportedPolicy:
     path = os.path.join(directory, name)
     if not os.path.isfile(path):
       raise DataError(f"{path}: missing from the export")
-    if _sha256(path) != digest:
+    if sha256_file(path) != digest:
       raise DataError(f"{path}: sha256 mismatch with {CONFIG} (corrupt or partly copied)")
   params_path = os.path.join(directory, PARAMS)
   arrays = read_npz(params_path, label="unreadable")

@@ -24,6 +24,7 @@ Metrics (one episode per fresh session, no auto-reset):
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Callable
 
@@ -78,7 +79,6 @@ def item_popularity(seq_items: np.ndarray, offsets: np.ndarray, ratings: np.ndar
 def env_popularity(env_dir: str) -> np.ndarray | None:
   """[I] the item popularity of an env directory's logged data (the Novelty metric); None for
   an env directory that carries no dataset.npz (hand-built envs: no Novelty then)."""
-  import os
   from jaxrec.envs import build
   if not os.path.exists(os.path.join(env_dir, "dataset.npz")):
     return None

@@ -141,10 +141,10 @@ def test_quit_causes_on_hand_built_episodes():
 def test_calibrated_threshold_gives_the_peer_random_length():
   rng = np.random.default_rng(0)
   true = np.clip(np.round(3 + rng.normal(size=(200, 150)) * 1.2), 1, 5).astype(np.float32)
-  threshold, length = peer.calibrate_threshold(true.T, seed=0)
+  threshold, length = peer.calibrate_threshold(true, seed=0)
   assert length == pytest.approx(peer.RANDOM_LEN, abs=0.5)
   # Independent trajectories (another key) at that threshold: the same length.
-  again = peer.random_lengths(jnp.asarray(true.T), np.asarray([threshold]),
+  again = peer.random_lengths(true, np.asarray([threshold]),
                               jax.random.PRNGKey(9))[0]
   assert again == pytest.approx(peer.RANDOM_LEN, abs=0.8)
 
@@ -162,9 +162,9 @@ def _build(tmp_path, matrix_text, name="m.txt"):
 
 
 @pytest.mark.parametrize("text, expect", [
-    ("1 2 3\n4 5\n", "m.txt: line 2: 2 values, the first line has 3"),
-    ("1 2 x\n", "m.txt: line 1: 'x' is not a number"),
-    ("1 nan 3\n", "m.txt: line 1: NaN or inf rating"),
+    ("1 2 3\n4 5\n", "m.txt:2: 2 values, the first line has 3"),
+    ("1 2 x\n", "m.txt:1: field column 3 (item 2): expected a number, got 'x'"),
+    ("1 nan 3\n", "m.txt:1: field column 2 (item 1): expected a finite number, got 'nan'"),
     ("1 2 3\n", "has no row in the matrix (1 x 3)"),  # ids outside the matrix
 ])
 def test_bad_true_matrix_is_one_line_exit_2_nothing_written(tmp_path, text, expect):

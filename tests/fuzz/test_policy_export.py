@@ -89,10 +89,11 @@ def _assert_loaded_export(policy: export.ExportedPolicy) -> None:
   assert len(policy.params) == len(cfg["params"])
   for fn in policy.functions.values():
     avals = fn.in_avals
-    assert len(avals) == len(policy.params) + 2
+    assert len(avals) == len(policy.params) + 3  # params, history, key, allowed
     for aval, leaf in zip(avals, policy.params):
       assert aval.shape == leaf.shape and aval.dtype == leaf.dtype
-    assert avals[-2].shape[1:] == (env["history_len"],)
+    assert avals[-3].shape[1:] == (env["history_len"],)
+    assert avals[-1].shape[1:] == (env["num_items"],) and avals[-1].dtype == bool
 
 
 def _reseal(directory: str, name: str) -> None:
