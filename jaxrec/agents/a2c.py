@@ -23,6 +23,7 @@ import optax
 
 from jaxrec.agents import acting
 from jaxrec.agents.types import AgentState, Transition
+from jaxrec.errors import ConfigError
 from jaxrec.nets.networks import ActorCritic, NetConfig
 
 
@@ -34,6 +35,10 @@ class A2CConfig:
   entropy_coef: float = 0.0
   max_grad_norm: float = 10.0
   unroll_len: int = 1  # the paper updates after every env step
+  # The critic's bootstrap: "max" = max_a' Q(s', a') (paper Eq. 8-9); "expected" =
+  # sum_a' pi(a'|s') Q(s', a') (the on-policy actor-critic / expected-SARSA target; the max over
+  # ~1,000 untrained Q outputs overestimates, and that bias is all the actor sees early on).
+  critic_target: str = "max"
 
 
 def a2c_loss_single(logp_a: jax.Array, q_sa: jax.Array, q_next_max: jax.Array,
@@ -46,19 +51,31 @@ def a2c_loss_single(logp_a: jax.Array, q_sa: jax.Array, q_next_max: jax.Array,
   return actor, jnp.square(td), td
 
 
+CRITIC_TARGETS = ("max", "expected")
+
+
 def a2c_losses(net: ActorCritic, params, batch: Transition, gamma: float, entropy_coef: float,
-               log_policy: Callable | None = None):
+               log_policy: Callable | None = None, critic_target: str = "max"):
   """Mean losses over a batch [..., ...] of transitions. `log_policy(logits) -> log pi` maps the
-  actor's logits to the acting policy's log-probabilities (default log_softmax)."""
+  actor's logits to the acting policy's log-probabilities (default log_softmax);
+  critic_target: "max" (paper Eq. 8) or "expected" (under the acting policy at s')."""
+  if critic_target not in CRITIC_TARGETS:
+    raise ConfigError(f"--critic_target must be one of {', '.join(CRITIC_TARGETS)}; got "
+                      f"{critic_target!r}")
   flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[batch.action.ndim:]), batch)
+  log_policy = log_policy or jax.nn.log_softmax
   logits, q = net.apply(params, flat.history)
-  _, q_next = net.apply(params, flat.next_history)
-  logp = (log_policy or jax.nn.log_softmax)(logits)
+  logits_next, q_next = net.apply(params, flat.next_history)
+  if critic_target == "max":
+    v_next = q_next.max(axis=1)
+  else:
+    v_next = jnp.sum(jnp.exp(log_policy(logits_next)) * q_next, axis=1)
+  logp = log_policy(logits)
   idx = flat.action[:, None]
   logp_a = jnp.take_along_axis(logp, idx, axis=1)[:, 0]
   q_sa = jnp.take_along_axis(q, idx, axis=1)[:, 0]
   actor, critic, td = jax.vmap(a2c_loss_single, in_axes=(0, 0, 0, 0, 0, None))(
-      logp_a, q_sa, q_next.max(axis=1), flat.reward, flat.done.astype(jnp.float32), gamma)
+      logp_a, q_sa, v_next, flat.reward, flat.done.astype(jnp.float32), gamma)
   entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1).mean()
   loss = actor.mean() + critic.mean() - entropy_coef * entropy
   return loss, {"actor_loss": actor.mean(), "critic_loss": critic.mean(),
@@ -95,7 +112,7 @@ class A2C:
     del key
     grad_fn = jax.value_and_grad(a2c_losses, argnums=1, has_aux=True)
     (loss, metrics), grads = grad_fn(self.net, state.params, batch, self.cfg.gamma,
-                                     self.cfg.entropy_coef)
+                                     self.cfg.entropy_coef, None, self.cfg.critic_target)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return state._replace(params=params, opt_state=opt_state, step=state.step + 1), (

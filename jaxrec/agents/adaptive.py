@@ -157,7 +157,7 @@ class AdaptivePolicy(A2C):
     log_policy = lambda logits_beta: mixture_log_probs(logits_theta, logits_beta, alpha)
     grad_fn = jax.value_and_grad(a2c_losses, argnums=1, has_aux=True)
     (loss, metrics), grads = grad_fn(self.net, state.params["beta"], batch, self.cfg.gamma,
-                                     self.cfg.entropy_coef, log_policy)
+                                     self.cfg.entropy_coef, log_policy, self.cfg.critic_target)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params["beta"])
     beta = optax.apply_updates(state.params["beta"], updates)
     return state._replace(params={"theta": theta, "beta": beta}, opt_state=opt_state,

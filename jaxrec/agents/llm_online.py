@@ -71,7 +71,7 @@ class LLMOnline(A2C):
     actor = state.params["actor"]
     grad_fn = jax.value_and_grad(a2c_losses, argnums=1, has_aux=True)
     (loss, metrics), grads = grad_fn(self.net, actor, batch, self.cfg.gamma,
-                                     self.cfg.entropy_coef)
+                                     self.cfg.entropy_coef, None, self.cfg.critic_target)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, actor)
     actor = optax.apply_updates(actor, updates)
     return state._replace(params=state.params | {"actor": actor}, opt_state=opt_state,

@@ -23,6 +23,7 @@ class AgentConfig:
   gamma: float = 0.9
   unroll_len: int = 0  # 0 = the agent's default (a2c 1, dqn 1, pg 32)
   entropy_coef: float = 0.0
+  critic_target: str = "max"  # a2c family: max (paper Eq. 8) | expected
   buffer_size: int = 100_000  # dqn
   batch_size: int = 256  # dqn
   min_buffer: int = 1_000  # dqn
@@ -52,6 +53,8 @@ class AgentConfig:
         raise ConfigError(f"--{f} must be >= 0, got {getattr(self, f)}")
     if self.huber_delta < 0:
       raise ConfigError(f"--huber_delta must be >= 0 (0 = squared loss), got {self.huber_delta}")
+    if self.critic_target not in ("max", "expected"):
+      raise ConfigError(f"--critic_target must be max or expected; got {self.critic_target!r}")
     if self.dim % self.num_heads:
       raise ConfigError(f"--dim ({self.dim}) must be a multiple of --num_heads ({self.num_heads})")
     if not 0.0 <= self.gamma <= 1.0 or self.learning_rate <= 0:
@@ -90,7 +93,8 @@ def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
   if name in ("a2c", "ialp", "ialp_ft"):
     from jaxrec.agents import adaptive
     from jaxrec.agents.a2c import A2C, A2CConfig
-    a2c_cfg = A2CConfig(entropy_coef=cfg.entropy_coef, **common)
+    a2c_cfg = A2CConfig(entropy_coef=cfg.entropy_coef, critic_target=cfg.critic_target,
+                        **common)
     if name == "a2c":
       return A2C(a2c_cfg)
     return (adaptive.Frozen if name == "ialp" else adaptive.FineTune)(a2c_cfg, pretrained)
@@ -102,13 +106,14 @@ def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
                                       length=to_updates(cfg.alpha_steps),
                                       shape=cfg.alpha_shape)
     return adaptive.AdaptivePolicy(adaptive.AdaptiveConfig(
-        entropy_coef=cfg.entropy_coef, alpha=schedule, beta_init=cfg.beta_init, **common),
+        entropy_coef=cfg.entropy_coef, critic_target=cfg.critic_target, alpha=schedule, beta_init=cfg.beta_init, **common),
         pretrained)
   if name == "llm_online":
     from jaxrec.agents.llm_online import LLMOnline, LLMOnlineConfig
     if env is None or env_params is None:
       raise ValueError("llm_online needs the train env: make_agent(..., env=, env_params=)")
     return LLMOnline(LLMOnlineConfig(entropy_coef=cfg.entropy_coef,
+                                     critic_target=cfg.critic_target,
                                      num_candidates=cfg.num_candidates, oracle=cfg.oracle(),
                                      **common), env, env_params)
   if name == "dqn":

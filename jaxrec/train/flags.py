@@ -20,6 +20,9 @@ HEADS = flags.DEFINE_integer("num_heads", _A.num_heads, "attention heads")
 LR = flags.DEFINE_float("learning_rate", _A.learning_rate, "Adam learning rate")
 GAMMA = flags.DEFINE_float("gamma", _A.gamma, "discount")
 ENTROPY = flags.DEFINE_float("entropy_coef", _A.entropy_coef, "entropy bonus (a2c-family, pg)")
+CRITIC_TARGET = flags.DEFINE_enum("critic_target", _A.critic_target, ["max", "expected"],
+                                  "a2c family: the critic's bootstrap, max_a' Q(s', a') (paper "
+                                  "Eq. 8) or its expectation under the policy")
 EPSILON = flags.DEFINE_float("epsilon", 0.1, "epsilon of the epsilon strategy")
 NUM_CANDIDATES = flags.DEFINE_integer("num_candidates", _A.num_candidates,
                                       "k: items the actor proposes to the labeler")
@@ -41,6 +44,7 @@ def agent_config(**extra) -> AgentConfig:
   """The AgentConfig of the shared flags plus `extra` fields (the train CLI's own flags)."""
   return AgentConfig(dim=DIM.value, num_layers=LAYERS.value, num_heads=HEADS.value,
                      learning_rate=LR.value, gamma=GAMMA.value, entropy_coef=ENTROPY.value,
+                     critic_target=CRITIC_TARGET.value,
                      num_candidates=NUM_CANDIDATES.value, oracle_temperature=ORACLE_T.value,
                      oracle_none_threshold=ORACLE_NONE.value, oracle_flip_prob=ORACLE_FLIP.value,
                      oracle_quit_aware=ORACLE_QUIT.value,

@@ -127,6 +127,26 @@ def test_a2c_and_ft_one_update_is_adam_on_eq_6_to_10(theta):
   assert int(new.step) == 1 and np.isfinite(float(metrics["loss"]))
 
 
+@pytest.mark.parametrize("target", ["max", "expected"])
+def test_critic_target_values_against_hand_computation(theta, target):
+  batch = tiny_batch()
+  net = a2c.A2C(a2c.A2CConfig(net=NET)).net
+  _, metrics = a2c.a2c_losses(net, theta, batch, 0.9, 0.0, critic_target=target)
+  logits, q = net.apply(theta, batch.history)
+  logits_next, q_next = net.apply(theta, batch.next_history)
+  v_next = (q_next.max(-1) if target == "max"
+            else (jax.nn.softmax(logits_next) * q_next).sum(-1))
+  idx = jnp.arange(4)
+  td = batch.reward + 0.9 * (1.0 - batch.done) * v_next - q[idx, batch.action]
+  np.testing.assert_allclose(float(metrics["critic_loss"]), float(jnp.mean(td ** 2)), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["td_abs"]), float(jnp.mean(jnp.abs(td))), rtol=1e-5)
+  # The expectation is under the policy, below the max wherever the policy is not greedy.
+  if target == "expected":
+    assert bool(jnp.all(v_next <= q_next.max(-1) + 1e-6))
+  with pytest.raises(ConfigError, match="--critic_target must be one of max, expected"):
+    a2c.a2c_losses(net, theta, batch, 0.9, 0.0, critic_target="mean")
+
+
 def test_ialp_is_frozen(theta):
   agent = make_agent("ialp", AgentConfig(dim=8, num_layers=0, num_heads=1), 6, 3,
                      pretrained=theta)
