@@ -51,6 +51,12 @@ CALIBRATION = flags.DEFINE_enum("calibration", _D.calibration, list(calibrate.CA
                                 "sequential reward scale and low-reward quit: random (the "
                                 "paper's random-policy R / Len / Ravg; jaxrec.envs.calibrate) "
                                 "or heldout (earlier releases)")
+MF_NEGATIVES = flags.DEFINE_integer("mf_negatives", None,
+                                   "DeepFM: sampled unrated pairs per rating, fitted to 1 (default "
+                                   "5 under --protocol=peer, the peer's neg_K; else 0)")
+USER_TOKEN = flags.DEFINE_bool("user_token", _D.user_token,
+                               "matrix envs: the user's token starts the observed history "
+                               "(the paper's 'user as the initial state'); off: items only")
 LEAVE_WINDOW = flags.DEFINE_integer("leave_window", _D.leave_window,
                                     "peer: W of the leave rule (num_leave_compute)")
 
@@ -64,7 +70,8 @@ def config_from_flags() -> build.BuildConfig:
       seq_layers=SEQ_LAYERS.value, seq_steps=SEQ_STEPS.value, mf_dim=MF_DIM.value,
       mf_steps=MF_STEPS.value, seed=SEED.value, protocol=PROTOCOL.value,
       leave_threshold=LEAVE_THRESHOLD.value, leave_window=LEAVE_WINDOW.value,
-      calibration=CALIBRATION.value)
+      calibration=CALIBRATION.value, user_token=USER_TOKEN.value,
+      mf_negatives=MF_NEGATIVES.value)
 
 
 def main(argv):

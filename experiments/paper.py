@@ -224,6 +224,22 @@ def ensure_env(cfg: PaperConfig, preset: Preset, syn: synthetic.SyntheticConfig,
   return env_dir
 
 
+REFERENCES = "references.json"
+
+
+def ensure_references(preset: Preset, env_dir: str, workdir: str, log) -> None:
+  """WORKDIR/references.json: the reference policies (experiments.references) in the test env,
+  FB, on the preset's evaluation sessions: the 0 (random) and 1 (planner) of the tables'
+  normalised score. Computed once; a rerun reuses it."""
+  path = os.path.join(workdir, REFERENCES)
+  if os.path.exists(path):
+    return
+  from experiments import references
+  log("references: random, popularity, greedy, safe_greedy, planner in the test env")
+  refs = references.reference_metrics(env_dir, "FB", preset.train.eval_sessions)["FB"]
+  atomic_write_text(path, json.dumps(refs, indent=2) + "\n")
+
+
 def ensure_labels(cfg: PaperConfig, preset: Preset, env_dir: str, log) -> None:
   """vllm / hf: request shards sampled from the train env, labeled by the LLM offline."""
   if cfg.labeler == "oracle":
@@ -286,6 +302,7 @@ def run_paper(cfg: PaperConfig, syn: synthetic.SyntheticConfig | None = None,
   t0 = time.perf_counter()
   walls = {}
   env_dir = ensure_env(cfg, preset, syn, prep, log)
+  ensure_references(preset, env_dir, cfg.workdir, log)
   walls["env"] = time.perf_counter() - t0
   t1 = time.perf_counter()
   ensure_labels(cfg, preset, env_dir, log)

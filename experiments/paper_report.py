@@ -4,6 +4,9 @@ the figures (paper Figures 6-11) as PNG.
 
 results.json
   methods.<name>.{R@0, Len@0, Ravg@0, R@1, Len@1, Ravg@1, R, Len, Ravg}   lists over seeds
+                 + {Norm@0, Norm} where references.json exists: (R - R_random) /
+                 (R_planner - R_random), 0 = random, 1 = the planner
+  references.<policy>.{R, Len, Ravg, ...}   the reference policies (experiments.references)
   exploration.<name>.<strategy>.{R, Len, Ravg}                           lists over seeds
   seeds, config (flags + preset), pretrain (its last test row), skipped,
   tasks.<label>.{wall_s, cpu_s, trace_s, lower_s, compile_s}   per run (its last session)
@@ -92,6 +95,10 @@ def _cell(values: list[float], digits: int = 2) -> str:
   return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
 
 
+def _digits(key: str) -> int:
+  return 3 if key.startswith("Norm") else 2  # normalised scores near 0 need the third
+
+
 def _bold_best(cells: list[str], means: list[float]) -> list[str]:
   if not means:
     return cells
@@ -103,7 +110,8 @@ def table_epoch(methods: dict, epoch: str, title: str) -> str:
   """Paper Tables 3 and 4: one row per method, R / Len / Ravg at epoch 0 or 1."""
   keys = [f"R{epoch}", f"Len{epoch}", f"Ravg{epoch}"]
   names = list(methods)
-  cols = {k: _bold_best([_cell(methods[n][k]) for n in names],
+  keys += [f"Norm{epoch}"] if names and f"Norm{epoch}" in methods[names[0]] else []
+  cols = {k: _bold_best([_cell(methods[n][k], _digits(k)) for n in names],
                         [mean_std(methods[n][k])[0] for n in names]) for k in keys}
   lines = [title, "", "| Method | " + " | ".join(keys) + " |",
            "|---|" + "---|" * len(keys)]
@@ -116,10 +124,21 @@ def table_final(methods: dict, title: str) -> str:
   """Paper Table 5: methods as columns, R / Len / Ravg after the whole budget as rows."""
   names = list(methods)
   lines = [title, "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-  for k in ("R", "Len", "Ravg"):
-    cells = _bold_best([_cell(methods[n][k]) for n in names],
+  for k in ("R", "Len", "Ravg") + (("Norm",) if names and "Norm" in methods[names[0]] else ()):
+    cells = _bold_best([_cell(methods[n][k], _digits(k)) for n in names],
                        [mean_std(methods[n][k])[0] for n in names])
     lines.append(f"| {k} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def table_references(refs: dict) -> str:
+  """The reference policies in the test env (FB): the scale of the Norm rows."""
+  lines = ["## Reference policies (test env, FB; Norm: 0 = random, 1 = planner)", "",
+           "| Policy | R | Len | Ravg | quit similar | quit low reward | Norm |",
+           "|---|---|---|---|---|---|---|"]
+  lines += [f"| {name} | {r['R']:.2f} | {r['Len']:.2f} | {r['Ravg']:.2f} | "
+            f"{r['quit_similar']:.2f} | {r['quit_low_reward']:.2f} | {r['normalised']:.3f} |"
+            for name, r in refs.items()]
   return "\n".join(lines) + "\n"
 
 
@@ -158,6 +177,8 @@ def tables_markdown(results: dict) -> str:
         "strategy for the whole budget, tested like the main runs (sampling from the policy); "
         f"{min(len(v['R']) for by in results['exploration'].values() for v in by.values())} "
         "seed(s) per cell"))
+  if "references" in results:
+    parts.append(table_references(results["references"]))
   for name, why in results.get("skipped", {}).items():
     parts.append(f"{name}: {why}\n")
   return "\n".join(head) + "\n" + "\n".join(parts)
@@ -256,10 +277,24 @@ def write_results(workdir: str, results: dict) -> None:
   atomic_write_text(os.path.join(workdir, "results.json"), json.dumps(results, indent=2) + "\n")
 
 
+def add_normalised(results: dict, references: dict) -> dict:
+  """results with references and each method's Norm@0 / Norm (lists over seeds)."""
+  from experiments.references import normalised_score
+  lo, hi = references["random"]["R"], references["planner"]["R"]
+  methods = {name: entry | {"Norm@0": [normalised_score(r, lo, hi) for r in entry["R@0"]],
+                            "Norm": [normalised_score(r, lo, hi) for r in entry["R"]]}
+             for name, entry in results["methods"].items()}
+  return results | {"methods": methods, "references": references}
+
+
 def write_all(workdir: str, tasks, cfg, preset, skipped: dict, log) -> dict:
-  """results.json + tables.md + figures from the finished run directories."""
+  """results.json + tables.md + figures from the finished run directories (and the reference
+  policies' normalised scores where WORKDIR/references.json exists)."""
   import dataclasses
   results = collect(tasks, skipped)
+  refs_path = os.path.join(workdir, "references.json")
+  if os.path.isfile(refs_path):
+    results = add_normalised(results, read_json_object(refs_path, "reference metrics"))
   results = {"seeds": list(range(cfg.seeds)),
              "config": {"flags": dataclasses.asdict(cfg), "preset": dataclasses.asdict(preset)},
              "labeler": ORACLE_NOTE if cfg.labeler == "oracle" else cfg.labeler} | results

@@ -66,13 +66,16 @@ class AgentConfig:
                         none_threshold=self.oracle_none_threshold,
                         flip_prob=self.oracle_flip_prob, quit_aware=self.oracle_quit_aware)
 
-  def net(self, num_items: int, history_len: int) -> NetConfig:
+  def net(self, num_items: int, history_len: int, num_tokens: int = 0) -> NetConfig:
+    """num_tokens: the env's (RecEnv.num_tokens) where it exceeds num_items, else 0."""
     return NetConfig(num_items=num_items, history_len=history_len, dim=self.dim,
-                     num_layers=self.num_layers, num_heads=self.num_heads)
+                     num_layers=self.num_layers, num_heads=self.num_heads,
+                     num_tokens=num_tokens if num_tokens > num_items else 0)
 
 
 def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
-               num_sessions: int = 1, env=None, env_params=None, pretrained=None):
+               num_sessions: int = 1, env=None, env_params=None, pretrained=None,
+               num_tokens: int = 0):
   """Builds an agent.
 
   Args:
@@ -82,11 +85,12 @@ def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
     num_sessions: sessions per update (converts ialp_ap's alpha schedule from env steps to
       updates; `alpha_steps` 0 must be resolved by the caller, see jaxrec.train.run).
     env, env_params: the train env, for llm_online's oracle.
+    num_tokens: the env's observation ids (RecEnv.num_tokens; user tokens), 0 = num_items.
     pretrained: ActorCritic params of an iALP run for ialp / ialp_ft / ialp_ap. None gives a
       random init of the same shapes (for restoring checkpoints: `jax.eval_shape` needs only
       shapes); `jaxrec.train.run` refuses to train these agents without --init_from.
   """
-  common = {"net": cfg.net(num_items, history_len), "learning_rate": cfg.learning_rate,
+  common = {"net": cfg.net(num_items, history_len, num_tokens), "learning_rate": cfg.learning_rate,
             "gamma": cfg.gamma}
   if cfg.unroll_len:
     common["unroll_len"] = cfg.unroll_len

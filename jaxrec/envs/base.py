@@ -125,6 +125,16 @@ class RecEnv:
   def quit_params(self, params) -> QuitParams:
     return params.quit
 
+  @property
+  def num_tokens(self) -> int:
+    """Ids an observed history can hold: the items, plus one token per user in envs whose
+    sessions start from the user (MatrixEnv(user_token=True)); agents embed this many."""
+    return self.num_actions
+
+  def _history_after(self, state: EnvState, action: jax.Array) -> jax.Array:
+    """The observed history once `action` is consumed."""
+    return append(state.history, action)
+
   # --- API ------------------------------------------------------------------------------------
   def get_obs(self, state: EnvState) -> Observation:
     return Observation(history=state.history, user=state.user, step=state.t)
@@ -151,7 +161,7 @@ class RecEnv:
     truncated = t >= q.max_len
     done = low | similar | truncated
     ret = state.ret + reward
-    cont = state.replace(history=append(state.history, action),
+    cont = state.replace(history=self._history_after(state, action),
                          recent=append(state.recent, action), t=t, ret=ret)
     info = {"episode_return": ret, "episode_length": t, "quit_low_reward": low,
             "quit_similar": similar, "truncated": truncated}

@@ -52,6 +52,10 @@ class BuildConfig:
   protocol: str = "paper"
   leave_threshold: float | None = None  # peer: None = Coat's 6.0 on coat, else calibrated
   leave_window: int = 7  # peer: num_leave_compute
+  # matrix envs: the user's token starts (and stays first in) the observed history, the paper's
+  # "user as the initial state" (Sec. 4.2.1); off: items only, as the peer's published runs
+  # (use_userEmbedding false)
+  user_token: bool = False
   # sequential reward mapping + low-reward quit: random (the paper's random-policy statistics,
   # jaxrec.envs.calibrate) | heldout (the median random logged-history item earns calib_neg,
   # the quit at quit_reward_quantile; the calibration of earlier releases)
@@ -73,7 +77,15 @@ class BuildConfig:
   seq_steps: int = 500
   mf_dim: int = 16
   mf_steps: int = 2000
+  # DeepFM sampled negatives per rated pair (MatrixConfig.explicit_negatives); None: the peer's
+  # neg_K = 5 under --protocol=peer (its user model's "pointneg" loss), 0 otherwise
+  mf_negatives: int | None = None
   seed: int = 0
+
+  def resolved_mf_negatives(self) -> int:
+    if self.mf_negatives is not None:
+      return self.mf_negatives
+    return 5 if self.protocol == "peer" else 0  # EasyRL4Rec usermodel_utils: neg_K 5
 
   def resolved_kind(self, ds: Dataset) -> str:
     if self.protocol == "peer":
@@ -93,6 +105,8 @@ class BuildConfig:
     if self.protocol not in PROTOCOLS:
       raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}; got "
                         f"{self.protocol!r}")
+    if self.mf_negatives is not None and self.mf_negatives < 0:
+      raise ConfigError(f"--mf_negatives must be >= 0, got {self.mf_negatives}")
     if self.leave_threshold is not None and not self.leave_threshold >= 0:
       raise ConfigError(f"--leave_threshold must be >= 0, got {self.leave_threshold}")
     for f in ("leave_window", "history_len", "quit_window", "max_len", "seq_dim", "seq_layers", "seq_steps",
@@ -185,19 +199,21 @@ def build_matrix(ds: Dataset, cfg: BuildConfig, log=print):
   mcfg = mx.MatrixConfig(num_users=ds.num_users, num_items=ds.num_items,
                          num_item_features=ds.item_features.shape[1],
                          num_user_features=ds.user_features.shape[1],
-                         dim=cfg.mf_dim, num_steps=cfg.mf_steps, seed=cfg.seed)
+                         dim=cfg.mf_dim, num_steps=cfg.mf_steps, seed=cfg.seed,
+                         explicit_negatives=cfg.resolved_mf_negatives())
   model_params, fit = mx.fit(ds, mcfg, log=log)
   table = mx.reward_table(mcfg, model_params, ds)
   item_vecs = np.asarray(model_params["params"]["item_emb"]["embedding"])
   rng = np.random.default_rng(cfg.seed)
   quit = _quit(cfg, table.ravel(), item_vecs, rng)
-  env = MatrixEnv(ds.num_items, cfg.history_len, cfg.quit_window)
+  env = MatrixEnv(ds.num_items, cfg.history_len, cfg.quit_window,
+                  num_users=ds.num_users if cfg.user_token else 0)
   params = MatrixParams(table=jnp.asarray(table), item_vecs=jnp.asarray(item_vecs), quit=quit)
   report = {"model": "deepfm", "rmse": fit.rmse, "item_mean_rmse": fit.baseline_rmse,
             "num_heldout": fit.num_heldout, "implicit": fit.implicit,
             "min_reward": float(quit.min_reward), "beta": float(quit.beta)}
   static = {"kind": "matrix", "history_len": cfg.history_len, "quit_window": cfg.quit_window,
-            "num_items": ds.num_items}
+            "num_items": ds.num_items, "num_users": env.num_users}
   return env, params, report, static
 
 
@@ -225,9 +241,10 @@ def build_peer(ds: Dataset, cfg: BuildConfig, true: np.ndarray, log=print):
                              jax.random.PRNGKey(cfg.seed + 1), window=cfg.leave_window,
                              max_turn=cfg.max_len)
   (env, train), (_, test) = peer.peer_envs(true, np.asarray(fitted.table), threshold,
-                                           cfg.history_len, cfg.leave_window, cfg.max_len)
+                                           cfg.history_len, cfg.leave_window, cfg.max_len,
+                                           cfg.user_token)
   static = {"kind": "matrix", "history_len": cfg.history_len, "quit_window": cfg.leave_window,
-            "num_items": ds.num_items, "window_rule": "peer"}
+            "num_items": ds.num_items, "window_rule": "peer", "num_users": env.num_users}
   quit = {"leave_threshold": threshold, "leave_window": cfg.leave_window,
           "max_turn": cfg.max_len}
   sides = {"train": (train, static, report | quit | {"reward": "DeepFM prediction - min"}),
@@ -245,6 +262,11 @@ def build_envs(ds: Dataset, cfg: BuildConfig, out: str, log=print,
   kind = cfg.resolved_kind(ds)
   if os.path.exists(out):
     raise DataError(f"{out}: already exists; remove it or pick another --out")
+  if cfg.user_token and kind != "matrix":
+    raise ConfigError("--user_token applies to matrix envs (a sequential session starts from an "
+                      "item, not a user)")
+  if cfg.user_token and cfg.history_len < 2:
+    raise ConfigError("--user_token needs --history_len >= 2 (the token and an item)")
   if cfg.protocol == "peer" and true_matrix is None:
     raise ConfigError("--protocol=peer needs --true_matrix (or the synthetic dataset, whose "
                       "generator has one)")
@@ -372,7 +394,12 @@ def _env_of(static: dict, kind: str, path: str) -> RecEnv:
     rule = static.get("window_rule", "last")
     if rule not in WINDOW_RULES:
       raise DataError(f"{path}: window_rule {rule!r}: expected one of {', '.join(WINDOW_RULES)}")
-    return MatrixEnv(static["num_items"], static["history_len"], static["quit_window"], rule)
+    users = static.get("num_users", 0)
+    if not _is_int(users, 0) or (users and static["history_len"] < 2):
+      raise DataError(f"{path}: num_users {users!r}: expected an integer >= 0 (user tokens "
+                      "need history_len >= 2)")
+    return MatrixEnv(static["num_items"], static["history_len"], static["quit_window"], rule,
+                     users)
   model = static.get("model")
   names = {f.name for f in dataclasses.fields(sq.SeqConfig)}
   if not isinstance(model, dict) or not set(model) <= names:
@@ -414,6 +441,8 @@ def _params_of(env: RecEnv, tree, path: str):
     table = _shapes(tree["table"])
     if len(table[0]) != 2 or table[0][0] == 0 or table[0][1] != n or table[1] != "f":
       problems.append(f"table is {table}, expected float (users, {n})")
+    elif env.num_users and table[0][0] != env.num_users:
+      problems.append(f"table has {table[0][0]} users, env.json's num_users is {env.num_users}")
   else:
     cfg = env.model_cfg
     model = jax.eval_shape(sq.SeqScorer(cfg).init, jax.random.PRNGKey(0),

@@ -104,7 +104,7 @@ def random_lengths(true: np.ndarray, thresholds: np.ndarray, key: jax.Array,
   The random policy's items do not depend on when it leaves, so one batch of random
   trajectories (calibrate.random_trajectories: per step, the distance to the closest item of
   the peer's leave window) serves every threshold: an episode ends at the first step under it."""
-  _, (env, params) = peer_envs(true, true, 0.0, history_len=1, window=window,
+  _, (env, params) = peer_envs(true, true, 0.0, history_len=2, window=window,
                                max_turn=max_turn)
   _, dmin = calibrate.random_trajectories(env, params, key, num_sessions, max_turn,
                                           with_scores=False)
@@ -137,10 +137,12 @@ def peer_quit(threshold: float, max_turn: int = MAX_TURN) -> QuitParams:
 
 
 def peer_envs(true: np.ndarray, predicted: np.ndarray, threshold: float, history_len: int,
-              window: int = LEAVE_WINDOW, max_turn: int = MAX_TURN):
+              window: int = LEAVE_WINDOW, max_turn: int = MAX_TURN, user_token: bool = False):
   """-> ((env, train params), (env, test params)): train reward = predicted - its min, test
-  reward = the true matrix; both leave by L2 distance between true-matrix columns."""
-  env = MatrixEnv(true.shape[1], history_len, window, window_rule="peer")
+  reward = the true matrix; both leave by L2 distance between true-matrix columns.
+  user_token: the user's token in the observed history (MatrixEnv)."""
+  env = MatrixEnv(true.shape[1], history_len, window, window_rule="peer",
+                  num_users=true.shape[0] if user_token else 0)
   vecs = jnp.asarray(true.T)
   quit = peer_quit(threshold, max_turn)
   train = MatrixParams(table=jnp.asarray(predicted - predicted.min()), item_vecs=vecs, quit=quit)

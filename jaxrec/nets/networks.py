@@ -24,6 +24,7 @@ class NetConfig:
   dim: int = 64  # embedding / hidden size of the papers
   num_layers: int = 2
   num_heads: int = 2
+  num_tokens: int = 0  # input ids the encoder embeds (0 = num_items; more: user tokens)
 
 
 class StateEncoder(nn.Module):
@@ -33,7 +34,7 @@ class StateEncoder(nn.Module):
   @nn.compact
   def __call__(self, history: jax.Array) -> jax.Array:
     c = self.cfg
-    emb = nn.Embed(c.num_items, c.dim, embedding_init=nn.initializers.normal(0.1), name="items")
+    emb = nn.Embed(c.num_tokens or c.num_items, c.dim, embedding_init=nn.initializers.normal(0.1), name="items")
     blocks = [CausalBlock(c.dim, c.num_heads, c.history_len, name=f"block_{i}")
               for i in range(c.num_layers)]
     ln = nn.LayerNorm(name="ln_f")

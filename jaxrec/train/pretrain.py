@@ -149,6 +149,9 @@ class Pretrainer:
     # Sessions (and each minibatch) split over mesh's `data` axis; None = no constraint.
     self.shard = (lambda t: t) if mesh is None else (
         lambda t: sharding.constrain_sessions(t, mesh))
+    if env.num_tokens != num_items:
+      raise ConfigError("this env puts user tokens in the history (--user_token); LLM "
+                        "preference labels are written for item histories only")
     self.agent: A2C = make_agent("a2c", cfg.agent_cfg, num_items, env.history_len)
     if not 0 < cfg.num_candidates <= num_items:
       raise ConfigError(f"--num_candidates must be in 1..{num_items}, got {cfg.num_candidates}")

@@ -117,9 +117,11 @@ def build_agent(cfg: TrainConfig, env, env_params, env_meta: dict | None = None,
   pretrained = None
   if cfg.agent in PRETRAINED and load_pretrained:
     from jaxrec.train.policy import load_policy
-    pretrained = load_policy(cfg.init_from, agent_cfg.net(env.num_actions, env.history_len),
+    pretrained = load_policy(cfg.init_from, agent_cfg.net(env.num_actions, env.history_len,
+                                                          env.num_tokens),
                              (env_meta or {}).get("fingerprint"))
   return make_agent(cfg.agent, agent_cfg, env.num_actions, env.history_len,
+                    num_tokens=env.num_tokens,
                     num_sessions=cfg.num_sessions, env=env, env_params=env_params,
                     pretrained=pretrained)
 

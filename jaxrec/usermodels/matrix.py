@@ -36,6 +36,10 @@ class MatrixConfig:
   weight_decay: float = 1e-4
   num_steps: int = 2000
   implicit_negatives: int = 1  # per observed pair, only for datasets without ratings
+  # Per observed pair, for datasets with ratings: sampled (user, item) pairs fitted to the
+  # scale's minimum 1, the analog of EasyRL4Rec's "pointneg" user-model loss (neg_K sampled
+  # negatives pushed to 0 on its unbounded output). 0 = observed ratings only.
+  explicit_negatives: int = 0
   holdout_frac: float = 0.1  # validation (early stopping) and test (report) parts, each
   seed: int = 0
 
@@ -88,16 +92,18 @@ class MatrixReport(NamedTuple):
 
 
 def rating_triples(ds: Dataset, cfg: MatrixConfig, rng: np.random.Generator):
-  """(users, items, ratings) for fitting; implicit datasets get sampled negatives as 1."""
+  """(users, items, ratings) for fitting; implicit datasets get sampled negatives as 1 (rated
+  ones too with explicit_negatives)."""
   users = ds.user_of_interaction()
   items = ds.seq_items
-  if ds.has_ratings:
+  if ds.has_ratings and not cfg.explicit_negatives:
     return users, items, ds.ratings.astype(np.float32), False
-  n = len(items) * cfg.implicit_negatives
+  positives = ds.ratings.astype(np.float32) if ds.has_ratings else np.full(len(items), 5.0)
+  n = len(items) * (cfg.explicit_negatives if ds.has_ratings else cfg.implicit_negatives)
   neg_u = rng.choice(users, size=n)
   neg_i = rng.integers(0, ds.num_items, size=n)
   return (np.concatenate([users, neg_u]), np.concatenate([items, neg_i]),
-          np.concatenate([np.full(len(items), 5.0), np.ones(n)]).astype(np.float32), True)
+          np.concatenate([positives, np.ones(n)]).astype(np.float32), not ds.has_ratings)
 
 
 def fit(ds: Dataset, cfg: MatrixConfig, log=print) -> tuple[dict, MatrixReport]:

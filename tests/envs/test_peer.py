@@ -195,3 +195,28 @@ def test_peer_env_directory_from_a_matrix_file(tmp_path):
   assert float(test.quit.min_reward) == -np.inf and int(test.quit.max_len) == 30
   assert float(jnp.min(train.table)) == 0.0  # the fitted model's rewards, shifted
   np.testing.assert_array_equal(np.asarray(test.item_vecs), np.asarray(test.table).T)
+
+
+def test_user_token_stays_first_in_the_history_and_reaches_the_agent():
+  rng = np.random.default_rng(4)
+  true = rng.integers(1, 6, size=(5, 9)).astype(np.float32)
+  _, (env, params) = peer.peer_envs(true, true, 0.5, history_len=4, user_token=True)
+  assert env.num_tokens == 9 + 5 and env.num_actions == 9
+  obs, state = jax.jit(env.reset)(jax.random.PRNGKey(0), params)
+  user = int(state.user)
+  np.testing.assert_array_equal(np.asarray(obs.history), [-1, -1, -1, 9 + user])
+  step = jax.jit(env.step_env)
+  for i, a in enumerate([0, 3, 5, 7, 2]):
+    obs, state, r, _, _ = step(jax.random.PRNGKey(i), state, jnp.int32(a), params)
+    assert float(r) == true[user, a]  # rewards are the user's, as without the token
+  # The token pinned in slot 0, the last L - 1 items after it.
+  np.testing.assert_array_equal(np.asarray(obs.history), [9 + user, 5, 7, 2])
+  from jaxrec.agents.registry import AgentConfig, make_agent
+  agent = make_agent("a2c", AgentConfig(dim=8, num_layers=1, num_heads=1), env.num_actions,
+                     env.history_len, num_tokens=env.num_tokens)
+  p = agent.init_params(jax.random.PRNGKey(1))
+  assert p["params"]["encoder"]["items"]["embedding"].shape == (14, 8)
+  # Two users with the same items see different logits: the token is read.
+  h = jnp.asarray([[9, 5, 7, 2], [10, 5, 7, 2]], jnp.int32)
+  logits = agent.logits(p, h)
+  assert not np.allclose(np.asarray(logits[0]), np.asarray(logits[1]))

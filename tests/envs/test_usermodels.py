@@ -75,3 +75,19 @@ def test_matrix_fit_on_implicit_data_uses_sampled_negatives():
                                                            np.random.default_rng(0))
   assert implicit_flag and set(np.unique(ratings)) == {1.0, 5.0}
   assert len(users) == 2 * implicit.num_interactions
+
+
+def test_explicit_negatives_add_sampled_pairs_at_the_scale_minimum(small_dataset):
+  import numpy as np
+  from jaxrec.usermodels import matrix as mx
+  ds = small_dataset
+  cfg = mx.MatrixConfig(num_users=ds.num_users, num_items=ds.num_items, explicit_negatives=2)
+  users, items, ratings, implicit = mx.rating_triples(ds, cfg, np.random.default_rng(0))
+  n = ds.num_interactions
+  assert not implicit and len(users) == len(items) == len(ratings) == 3 * n
+  np.testing.assert_array_equal(ratings[:n], ds.ratings)  # the observed ratings first
+  assert (ratings[n:] == 1.0).all() and items[n:].max() < ds.num_items
+  plain = mx.rating_triples(ds, mx.MatrixConfig(num_users=ds.num_users,
+                                                num_items=ds.num_items),
+                            np.random.default_rng(0))
+  assert len(plain[0]) == n  # 0 (the default outside the peer protocol): ratings only

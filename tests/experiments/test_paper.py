@@ -160,6 +160,23 @@ def test_results_json_and_tables_from_run_dirs(fake_experiment, tmp_path):
     assert (tmp_path / f).read_bytes()[:8] == PNG_MAGIC
 
 
+def test_normalised_scores_and_reference_table(fake_experiment, tmp_path):
+  cfg, preset, tasks = fake_experiment
+  row = {"Len": 5.0, "Ravg": 1.0, "quit_similar": 1.0, "quit_low_reward": 0.0}
+  refs = {"random": row | {"R": 10.0, "normalised": 0.0},
+          "planner": row | {"R": 110.0, "normalised": 1.0}}
+  (tmp_path / "references.json").write_text(json.dumps(refs))
+  results = paper_report.write_all(str(tmp_path), tasks, cfg, preset, {}, log=lambda s: None)
+  a2c = results["methods"]["A2C"]  # R@0 [20, 20.5], R [23, 23.5] (offset 20)
+  assert a2c["Norm@0"] == [0.1, 0.105] and a2c["Norm"] == [0.13, 0.135]
+  assert results["references"] == refs
+  md = (tmp_path / "tables.md").read_text()
+  t5 = md.split("## Table 5")[1].split("## Exploration")[0]
+  assert [l.split(" |")[0] for l in t5.splitlines()[4:8]] == ["| R", "| Len", "| Ravg", "| Norm"]
+  assert "| 0.133 ± 0.004 |" in t5
+  assert "| planner | 110.00 | 5.00 | 1.00 | 1.00 | 0.00 | 1.000 |" in md
+
+
 @pytest.mark.parametrize("damage, where, match", [
     ('{"epoch": 1, "R": 1.0\n', ":2:", "JSONDecodeError"),  # a torn last line
     ("[1, 2]\n", ":2:", "not a JSON object"),
@@ -207,11 +224,17 @@ def test_tiny_preset_end_to_end_then_resume(tmp_path):
   results = json.loads((work / "results.json").read_text())
   assert list(results["methods"]) == list(paper.METHODS)
   for entry in results["methods"].values():
-    assert set(entry) == set(paper_report.KEYS)
+    assert set(entry) == set(paper_report.KEYS) | {"Norm@0", "Norm"}
     assert all(len(v) == 2 and all(np.isfinite(v)) for v in entry.values())
+  refs = results["references"]  # measured once into WORKDIR/references.json
+  assert list(refs) == ["random", "popularity", "greedy", "safe_greedy", "planner"]
+  assert refs["random"]["normalised"] == 0.0 and refs["planner"]["normalised"] == 1.0
+  assert refs["planner"]["R"] > refs["random"]["R"]
+  assert json.loads((work / "references.json").read_text()) == refs
   assert set(results["exploration"]) == {"A2C", "A-iALP_ap"}
   md = (work / "tables.md").read_text()
-  for title in ("## Table 3", "## Table 4", "## Table 5", "## Exploration"):
+  for title in ("## Table 3", "## Table 4", "## Table 5", "## Exploration",
+                "## Reference policies"):
     assert title in md
   for f in ("fig6_7_learning_curves.png", "fig8_9_llm_online.png", "fig10_11_exploration.png"):
     assert (work / "figures" / f).read_bytes()[:8] == PNG_MAGIC
