@@ -1,7 +1,8 @@
 """Read what a training run wrote, without re-running it.
 
 A run directory of `jaxrec.train.run.train_and_evaluate` holds `flags.json` (the TrainConfig)
-and `checkpoints/<epoch>/{runner,log}` (orbax: the whole loop state + the metrics rows). To
+and `checkpoints/<epoch>/{state,log}` (jaxrec.train.driver's orbax layout: the whole loop
+state + the metrics rows). To
 restore the state, the restorer needs its structure: we rebuild the agent and the loop from the
 flags (`jaxrec.train.run.build_agent`) and take the structure from `jax.eval_shape` of the
 loop's `init_runner`, as the run does before it resumes: nothing is trained, and the
@@ -19,17 +20,16 @@ import os
 from typing import Any, NamedTuple
 
 import jax
-import orbax.checkpoint as ocp
 
 from jaxrec.agents.registry import AgentConfig
 from jaxrec.envs import build
 from jaxrec.errors import DataError
 from jaxrec.io import one_line, read_json_object
-from jaxrec.train import sharding
+from jaxrec.train import driver, sharding
 from jaxrec.train.loop import LoopConfig, make_train
 from jaxrec.train.run import TrainConfig, build_agent
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = driver.CHECKPOINT_DIR
 
 
 class RestoredRun(NamedTuple):
@@ -101,7 +101,7 @@ def latest_step(workdir: str) -> int | None:
   directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
   if not os.path.isdir(directory):
     return None
-  with ocp.CheckpointManager(directory, item_names=("runner", "log")) as manager:
+  with driver.checkpoint_manager(workdir) as manager:
     return manager.latest_step()
 
 
@@ -128,7 +128,7 @@ def restore_run(workdir: str, step: int | None = None, env: str | None = None) -
   directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
   if not os.path.isdir(directory):
     raise DataError(f"{workdir}: no checkpoints yet (the run has not finished an epoch)")
-  with ocp.CheckpointManager(directory, item_names=("runner", "log")) as manager:
+  with driver.checkpoint_manager(workdir) as manager:
     steps = manager.all_steps()
     if not steps:
       raise DataError(f"{directory}: no finished checkpoint")
@@ -136,14 +136,13 @@ def restore_run(workdir: str, step: int | None = None, env: str | None = None) -
     if step not in steps:
       raise DataError(f"{directory}: no checkpoint of epoch {step}; have {sorted(steps)}")
     try:
-      restored = manager.restore(step, args=ocp.args.Composite(
-          runner=ocp.args.StandardRestore(target), log=ocp.args.JsonRestore()))
+      runner, log = driver.restore(manager, step, target)
     # orbax / tensorstore raise many unrelated types on damaged files (see load_env).
     except Exception as e:  # noqa: BLE001
       raise DataError(f"{directory}/{step}: cannot restore ({type(e).__name__}: "
                       f"{one_line(e)})") from None
-  return RestoredRun(cfg=cfg, agent=agent, runner=restored.runner, step=int(step),
-                     log=dict(restored.log), env_meta=meta)
+  return RestoredRun(cfg=cfg, agent=agent, runner=runner, step=int(step), log=log,
+                     env_meta=meta)
 
 
 def restore_policy(workdir: str, step: int | None = None, env: str | None = None):

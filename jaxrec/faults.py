@@ -35,6 +35,8 @@ POINTS = {
     "train.saving": "an epoch checkpoint save has started (orbax), not finished",
     "train.saved": "an epoch checkpoint is finished, metrics.jsonl not yet rewritten",
     "pretrain.saving": "a pre-training epoch checkpoint save has started, not finished",
+    "pretrain.saved": "a pre-training epoch checkpoint is finished, metrics.jsonl not yet "
+                      "rewritten",
     "pretrain.policy": "pre-training finished, policy/ being written",
     "label.labeled": "a label shard is computed, not yet committed",
 }

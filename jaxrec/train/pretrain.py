@@ -30,7 +30,6 @@ policy/ (the final ActorCritic params + policy.json: what `--init_from` of jaxre
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, NamedTuple
@@ -39,7 +38,6 @@ import flashbax as fbx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
 from jaxrec import faults, oracle, shards
@@ -48,8 +46,8 @@ from jaxrec.agents.a2c import A2C
 from jaxrec.agents.registry import AgentConfig, make_agent
 from jaxrec.agents.types import AgentState, Transition, strong_types
 from jaxrec.envs import build
-from jaxrec.errors import ConfigError, NonFiniteError
-from jaxrec.io import atomic_write_jsonl, atomic_write_text
+from jaxrec.errors import ConfigError
+from jaxrec.train import driver
 from jaxrec.train import label_exchange as exchange
 from jaxrec.train import sharding
 from jaxrec.train.loop import all_finite, evaluate
@@ -243,10 +241,6 @@ def episode_keys(key: jax.Array, cfg: PretrainConfig):
 
 
 # --- the driver -------------------------------------------------------------------------------
-def _floats(tree) -> dict:
-  return {k: float(np.asarray(v)) for k, v in tree.items()}
-
-
 def pretrain(cfg: PretrainConfig, workdir: str, log=print,
              mesh: Mesh | None = None) -> list[dict]:
   """Runs iALP pre-training to cfg.epochs (resuming from workdir's latest checkpoint) and
@@ -284,82 +278,53 @@ def pretrain(cfg: PretrainConfig, workdir: str, log=print,
       jax.random.fold_in(eval_root, epoch), cfg.eval_sessions, max_len, cfg.eval_explore,
       cfg.epsilon), mesh)
 
-  os.makedirs(workdir, exist_ok=True)
-  if primary:
-    atomic_write_text(os.path.join(workdir, "flags.json"),
-                      json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
   state = sharding.jit_replicated(pt.init, mesh)(init_key)
   if offline is not None:  # D_LLM holds every offline row (passed in, not a program constant)
     state = state._replace(buffer=sharding.jit_replicated(
         lambda b, x: strong_types(pt.buffer.add(b, x)), mesh)(
             state.buffer, sharding.replicate(offline, mesh)))
     log(f"D_LLM: {offline.action.shape[0]} labeled transitions from {cfg.labeler_dir}")
-  manager = ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "checkpoints")),
-      options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints),
-      item_names=("state", "log"))
-  start = manager.latest_step()
-  if start is not None:
-    restored = manager.restore(start, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(sharding.abstract(
-            jax.eval_shape(lambda: state),
-            jax.tree.map(lambda _: sharding.replicated(mesh), state))),
-        log=ocp.args.JsonRestore()))
-    state, metrics = restored.state, list(restored.log["metrics"])
-    log(f"resumed from epoch {start}")
-  else:
-    start = 0
-    metrics = [{"epoch": 0, "updates": 0} | _floats(eval_fn(state.agent.params, 0, test_params))]
-    log(f"epoch 0 (random init): test R {metrics[0]['R']:.3f} Len {metrics[0]['Len']:.2f}")
-  if start < cfg.epochs:
-    log(f"pre-training iALP with {_LABELER_NOTES[cfg.labeler]}: {cfg.epochs} epochs x "
-        f"{cfg.episodes_per_epoch} episodes x {cfg.episode_len} steps x {cfg.num_sessions} "
-        "sessions")
+  abstract_state = sharding.abstract(jax.eval_shape(lambda: state), jax.tree.map(
+      lambda _: sharding.replicated(mesh), state))
+  log(f"pre-training iALP with {_LABELER_NOTES[cfg.labeler]}: {cfg.epochs} epochs x "
+      f"{cfg.episodes_per_epoch} episodes x {cfg.episode_len} steps x {cfg.num_sessions} "
+      "sessions")
 
   run_epoch = _epoch_runner(cfg, pt, env_params, meta, num_items, workdir, offline_stats,
                             mesh)
   finite = sharding.jit_replicated(all_finite, mesh)
-  with faults.Preemption() as preemption:  # SIGTERM: see jaxrec.faults
-    try:
-      for epoch in range(start + 1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        state_next, stats = jax.block_until_ready(
-            run_epoch(state, epoch, jax.random.fold_in(train_root, epoch)))
-        dt = time.perf_counter() - t0
-        if not (bool(finite(state_next.agent.params))
-                and np.isfinite([stats["actor_loss"], stats["critic_loss"]]).all()):
-          raise NonFiniteError(
-              f"{workdir}: NaN or inf in the loss or parameters in epoch {epoch} (updates "
-              f"{(epoch - 1) * cfg.updates_per_epoch + 1}..{epoch * cfg.updates_per_epoch}); "
-              f"stopped before saving it, the last good checkpoint is epoch {epoch - 1}")
-        state = state_next
-        row = {"epoch": epoch, "updates": epoch * cfg.updates_per_epoch} | _floats(
-            eval_fn(state.agent.params, epoch, test_params)) | stats | {"epoch_s": dt}
-        metrics.append(row)
-        manager.save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), log=ocp.args.JsonSave({"metrics": metrics})))
-        faults.failpoint("pretrain.saving")
-        manager.wait_until_finished()
-        if primary:
-          atomic_write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
-        log(f"epoch {epoch}/{cfg.epochs}: {dt:.1f}s | None rate {row['none_rate']:.3f} mean "
-            f"r^p {row['mean_rp']:.3f} | test R {row['R']:.3f} Len {row['Len']:.2f} "
-            f"Ravg {row['Ravg']:.3f}")
-        if preemption.requested and epoch < cfg.epochs:
-          raise faults.Preempted(f"{workdir}: stopped after pre-training epoch {epoch} of "
-                                 f"{cfg.epochs}, its checkpoint is saved; rerun the same "
-                                 "command to resume")
-    finally:
-      manager.close()
-    if primary:
-      atomic_write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
-    faults.failpoint("pretrain.policy")
-    save_policy(workdir, state.agent.params, agent.cfg.net,
-                {"dataset": meta["dataset"], "fingerprint": meta["fingerprint"], "env": cfg.env,
-                 "labeler": cfg.labeler, "epochs": cfg.epochs})
-    if cfg.labeler == "dir":
-      shards.mark_done(os.path.join(cfg.labeler_dir or workdir, "requests"))
-  return metrics
+
+  def epoch_fn(state, epoch):
+    new_state, stats = run_epoch(state, epoch, jax.random.fold_in(train_root, epoch))
+    ok = (bool(finite(new_state.agent.params))
+          and np.isfinite([stats["actor_loss"], stats["critic_loss"]]).all())
+    where = None if ok else (f"in epoch {epoch} (updates {(epoch - 1) * cfg.updates_per_epoch + 1}"
+                             f"..{epoch * cfg.updates_per_epoch})")
+    return new_state, driver.Epoch(stats=stats, nonfinite=where)
+
+  def progress(row):
+    tail = f"test R {row['R']:.3f} Len {row['Len']:.2f} Ravg {row['Ravg']:.3f}"
+    if "none_rate" not in row:
+      return "", tail
+    return (f"{row['epoch_s']:.1f}s | None rate {row['none_rate']:.3f} mean r^p "
+            f"{row['mean_rp']:.3f}"), tail
+
+  job = driver.Job(name="pretrain", workdir=workdir, config=cfg, num_epochs=cfg.epochs,
+                   keep_checkpoints=cfg.keep_checkpoints, counter="updates",
+                   count=lambda state, epoch: epoch * cfg.updates_per_epoch,
+                   timing=lambda dt: {"epoch_s": dt}, primary=primary,
+                   noun="pre-training epoch")
+  state, logs = driver.run_epochs(
+      job, state, abstract_state, epoch_fn=epoch_fn, progress=progress, log=log,
+      evaluate_fn=lambda state, epoch: driver.scalars(eval_fn(state.agent.params, epoch,
+                                                              test_params)))
+  faults.failpoint("pretrain.policy")
+  save_policy(workdir, state.agent.params, agent.cfg.net,
+              {"dataset": meta["dataset"], "fingerprint": meta["fingerprint"], "env": cfg.env,
+               "labeler": cfg.labeler, "epochs": cfg.epochs})
+  if cfg.labeler == "dir":
+    shards.mark_done(os.path.join(cfg.labeler_dir or workdir, "requests"))
+  return logs["metrics"]
 
 
 _LABELER_NOTES = {"inproc": "the in-process oracle (a simulated judge, not an LLM)",
@@ -376,7 +341,7 @@ def _epoch_runner(cfg: PretrainConfig, pt: Pretrainer, env_params, meta, num_ite
     def inproc_epoch(state, epoch, key):
       del epoch
       state, stats = inproc(state, env_params, key)
-      return state, _floats(stats._asdict())
+      return state, driver.scalars(stats._asdict())
     return inproc_epoch
   if cfg.labeler == "shards":
     train = sharding.jit_replicated(
@@ -429,6 +394,6 @@ def _epoch_runner(cfg: PretrainConfig, pt: Pretrainer, env_params, meta, num_ite
                                    logprobs, t == t_len - 1, k_learn)
         stats.append(st)
     mean = jax.tree_util.tree_map(lambda *xs: jnp.mean(jnp.stack(xs)), *stats)
-    return state, _floats(mean._asdict()) | {"label_wait_s": wait_s}
+    return state, driver.scalars(mean._asdict()) | {"label_wait_s": wait_s}
 
   return dir_epoch

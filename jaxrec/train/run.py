@@ -1,14 +1,13 @@
 """`train_and_evaluate(cfg, workdir)`: the one function behind `python -m jaxrec.train`.
 
-Run directory:
+Run directory (the lifecycle is jaxrec.train.driver's):
   flags.json      the TrainConfig
   metrics.jsonl   one row per evaluation in the test env (epoch 0 = before any update):
                   epoch, env_steps, R, Len, Ravg, R_std + the train curve and losses
   curve.jsonl     the learning curve: one row per update (mean of the last 20 finished
                   train episodes vs total env steps)
-  checkpoints/    orbax CheckpointManager: the whole loop state (params, optimizer, replay
-                  buffer, env states, key) + the log rows, one step per epoch. A rerun of the
-                  same command resumes from the latest and ends exactly as an uninterrupted run.
+  checkpoints/    the driver's orbax layout: "state" = the whole loop state (params,
+                  optimizer, replay buffer, env states, key), "log" = the rows above.
 
 Agents (jaxrec.agents.registry): the baselines a2c, dqn, pg; llm_online (RQ3: the actor
 proposes, the in-process oracle labeler picks); and, from a pre-training run
@@ -20,23 +19,17 @@ policy). Epoch 0's row is R@0 of the paper's Table 3.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
 from jaxrec.agents.registry import AGENTS, PRETRAINED, AgentConfig, make_agent
 from jaxrec.agents.acting import check_strategy
 from jaxrec.envs import build
-from jaxrec import faults
-from jaxrec.errors import ConfigError, NonFiniteError
-from jaxrec.io import atomic_write_jsonl, atomic_write_text
-from jaxrec.train import sharding
+from jaxrec.errors import ConfigError
+from jaxrec.train import driver, sharding
 from jaxrec.train.evaluation import env_popularity, eval_modes
 from jaxrec.train.loop import FINITE, LoopConfig, evaluate, make_train
 
@@ -81,21 +74,14 @@ class TrainConfig:
     self.agent_cfg.validate()
 
 
-def _scalars(tree) -> dict:
-  return {k: float(np.asarray(v)) for k, v in tree.items()}
-
-
-def check_finite(points: dict, epoch: int, where: str) -> None:
-  """The NaN guard: raises NonFiniteError naming the first update of the epoch whose params or
-  losses are not finite (points: the epoch's curve points, host arrays)."""
+def nonfinite_update(points: dict, epoch: int) -> str | None:
+  """The NaN guard's finding: None, or where the first update of the epoch with non-finite
+  params or losses is (points: the epoch's curve points, host arrays)."""
   ok = np.asarray(points[FINITE], bool)
   if ok.all():
-    return
+    return None
   i = int(np.argmin(ok))
-  step = int(points["env_steps"][i])
-  raise NonFiniteError(f"{where}: NaN or inf in the loss or parameters at env step {step} "
-                       f"(update {i + 1} of epoch {epoch}); stopped before saving it, the last "
-                       f"good checkpoint is epoch {epoch - 1}")
+  return f"at env step {int(points['env_steps'][i])} (update {i + 1} of epoch {epoch})"
 
 
 def resolved_agent_config(cfg: TrainConfig) -> AgentConfig:
@@ -164,79 +150,35 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print,
   eval_fn = lambda params, root, epoch, test_params: eval_jit(params, root, epoch, test_params,
                                                               popularity)
 
-  os.makedirs(workdir, exist_ok=True)
-  if primary:
-    atomic_write_text(os.path.join(workdir, "flags.json"),
-                      json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
   root = jax.random.PRNGKey(cfg.seed)
   eval_root, train_key = sharding.replicate(tuple(jax.random.split(root)), mesh)
   runner = init_runner(train_key, env_params)
-  manager = ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "checkpoints")),
-      options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints),
-      item_names=("runner", "log"))
-  metrics, curve = [], []
-  start = manager.latest_step()
-  if start is not None:
-    restored = manager.restore(start, args=ocp.args.Composite(
-        runner=ocp.args.StandardRestore(sharding.abstract(jax.eval_shape(lambda: runner),
-                                                          shardings)),
-        log=ocp.args.JsonRestore()))
-    runner, metrics, curve = restored.runner, restored.log["metrics"], restored.log["curve"]
-    log(f"resumed from epoch {start} ({int(runner.env_steps)} env steps)")
-  else:
-    start = 0
-    row = {"epoch": 0, "env_steps": 0} | _scalars(
-        eval_fn(agent.policy_params(runner.agent), eval_root, 0, test_params))
-    metrics.append(row)
-    log(f"epoch 0: test R {row['R']:.3f} Len {row['Len']:.2f} Ravg {row['Ravg']:.3f}")
+  abstract_runner = sharding.abstract(jax.eval_shape(lambda: runner), shardings)
 
-  def _train_one_epoch(epoch, num_epochs, start, t_start, runner, metrics, curve):
-    t0 = time.perf_counter()
+  def epoch_fn(runner, epoch):
     new_runner, points = train_epoch(runner, env_params)
     points = jax.tree_util.tree_map(np.asarray, jax.device_get(points))
-    dt = time.perf_counter() - t0
-    check_finite(points, epoch, workdir)
-    runner = new_runner
-    curve = curve + [{k: float(v[i]) for k, v in points.items() if k != FINITE}
-                     for i in range(iterations)]
-    row = {"epoch": epoch, "env_steps": int(runner.env_steps)} | _scalars(
-        eval_fn(agent.policy_params(runner.agent), eval_root, epoch, test_params))
-    row |= {"train_curve_return": curve[-1]["curve_return"],
-            "train_curve_length": curve[-1]["curve_length"],
-            "steps_per_s": iterations * per_iteration / dt}
-    row |= {k: curve[-1][k] for k in ("loss", "alpha") if k in curve[-1]}
-    metrics = metrics + [row]
-    manager.save(epoch, args=ocp.args.Composite(
-        runner=ocp.args.StandardSave(runner),
-        log=ocp.args.JsonSave({"metrics": metrics, "curve": curve})))
-    faults.failpoint("train.saving")
-    manager.wait_until_finished()
-    faults.failpoint("train.saved")
-    if primary:
-      atomic_write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
-      atomic_write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
-    done_epochs = epoch - start
-    eta = (time.perf_counter() - t_start) / done_epochs * (num_epochs - epoch)
-    log(f"epoch {epoch}/{num_epochs}: {row['env_steps']} env steps, "
-        f"{row['steps_per_s']:,.0f} steps/s, ETA {eta:.0f}s | test R {row['R']:.3f} "
-        f"Len {row['Len']:.2f} Ravg {row['Ravg']:.3f}")
-    return runner, metrics, curve
+    curve = [{k: float(v[i]) for k, v in points.items() if k != FINITE}
+             for i in range(iterations)]
+    stats = {"train_curve_return": curve[-1]["curve_return"],
+             "train_curve_length": curve[-1]["curve_length"]}
+    stats |= {k: curve[-1][k] for k in ("loss", "alpha") if k in curve[-1]}
+    return new_runner, driver.Epoch(stats=stats, logs={"curve": curve},
+                                    nonfinite=nonfinite_update(points, epoch))
 
-  t_start = time.perf_counter()
-  # SIGTERM: finish the epoch in flight and its checkpoint, then stop (a SIGTERM during the
-  # last epoch or the final writes lets the run finish).
-  with faults.Preemption() as preemption:
-    try:
-      for epoch in range(start + 1, num_epochs + 1):
-        runner, metrics, curve = _train_one_epoch(
-            epoch, num_epochs, start, t_start, runner, metrics, curve)
-        if preemption.requested and epoch < num_epochs:
-          raise faults.Preempted(f"{workdir}: stopped after epoch {epoch} of {num_epochs}, "
-                                 "its checkpoint is saved; rerun the same command to resume")
-    finally:
-      manager.close()
-    if primary:
-      atomic_write_jsonl(os.path.join(workdir, "metrics.jsonl"), metrics)
-      atomic_write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
-  return metrics
+  def progress(row):
+    tail = f"test R {row['R']:.3f} Len {row['Len']:.2f} Ravg {row['Ravg']:.3f}"
+    if "steps_per_s" not in row:
+      return "", tail
+    return f"{row['env_steps']} env steps, {row['steps_per_s']:,.0f} steps/s", tail
+
+  job = driver.Job(name="train", workdir=workdir, config=cfg, num_epochs=num_epochs,
+                   keep_checkpoints=cfg.keep_checkpoints, counter="env_steps",
+                   count=lambda runner, epoch: int(runner.env_steps),
+                   timing=lambda dt: {"steps_per_s": iterations * per_iteration / dt},
+                   logs=("curve",), primary=primary)
+  _, logs = driver.run_epochs(
+      job, runner, abstract_runner, epoch_fn=epoch_fn, progress=progress, log=log,
+      evaluate_fn=lambda runner, epoch: driver.scalars(
+          eval_fn(agent.policy_params(runner.agent), eval_root, epoch, test_params)))
+  return logs["metrics"]
