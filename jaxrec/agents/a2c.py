@@ -9,6 +9,22 @@ Q critic over all items.
 
 The losses are written for one transition (rlax style) and vmapped by the caller; `mix_logp`
 lets A-iALP_ap (Eq. 15) swap in the log-probability of a policy mixture.
+
+`critic="v"` is A2C as tianshou builds it for EasyRL4Rec's `run_A2C.py` (A2CPolicy): a scalar
+state value V(s) instead of Q(s, .), and advantages from lambda-returns over the unroll
+(GAE, Schulman et al. 2016; the peer's --gae-lambda default 1 = Monte-Carlo returns, cut at the
+unroll's end by V of the last next state):
+
+  delta_t  = r_t + gamma * (1 - done_t) * V(s_{t+1}) - V(s_t)
+  A_t      = delta_t + gamma * lambda * (1 - done_t) * A_{t+1},   A_T = 0
+  L_A      = -log pi(a_t | s_t) * A_t        (A_t standardised over the unroll by flag)
+  L_V      = 1/2 (A_t + V(s_t) - V(s_t))^2,  the target A_t + V(s_t) held fixed
+  L        = L_A + value_coef * L_V - entropy_coef * H(pi)
+
+A Q(s, .) head over ~1,000 items learns only the entries of the actions taken, and the
+one-step target reaches 1 step ahead: the quit that ends a session later is invisible to the
+actor until the bootstrap chain has carried it back. The value critic over a 32-step unroll
+(>= the envs' 30 turns) sees the whole episode's return.
 """
 
 from __future__ import annotations
@@ -24,7 +40,7 @@ import optax
 from jaxrec.agents import acting
 from jaxrec.agents.types import AgentState, Transition
 from jaxrec.errors import ConfigError
-from jaxrec.nets.networks import ActorCritic, NetConfig
+from jaxrec.nets.networks import ActorCritic, ActorValue, NetConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +55,13 @@ class A2CConfig:
   # sum_a' pi(a'|s') Q(s', a') (the on-policy actor-critic / expected-SARSA target; the max over
   # ~1,000 untrained Q outputs overestimates, and that bias is all the actor sees early on).
   critic_target: str = "max"
+  # "q": Q(s, .) over all items (paper Eq. 7-9); "v": a state value and lambda-returns over the
+  # unroll (tianshou's A2CPolicy, the peer's); gae_lambda, value_coef and normalize_advantages
+  # apply to "v" only.
+  critic: str = "q"
+  gae_lambda: float = 1.0  # EasyRL4Rec run_A2C.py --gae-lambda
+  value_coef: float = 0.5  # EasyRL4Rec run_A2C.py --vf-coef
+  normalize_advantages: bool = False  # tianshou A2C does not; PPO implementations do
 
 
 def a2c_loss_single(logp_a: jax.Array, q_sa: jax.Array, q_next_max: jax.Array,
@@ -52,6 +75,54 @@ def a2c_loss_single(logp_a: jax.Array, q_sa: jax.Array, q_next_max: jax.Array,
 
 
 CRITIC_TARGETS = ("max", "expected")
+CRITICS = ("q", "v")
+
+
+def lambda_advantages(reward: jax.Array, done: jax.Array, value: jax.Array,
+                      last_value: jax.Array, gamma: float, lam: float) -> jax.Array:
+  """GAE over one session's unroll.
+
+  Args:
+    reward, done, value: [T] the step's reward, whether the episode ended there, V(s_t).
+    last_value: scalar V of the state after the unroll's last step.
+    gamma, lam: discount and lambda.
+  Returns:
+    A: [T] float32 (no gradient flows into the values).
+  """
+  chex.assert_rank([reward, done, value, last_value], [1, 1, 1, 0])
+  value = jax.lax.stop_gradient(value)
+  not_done = 1.0 - done.astype(jnp.float32)
+  next_value = jnp.concatenate([value[1:], jax.lax.stop_gradient(last_value)[None]])
+  delta = reward + gamma * not_done * next_value - value
+
+  def step(a_next, xs):
+    d, nd = xs
+    a = d + gamma * lam * nd * a_next
+    return a, a
+
+  _, adv = jax.lax.scan(step, jnp.zeros((), jnp.float32), (delta, not_done), reverse=True)
+  return adv
+
+
+def a2c_value_losses(net: ActorValue, params, batch: Transition, gamma: float, lam: float,
+                     entropy_coef: float, value_coef: float, normalize_advantages: bool):
+  """Mean losses over a rollout [T, N] with a state-value critic (module docstring)."""
+  chex.assert_rank(batch.action, 2)
+  logits, value = net.apply(params, batch.history)  # [T, N, I], [T, N]
+  _, last_value = net.apply(params, batch.next_history[-1])  # [N]
+  adv = jax.vmap(lambda_advantages, in_axes=(1, 1, 1, 0, None, None), out_axes=1)(
+      batch.reward, batch.done, value, last_value, gamma, lam)
+  target = adv + jax.lax.stop_gradient(value)
+  if normalize_advantages:
+    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+  logp = jax.nn.log_softmax(logits)
+  logp_a = jnp.take_along_axis(logp, batch.action[..., None], axis=-1)[..., 0]
+  actor = -(logp_a * adv).mean()
+  critic = 0.5 * jnp.square(target - value).mean()
+  entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1).mean()
+  loss = actor + value_coef * critic - entropy_coef * entropy
+  return loss, {"actor_loss": actor, "critic_loss": critic, "adv_abs": jnp.abs(adv).mean(),
+                "entropy": entropy}
 
 
 def a2c_losses(net: ActorCritic, params, batch: Transition, gamma: float, entropy_coef: float,
@@ -86,8 +157,10 @@ class A2C:
   """The agent API (jaxrec.agents.types.Agent) for A2C."""
 
   def __init__(self, cfg: A2CConfig):
+    if cfg.critic not in CRITICS:
+      raise ConfigError(f"--critic must be one of {', '.join(CRITICS)}; got {cfg.critic!r}")
     self.cfg = cfg
-    self.net = ActorCritic(cfg.net)
+    self.net = ActorValue(cfg.net) if cfg.critic == "v" else ActorCritic(cfg.net)
     self.unroll_len = cfg.unroll_len
     self.optimizer = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
                                  optax.adam(cfg.learning_rate))
@@ -110,9 +183,15 @@ class A2C:
 
   def update(self, state: AgentState, batch: Transition, key: jax.Array):
     del key
-    grad_fn = jax.value_and_grad(a2c_losses, argnums=1, has_aux=True)
-    (loss, metrics), grads = grad_fn(self.net, state.params, batch, self.cfg.gamma,
-                                     self.cfg.entropy_coef, None, self.cfg.critic_target)
+    c = self.cfg
+    if c.critic == "v":
+      grad_fn = jax.value_and_grad(a2c_value_losses, argnums=1, has_aux=True)
+      (loss, metrics), grads = grad_fn(self.net, state.params, batch, c.gamma, c.gae_lambda,
+                                       c.entropy_coef, c.value_coef, c.normalize_advantages)
+    else:
+      grad_fn = jax.value_and_grad(a2c_losses, argnums=1, has_aux=True)
+      (loss, metrics), grads = grad_fn(self.net, state.params, batch, c.gamma, c.entropy_coef,
+                                       None, c.critic_target)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return state._replace(params=params, opt_state=opt_state, step=state.step + 1), (

@@ -21,9 +21,13 @@ class AgentConfig:
   num_heads: int = 2
   learning_rate: float = 1e-3
   gamma: float = 0.9
-  unroll_len: int = 0  # 0 = the agent's default (a2c 1, dqn 1, pg 32)
+  unroll_len: int = 0  # 0 = the agent's default (a2c 1, a2c --critic=v 32, dqn 1, pg 32)
   entropy_coef: float = 0.0
   critic_target: str = "max"  # a2c family: max (paper Eq. 8) | expected
+  critic: str = "q"  # a2c: q (paper Eq. 7) | v (state value + lambda-returns, the peer's A2C)
+  gae_lambda: float = 1.0  # a2c --critic=v
+  value_coef: float = 0.5  # a2c --critic=v
+  normalize_advantages: bool = False  # a2c --critic=v
   buffer_size: int = 100_000  # dqn
   batch_size: int = 256  # dqn
   min_buffer: int = 1_000  # dqn
@@ -55,6 +59,10 @@ class AgentConfig:
       raise ConfigError(f"--huber_delta must be >= 0 (0 = squared loss), got {self.huber_delta}")
     if self.critic_target not in ("max", "expected"):
       raise ConfigError(f"--critic_target must be max or expected; got {self.critic_target!r}")
+    if self.critic not in ("q", "v"):
+      raise ConfigError(f"--critic must be q or v; got {self.critic!r}")
+    if not 0.0 <= self.gae_lambda <= 1.0 or self.value_coef < 0:
+      raise ConfigError("need 0 <= --gae_lambda <= 1 and --value_coef >= 0")
     if self.dim % self.num_heads:
       raise ConfigError(f"--dim ({self.dim}) must be a multiple of --num_heads ({self.num_heads})")
     if not 0.0 <= self.gamma <= 1.0 or self.learning_rate <= 0:
@@ -94,6 +102,15 @@ def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
             "gamma": cfg.gamma}
   if cfg.unroll_len:
     common["unroll_len"] = cfg.unroll_len
+  if cfg.critic != "q" and name != "a2c":
+    raise ConfigError(f"--critic={cfg.critic} applies to --agent=a2c only (the adaptive and "
+                      f"LLM agents keep the paper's Q critic); got --agent={name}")
+  if name == "a2c" and cfg.critic == "v":
+    from jaxrec.agents.a2c import A2C, A2CConfig
+    common.setdefault("unroll_len", 32)  # >= the envs' 30 turns, as PG's
+    return A2C(A2CConfig(entropy_coef=cfg.entropy_coef, critic="v", gae_lambda=cfg.gae_lambda,
+                         value_coef=cfg.value_coef,
+                         normalize_advantages=cfg.normalize_advantages, **common))
   if name in ("a2c", "ialp", "ialp_ft"):
     from jaxrec.agents import adaptive
     from jaxrec.agents.a2c import A2C, A2CConfig

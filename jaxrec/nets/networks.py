@@ -63,6 +63,20 @@ class ActorCritic(nn.Module):
     return logits, q
 
 
+class ActorValue(nn.Module):
+  """history -> (actor logits [..., I], state value V(s) [...]): the actor-critic of A2C as
+  tianshou / EasyRL4Rec build it (a scalar critic), with the encoder and actor of ActorCritic
+  under the same names."""
+  cfg: NetConfig
+
+  @nn.compact
+  def __call__(self, history: jax.Array) -> tuple[jax.Array, jax.Array]:
+    s = StateEncoder(self.cfg, name="encoder")(history)
+    logits = nn.Dense(self.cfg.num_items, name="actor")(s)
+    v = nn.Dense(1, name="value")(s)[..., 0]
+    return logits, v
+
+
 class QNetwork(nn.Module):
   """history -> Q values [..., I] (DQN)."""
   cfg: NetConfig

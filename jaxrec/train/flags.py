@@ -23,6 +23,16 @@ ENTROPY = flags.DEFINE_float("entropy_coef", _A.entropy_coef, "entropy bonus (a2
 CRITIC_TARGET = flags.DEFINE_enum("critic_target", _A.critic_target, ["max", "expected"],
                                   "a2c family: the critic's bootstrap, max_a' Q(s', a') (paper "
                                   "Eq. 8) or its expectation under the policy")
+CRITIC = flags.DEFINE_enum("critic", _A.critic, ["q", "v"],
+                           "a2c: Q(s, .) over all items with a one-step target (paper Eq. 7-9) "
+                           "or a state value with lambda-returns over the unroll (tianshou's "
+                           "A2C, the peer's; --unroll_len defaults to 32)")
+GAE_LAMBDA = flags.DEFINE_float("gae_lambda", _A.gae_lambda,
+                                "a2c --critic=v: lambda of the advantages (1 = Monte-Carlo)")
+VALUE_COEF = flags.DEFINE_float("value_coef", _A.value_coef,
+                                "a2c --critic=v: weight of the value loss")
+NORM_ADV = flags.DEFINE_bool("normalize_advantages", _A.normalize_advantages,
+                             "a2c --critic=v: standardise advantages over each unroll")
 EPSILON = flags.DEFINE_float("epsilon", 0.1, "epsilon of the epsilon strategy")
 NUM_CANDIDATES = flags.DEFINE_integer("num_candidates", _A.num_candidates,
                                       "k: items the actor proposes to the labeler")
@@ -44,7 +54,9 @@ def agent_config(**extra) -> AgentConfig:
   """The AgentConfig of the shared flags plus `extra` fields (the train CLI's own flags)."""
   return AgentConfig(dim=DIM.value, num_layers=LAYERS.value, num_heads=HEADS.value,
                      learning_rate=LR.value, gamma=GAMMA.value, entropy_coef=ENTROPY.value,
-                     critic_target=CRITIC_TARGET.value,
+                     critic_target=CRITIC_TARGET.value, critic=CRITIC.value,
+                     gae_lambda=GAE_LAMBDA.value, value_coef=VALUE_COEF.value,
+                     normalize_advantages=NORM_ADV.value,
                      num_candidates=NUM_CANDIDATES.value, oracle_temperature=ORACLE_T.value,
                      oracle_none_threshold=ORACLE_NONE.value, oracle_flip_prob=ORACLE_FLIP.value,
                      oracle_quit_aware=ORACLE_QUIT.value,

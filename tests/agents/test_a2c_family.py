@@ -205,3 +205,102 @@ def test_ap_acts_from_the_mixture(theta):
 def test_bad_adaptive_config(kw, message):
   with pytest.raises(ConfigError, match=message):
     make_agent("ialp_ap", AgentConfig(**kw), 6, 3)
+
+
+# --- A2C with a state-value critic and lambda-returns (--critic=v) -------------------------
+def _numpy_gae(reward, done, value, last_value, gamma, lam):
+  """GAE written as a backwards Python loop over one session, independently of a2c.py."""
+  t_len = len(reward)
+  adv = np.zeros(t_len)
+  nxt_adv, nxt_v = 0.0, last_value
+  for t in reversed(range(t_len)):
+    nd = 0.0 if done[t] else 1.0
+    delta = reward[t] + gamma * nd * nxt_v - value[t]
+    adv[t] = delta + gamma * lam * nd * nxt_adv
+    nxt_adv, nxt_v = adv[t], value[t]
+  return adv
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.95, 1.0])
+def test_lambda_advantages_match_a_backwards_loop(lam):
+  rng = np.random.default_rng(0)
+  for _ in range(5):
+    t_len = int(rng.integers(1, 12))
+    reward, value = rng.normal(size=t_len), rng.normal(size=t_len)
+    done, last = rng.random(t_len) < 0.3, float(rng.normal())
+    got = a2c.lambda_advantages(jnp.asarray(reward, jnp.float32), jnp.asarray(done),
+                                jnp.asarray(value, jnp.float32), jnp.float32(last), 0.9, lam)
+    np.testing.assert_allclose(np.asarray(got), _numpy_gae(reward, done, value, last, 0.9, lam),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_lambda_one_is_the_discounted_return_minus_the_value():
+  # One episode ending inside the unroll: A_t + V(s_t) is the plain discounted return.
+  reward = jnp.asarray([1.0, 2.0, 3.0, 5.0])
+  done = jnp.asarray([False, False, True, False])
+  value = jnp.asarray([0.3, -1.0, 2.0, 0.0])
+  adv = a2c.lambda_advantages(reward, done, value, jnp.float32(7.0), 0.5, 1.0)
+  returns = np.asarray(adv + value)
+  np.testing.assert_allclose(returns[:3], [1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3.0], rtol=1e-6)
+  np.testing.assert_allclose(returns[3], 5.0 + 0.5 * 7.0, rtol=1e-6)  # bootstrapped at the cut
+
+
+def _rollout(t_len=5, n=3, seed=0):
+  rng = np.random.default_rng(seed)
+  hist = rng.integers(-1, 6, size=(t_len, n, 3)).astype(np.int32)
+  nxt = np.concatenate([hist[:, :, 1:], rng.integers(0, 6, size=(t_len, n, 1))], -1)
+  return Transition(history=jnp.asarray(hist), action=jnp.asarray(rng.integers(0, 6, (t_len, n)),
+                                                                  jnp.int32),
+                    reward=jnp.asarray(rng.normal(size=(t_len, n)), jnp.float32),
+                    done=jnp.asarray(rng.random((t_len, n)) < 0.25),
+                    next_history=jnp.asarray(nxt.astype(np.int32)))
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_value_critic_losses_against_hand_computation(normalize):
+  agent = make_agent("a2c", AgentConfig(dim=8, num_layers=0, num_heads=1, critic="v",
+                                        normalize_advantages=normalize), 6, 3)
+  assert agent.unroll_len == 32  # the default for the value critic
+  params = agent.init_params(jax.random.PRNGKey(3))
+  assert "value" in params["params"] and "critic" not in params["params"]
+  batch = _rollout()
+  loss, m = a2c.a2c_value_losses(agent.net, params, batch, 0.9, 0.95, 0.01, 0.5, normalize)
+  logits, v = agent.net.apply(params, batch.history)
+  _, v_last = agent.net.apply(params, batch.next_history[-1])
+  adv = np.stack([_numpy_gae(np.asarray(batch.reward[:, i]), np.asarray(batch.done[:, i]),
+                             np.asarray(v[:, i]), float(v_last[i]), 0.9, 0.95)
+                  for i in range(3)], 1)
+  target = adv + np.asarray(v)
+  critic = 0.5 * np.mean((target - np.asarray(v)) ** 2)
+  if normalize:
+    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+  logp = np.asarray(jax.nn.log_softmax(logits))
+  logp_a = np.take_along_axis(logp, np.asarray(batch.action)[..., None], -1)[..., 0]
+  actor = -np.mean(logp_a * adv)
+  entropy = -np.mean((np.exp(logp) * logp).sum(-1))
+  np.testing.assert_allclose(float(m["critic_loss"]), critic, rtol=1e-4)
+  np.testing.assert_allclose(float(m["actor_loss"]), actor, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(float(loss), actor + 0.5 * critic - 0.01 * entropy, rtol=1e-4,
+                             atol=1e-6)
+
+
+def test_value_critic_update_moves_every_head_and_stays_finite():
+  agent = make_agent("a2c", AgentConfig(dim=8, num_layers=0, num_heads=1, critic="v",
+                                        unroll_len=5), 6, 3)
+  state = agent.init(jax.random.PRNGKey(0))
+  new, metrics = jax.jit(agent.update)(state, _rollout(), jax.random.PRNGKey(1))
+  for name in ("encoder", "actor", "value"):
+    assert not trees_equal(state.params["params"][name], new.params["params"][name]), name
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+@pytest.mark.parametrize("agent, kw, message", [
+    ("ialp_ft", {"critic": "v"}, "--critic=v applies to --agent=a2c only"),
+    ("a2c", {"critic": "w"}, "--critic must be q or v"),
+    ("a2c", {"critic": "v", "gae_lambda": 1.5}, "--gae_lambda"),
+])
+def test_bad_critic_config(agent, kw, message):
+  cfg = AgentConfig(dim=8, num_layers=0, num_heads=1, **kw)
+  with pytest.raises(ConfigError, match=message):
+    cfg.validate()
+    make_agent(agent, cfg, 6, 3, pretrained=None)
