@@ -75,6 +75,11 @@ def a2c_loss_single(logp_a: jax.Array, q_sa: jax.Array, q_next_max: jax.Array,
 
 
 CRITIC_TARGETS = ("max", "expected")
+
+
+def _log_softmax(logits: jax.Array, history: jax.Array) -> jax.Array:
+  del history
+  return jax.nn.log_softmax(logits)
 CRITICS = ("q", "v")
 
 
@@ -105,9 +110,12 @@ def lambda_advantages(reward: jax.Array, done: jax.Array, value: jax.Array,
 
 
 def a2c_value_losses(net: ActorValue, params, batch: Transition, gamma: float, lam: float,
-                     entropy_coef: float, value_coef: float, normalize_advantages: bool):
-  """Mean losses over a rollout [T, N] with a state-value critic (module docstring)."""
+                     entropy_coef: float, value_coef: float, normalize_advantages: bool,
+                     log_policy: Callable | None = None):
+  """Mean losses over a rollout [T, N] with a state-value critic (module docstring);
+  `log_policy(logits, history) -> log pi` as in `a2c_losses`."""
   chex.assert_rank(batch.action, 2)
+  log_policy = log_policy or _log_softmax
   logits, value = net.apply(params, batch.history)  # [T, N, I], [T, N]
   _, last_value = net.apply(params, batch.next_history[-1])  # [N]
   adv = jax.vmap(lambda_advantages, in_axes=(1, 1, 1, 0, None, None), out_axes=1)(
@@ -115,7 +123,7 @@ def a2c_value_losses(net: ActorValue, params, batch: Transition, gamma: float, l
   target = adv + jax.lax.stop_gradient(value)
   if normalize_advantages:
     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-  logp = jax.nn.log_softmax(logits)
+  logp = log_policy(logits, batch.history)
   logp_a = jnp.take_along_axis(logp, batch.action[..., None], axis=-1)[..., 0]
   actor = -(logp_a * adv).mean()
   critic = 0.5 * jnp.square(target - value).mean()
@@ -127,21 +135,22 @@ def a2c_value_losses(net: ActorValue, params, batch: Transition, gamma: float, l
 
 def a2c_losses(net: ActorCritic, params, batch: Transition, gamma: float, entropy_coef: float,
                log_policy: Callable | None = None, critic_target: str = "max"):
-  """Mean losses over a batch [..., ...] of transitions. `log_policy(logits) -> log pi` maps the
-  actor's logits to the acting policy's log-probabilities (default log_softmax);
+  """Mean losses over a batch [..., ...] of transitions. `log_policy(logits, history) -> log pi`
+  maps the actor's logits at those histories to the acting policy's log-probabilities
+  (default log_softmax; A-iALP_ap's mixture needs the histories for pi_theta);
   critic_target: "max" (paper Eq. 8) or "expected" (under the acting policy at s')."""
   if critic_target not in CRITIC_TARGETS:
     raise ConfigError(f"--critic_target must be one of {', '.join(CRITIC_TARGETS)}; got "
                       f"{critic_target!r}")
   flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[batch.action.ndim:]), batch)
-  log_policy = log_policy or jax.nn.log_softmax
+  log_policy = log_policy or _log_softmax
   logits, q = net.apply(params, flat.history)
   logits_next, q_next = net.apply(params, flat.next_history)
   if critic_target == "max":
     v_next = q_next.max(axis=1)
   else:
-    v_next = jnp.sum(jnp.exp(log_policy(logits_next)) * q_next, axis=1)
-  logp = log_policy(logits)
+    v_next = jnp.sum(jnp.exp(log_policy(logits_next, flat.next_history)) * q_next, axis=1)
+  logp = log_policy(logits, flat.history)
   idx = flat.action[:, None]
   logp_a = jnp.take_along_axis(logp, idx, axis=1)[:, 0]
   q_sa = jnp.take_along_axis(q, idx, axis=1)[:, 0]
@@ -151,6 +160,13 @@ def a2c_losses(net: ActorCritic, params, batch: Transition, gamma: float, entrop
   loss = actor.mean() + critic.mean() - entropy_coef * entropy
   return loss, {"actor_loss": actor.mean(), "critic_loss": critic.mean(),
                 "td_abs": jnp.abs(td).mean(), "entropy": entropy}
+
+
+def with_value_head(actor_critic_params, value_params):
+  """ActorCritic params (a pre-training run's) -> ActorValue params: the same encoder and actor,
+  the value head of `value_params` (a fresh init) in place of the Q head."""
+  inner = {k: v for k, v in actor_critic_params["params"].items() if k != "critic"}
+  return {"params": inner | {"value": value_params["params"]["value"]}}
 
 
 class A2C:
@@ -183,16 +199,17 @@ class A2C:
 
   def update(self, state: AgentState, batch: Transition, key: jax.Array):
     del key
-    c = self.cfg
-    if c.critic == "v":
-      grad_fn = jax.value_and_grad(a2c_value_losses, argnums=1, has_aux=True)
-      (loss, metrics), grads = grad_fn(self.net, state.params, batch, c.gamma, c.gae_lambda,
-                                       c.entropy_coef, c.value_coef, c.normalize_advantages)
-    else:
-      grad_fn = jax.value_and_grad(a2c_losses, argnums=1, has_aux=True)
-      (loss, metrics), grads = grad_fn(self.net, state.params, batch, c.gamma, c.entropy_coef,
-                                       None, c.critic_target)
+    (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return state._replace(params=params, opt_state=opt_state, step=state.step + 1), (
         metrics | {"loss": loss})
+
+  def loss(self, params, batch: Transition, log_policy: Callable | None = None):
+    """(loss, metrics) of the configured critic; log_policy: see `a2c_losses`."""
+    c = self.cfg
+    if c.critic == "v":
+      return a2c_value_losses(self.net, params, batch, c.gamma, c.gae_lambda, c.entropy_coef,
+                              c.value_coef, c.normalize_advantages, log_policy)
+    return a2c_losses(self.net, params, batch, c.gamma, c.entropy_coef, log_policy,
+                      c.critic_target)

@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import optax
 
 from jaxrec.agents import acting
-from jaxrec.agents.a2c import A2C, A2CConfig, a2c_losses
+from jaxrec.agents.a2c import A2C, A2CConfig, with_value_head
 from jaxrec.agents.types import AgentState, Transition
 from jaxrec.errors import ConfigError
+from jaxrec.nets.networks import ActorCritic
 
 SHAPES = ("linear", "cosine", "step")
 BETA_INITS = ("random", "theta")
@@ -44,6 +45,8 @@ class FineTune(A2C):
   def init(self, key: jax.Array, params=None) -> AgentState:
     if params is None and self.pretrained is not None:
       params = jax.tree_util.tree_map(jnp.asarray, self.pretrained)
+      if self.cfg.critic == "v":  # iALP's encoder and actor; a fresh value head
+        params = with_value_head(params, self.init_params(key))
     return super().init(key, params)
 
 
@@ -125,14 +128,17 @@ class AdaptivePolicy(A2C):
     super().__init__(cfg)
     self.schedule = cfg.alpha
     self.pretrained = pretrained  # theta; None: random init of the same shapes (restoring)
+    self.theta_net = ActorCritic(cfg.net)  # theta is always a pre-training run's ActorCritic
 
   def init(self, key: jax.Array, params=None) -> AgentState:
     """params: theta (ActorCritic params); default the pre-trained ones."""
     k_theta, k_beta = jax.random.split(key)
     theta = params if params is not None else self.pretrained
-    theta = (self.init_params(k_theta) if theta is None
-             else jax.tree_util.tree_map(jnp.asarray, theta))
-    beta = theta if self.cfg.beta_init == "theta" else self.init_params(k_beta)
+    theta = (self.theta_net.init(k_theta, jnp.full((1, self.cfg.net.history_len), -1, jnp.int32))
+             if theta is None else jax.tree_util.tree_map(jnp.asarray, theta))
+    beta = self.init_params(k_beta)
+    if self.cfg.beta_init == "theta":
+      beta = with_value_head(theta, beta) if self.cfg.critic == "v" else theta
     return AgentState(params={"theta": theta, "beta": beta},
                       opt_state=self.optimizer.init(beta), step=jnp.int32(0))
 
@@ -141,7 +147,7 @@ class AdaptivePolicy(A2C):
 
   def log_policy(self, params, history: jax.Array) -> jax.Array:
     """history [N, L] -> log pi~ [N, I] of the mixture with params["alpha"]."""
-    return mixture_log_probs(self.logits(params["theta"], history),
+    return mixture_log_probs(self.theta_net.apply(params["theta"], history)[0],
                              self.logits(params["beta"], history), params["alpha"])
 
   def act(self, params, history, key, strategy, epsilon=0.0, allowed=None):
@@ -152,12 +158,13 @@ class AdaptivePolicy(A2C):
     del key
     theta = state.params["theta"]
     alpha = self.schedule(state.step)
-    flat_history = batch.history.reshape((-1, batch.history.shape[-1]))
-    logits_theta = jax.lax.stop_gradient(self.logits(theta, flat_history))
-    log_policy = lambda logits_beta: mixture_log_probs(logits_theta, logits_beta, alpha)
-    grad_fn = jax.value_and_grad(a2c_losses, argnums=1, has_aux=True)
-    (loss, metrics), grads = grad_fn(self.net, state.params["beta"], batch, self.cfg.gamma,
-                                     self.cfg.entropy_coef, log_policy, self.cfg.critic_target)
+
+    def log_policy(logits_beta, history):  # pi~ at the histories the losses evaluate
+      logits_theta = jax.lax.stop_gradient(self.theta_net.apply(theta, history)[0])
+      return mixture_log_probs(logits_theta, logits_beta, alpha)
+
+    (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(
+        state.params["beta"], batch, log_policy)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params["beta"])
     beta = optax.apply_updates(state.params["beta"], updates)
     return state._replace(params={"theta": theta, "beta": beta}, opt_state=opt_state,

@@ -24,10 +24,10 @@ class AgentConfig:
   unroll_len: int = 0  # 0 = the agent's default (a2c 1, a2c --critic=v 32, dqn 1, pg 32)
   entropy_coef: float = 0.0
   critic_target: str = "max"  # a2c family: max (paper Eq. 8) | expected
-  critic: str = "q"  # a2c: q (paper Eq. 7) | v (state value + lambda-returns, the peer's A2C)
-  gae_lambda: float = 1.0  # a2c --critic=v
-  value_coef: float = 0.5  # a2c --critic=v
-  normalize_advantages: bool = False  # a2c --critic=v
+  critic: str = "q"  # a2c family: q (paper Eq. 7) | v (state value + lambda-returns)
+  gae_lambda: float = 1.0  # --critic=v
+  value_coef: float = 0.5  # --critic=v
+  normalize_advantages: bool = False  # --critic=v
   buffer_size: int = 100_000  # dqn
   batch_size: int = 256  # dqn
   min_buffer: int = 1_000  # dqn
@@ -102,20 +102,18 @@ def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
             "gamma": cfg.gamma}
   if cfg.unroll_len:
     common["unroll_len"] = cfg.unroll_len
-  if cfg.critic != "q" and name != "a2c":
-    raise ConfigError(f"--critic={cfg.critic} applies to --agent=a2c only (the adaptive and "
-                      f"LLM agents keep the paper's Q critic); got --agent={name}")
-  if name == "a2c" and cfg.critic == "v":
-    from jaxrec.agents.a2c import A2C, A2CConfig
+  if cfg.critic != "q" and name not in ("a2c", "ialp", "ialp_ft", "ialp_ap"):
+    raise ConfigError(f"--critic={cfg.critic} applies to the A2C family (a2c, ialp, ialp_ft, "
+                      f"ialp_ap); got --agent={name}")
+  a2c_kw = {"entropy_coef": cfg.entropy_coef, "critic_target": cfg.critic_target,
+            "critic": cfg.critic, "gae_lambda": cfg.gae_lambda, "value_coef": cfg.value_coef,
+            "normalize_advantages": cfg.normalize_advantages}
+  if cfg.critic == "v":
     common.setdefault("unroll_len", 32)  # >= the envs' 30 turns, as PG's
-    return A2C(A2CConfig(entropy_coef=cfg.entropy_coef, critic="v", gae_lambda=cfg.gae_lambda,
-                         value_coef=cfg.value_coef,
-                         normalize_advantages=cfg.normalize_advantages, **common))
   if name in ("a2c", "ialp", "ialp_ft"):
     from jaxrec.agents import adaptive
     from jaxrec.agents.a2c import A2C, A2CConfig
-    a2c_cfg = A2CConfig(entropy_coef=cfg.entropy_coef, critic_target=cfg.critic_target,
-                        **common)
+    a2c_cfg = A2CConfig(**a2c_kw, **common)
     if name == "a2c":
       return A2C(a2c_cfg)
     return (adaptive.Frozen if name == "ialp" else adaptive.FineTune)(a2c_cfg, pretrained)
@@ -127,8 +125,7 @@ def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
                                       length=to_updates(cfg.alpha_steps),
                                       shape=cfg.alpha_shape)
     return adaptive.AdaptivePolicy(adaptive.AdaptiveConfig(
-        entropy_coef=cfg.entropy_coef, critic_target=cfg.critic_target, alpha=schedule, beta_init=cfg.beta_init, **common),
-        pretrained)
+        alpha=schedule, beta_init=cfg.beta_init, **a2c_kw, **common), pretrained)
   if name == "llm_online":
     from jaxrec.agents.llm_online import LLMOnline, LLMOnlineConfig
     if env is None or env_params is None:

@@ -24,15 +24,16 @@ CRITIC_TARGET = flags.DEFINE_enum("critic_target", _A.critic_target, ["max", "ex
                                   "a2c family: the critic's bootstrap, max_a' Q(s', a') (paper "
                                   "Eq. 8) or its expectation under the policy")
 CRITIC = flags.DEFINE_enum("critic", _A.critic, ["q", "v"],
-                           "a2c: Q(s, .) over all items with a one-step target (paper Eq. 7-9) "
-                           "or a state value with lambda-returns over the unroll (tianshou's "
-                           "A2C, the peer's; --unroll_len defaults to 32)")
+                           "a2c family (a2c, ialp*): Q(s, .) over all items with a one-step "
+                           "target (paper Eq. 7-9) or a state value with lambda-returns over "
+                           "the unroll (tianshou's A2C, the peer's; --unroll_len defaults to "
+                           "32; iALP's Q head is replaced by a fresh value head)")
 GAE_LAMBDA = flags.DEFINE_float("gae_lambda", _A.gae_lambda,
-                                "a2c --critic=v: lambda of the advantages (1 = Monte-Carlo)")
+                                "--critic=v: lambda of the advantages (1 = Monte-Carlo)")
 VALUE_COEF = flags.DEFINE_float("value_coef", _A.value_coef,
-                                "a2c --critic=v: weight of the value loss")
+                                "--critic=v: weight of the value loss")
 NORM_ADV = flags.DEFINE_bool("normalize_advantages", _A.normalize_advantages,
-                             "a2c --critic=v: standardise advantages over each unroll")
+                             "--critic=v: standardise advantages over each unroll")
 EPSILON = flags.DEFINE_float("epsilon", 0.1, "epsilon of the epsilon strategy")
 NUM_CANDIDATES = flags.DEFINE_integer("num_candidates", _A.num_candidates,
                                       "k: items the actor proposes to the labeler")

@@ -121,6 +121,9 @@ class PretrainConfig:
     acting.check_strategy(self.eval_explore)
     self.oracle().validate()
     self.agent_cfg.validate()
+    if self.agent_cfg.critic != "q":
+      raise ConfigError("--critic=v is for online training: pre-training (Alg. 1) learns from "
+                        "one-step transitions of D_LLM with the Q critic of Eq. 7-9")
 
 
 class PretrainState(NamedTuple):

@@ -295,7 +295,7 @@ def test_value_critic_update_moves_every_head_and_stays_finite():
 
 
 @pytest.mark.parametrize("agent, kw, message", [
-    ("ialp_ft", {"critic": "v"}, "--critic=v applies to --agent=a2c only"),
+    ("llm_online", {"critic": "v"}, "--critic=v applies to the A2C family"),
     ("a2c", {"critic": "w"}, "--critic must be q or v"),
     ("a2c", {"critic": "v", "gae_lambda": 1.5}, "--gae_lambda"),
 ])
@@ -304,3 +304,43 @@ def test_bad_critic_config(agent, kw, message):
   with pytest.raises(ConfigError, match=message):
     cfg.validate()
     make_agent(agent, cfg, 6, 3, pretrained=None)
+
+
+def test_ap_expected_target_takes_the_mixture_at_the_next_state(theta):
+  # The critic's expectation at s' is under pi~(. | s'), pi_theta evaluated at s' too (it was
+  # once pi_theta(. | s) mixed with pi_beta(. | s')).
+  batch = tiny_batch()
+  ap = make_agent("ialp_ap", AgentConfig(dim=8, num_layers=0, num_heads=1, alpha0=0.3,
+                                         alpha_steps=10, critic_target="expected"), 6, 3,
+                  num_sessions=1, pretrained=theta)
+  state = jax.jit(ap.init)(jax.random.PRNGKey(0))
+  beta = state.params["beta"]
+  _, metrics = ap.update(state, batch, jax.random.PRNGKey(1))
+  mix = lambda h: 0.7 * jax.nn.softmax(ap.theta_net.apply(theta, h)[0]) + 0.3 * jax.nn.softmax(
+      ap.net.apply(beta, h)[0])
+  _, q = ap.net.apply(beta, batch.history)
+  _, q_next = ap.net.apply(beta, batch.next_history)
+  v_next = (mix(batch.next_history) * q_next).sum(-1)
+  td = batch.reward + 0.9 * (1.0 - batch.done) * v_next - q[jnp.arange(4), batch.action]
+  np.testing.assert_allclose(float(metrics["critic_loss"]), float(jnp.mean(td ** 2)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ialp", "ialp_ft", "ialp_ap"])
+def test_value_critic_adaptive_agents_keep_ialp_and_add_a_value_head(theta, name):
+  cfg = AgentConfig(dim=8, num_layers=0, num_heads=1, critic="v", unroll_len=5, alpha0=0.3,
+                    alpha_steps=100, beta_init="theta")
+  agent = make_agent(name, cfg, 6, 3, num_sessions=3, pretrained=theta)
+  state = jax.jit(agent.init)(jax.random.PRNGKey(0))
+  learned = state.params["beta"] if name == "ialp_ap" else state.params
+  for part in ("encoder", "actor"):  # iALP's, unchanged
+    assert trees_equal(learned["params"][part], theta["params"][part])
+  assert "value" in learned["params"] and "critic" not in learned["params"]
+  hist = _rollout().history[0]
+  ialp_logits = a2c.A2C(a2c.A2CConfig(net=NET)).logits(theta, hist)
+  np.testing.assert_allclose(agent.logits(learned, hist), ialp_logits, rtol=1e-6)
+  new, metrics = jax.jit(agent.update)(state, _rollout(), jax.random.PRNGKey(1))
+  moved = not trees_equal(new.params, state.params)
+  assert moved == (name != "ialp")
+  if name == "ialp_ap":
+    assert trees_equal(new.params["theta"], theta)
+    np.testing.assert_allclose(metrics["alpha"], 0.3)
