@@ -22,6 +22,11 @@ KIND = flags.DEFINE_enum("env_kind", _D.kind, ["auto", *build.KINDS],
                          "simulator kind; auto = matrix for coat, sequential otherwise")
 SPLIT = flags.DEFINE_enum("split", _D.split, ["user", "chrono"],
                           "user: 80/20 by user (core paper); chrono: 50/50 by time (BiLLP)")
+QUIT_SPACE = flags.DEFINE_enum("quit_space", _D.quit_space, ["own", "train"],
+                               "the test env's similarity quit (item vectors and beta): train "
+                               "(the train env's: one item geometry for both envs, as the peer "
+                               "protocol's one distance matrix) or own (its user model's, BiLLP "
+                               "Eq. 19)")
 TRAIN_FRAC = flags.DEFINE_float("train_frac", None, "train share (default 0.8 user, 0.5 chrono)")
 HISTORY_LEN = flags.DEFINE_integer("history_len", _D.history_len, "L: items a state holds")
 QUIT_WINDOW = flags.DEFINE_integer("quit_window", _D.quit_window, "W of the similarity quit")
@@ -63,7 +68,7 @@ LEAVE_WINDOW = flags.DEFINE_integer("leave_window", _D.leave_window,
 
 def config_from_flags() -> build.BuildConfig:
   return build.BuildConfig(
-      kind=KIND.value, split=SPLIT.value, train_frac=TRAIN_FRAC.value,
+      kind=KIND.value, split=SPLIT.value, quit_space=QUIT_SPACE.value, train_frac=TRAIN_FRAC.value,
       history_len=HISTORY_LEN.value, quit_window=QUIT_WINDOW.value, max_len=MAX_LEN.value,
       quit_reward_quantile=QUIT_Q.value, min_reward=MIN_REWARD.value,
       beta_quantile=BETA_Q.value, beta=BETA.value, seq_dim=SEQ_DIM.value,

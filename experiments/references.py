@@ -6,6 +6,12 @@ planner) evaluated in an env exactly as the agents are (jaxrec.train.evaluation:
 metrics, modes and diagnostics), so a results table reads against them: a method's
 normalised score is (R - R_random) / (R_planner - R_random), 0 = random, 1 = planner, as
 Atari reports human-normalised scores. Prints JSON {mode: {policy: metrics}}.
+
+In the test env (the default) the rows NAME@train are the same policies reading the TRAIN env's
+user model and quit rule while acting in the test env: what a policy that is perfect in the env
+the agents learn in earns where they are evaluated (the sim-to-real ceiling of a learner; with
+--protocol=peer the train env's reward is the fitted DeepFM, with the sequential envs the two
+envs are fitted on different users).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ SESSIONS = flags.DEFINE_integer("sessions", 1024, "episodes per policy (fresh se
 SEED = flags.DEFINE_integer("seed", 0, "evaluation key")
 WHICH = flags.DEFINE_enum("which", "test", ["test", "train"], "which env of --env")
 OUT = flags.DEFINE_string("out", None, "also write the JSON here")
+TRANSFER = ("greedy", "safe_greedy", "planner")  # also run from the train env's model
 
 
 def normalised_score(r: float, r_random: float, r_planner: float) -> float:
@@ -47,8 +54,12 @@ def reference_metrics(env_dir: str, modes: str = "FB", sessions: int = 1024, see
   out = {}
   for mode in modes:
     rows = {}
-    for name in policies.POLICIES:
-      policy = policies.make_policy(name, env, params, popularity=pop)
+    makers = [(name, params) for name in policies.POLICIES]
+    if which == "test":
+      _, train_params, _ = build.load_env(env_dir, "train")
+      makers += [(f"{name}@train", train_params) for name in TRANSFER]
+    for name, policy_params in makers:
+      policy = policies.make_policy(name.split("@")[0], env, policy_params, popularity=pop)
       fn = jax.jit(lambda key, params, pop, policy=policy: evaluate_policy(
           policy, env, params, key, sessions, max_len, mode, pop))
       rows[name] = {k: float(v) for k, v in fn(jax.random.PRNGKey(seed), params, pop).items()}

@@ -42,6 +42,7 @@ from jaxrec.usermodels import sequential as sq
 FORMAT = 1
 KINDS = ("sequential", "matrix")
 PROTOCOLS = ("paper", "peer")
+QUIT_SPACES = ("own", "train")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,12 @@ class BuildConfig:
   # the quit at quit_reward_quantile; the calibration of earlier releases)
   calibration: str = "random"
   split: str = "user"  # user (core paper, 80/20) | chrono (BiLLP, 50/50)
+  # the test env's similarity quit (item vectors and beta): train (the train env's: one item
+  # geometry and tolerance for both envs, as the peer protocol's one distance matrix; the
+  # envs differ in the users' rewards) | own (its own user model's item embeddings and a beta
+  # calibrated on them, BiLLP Eq. 19; a policy that survives in the train env then quits
+  # within ~3 steps in the test env: docs/protocol.md)
+  quit_space: str = "train"
   train_frac: float | None = None
   history_len: int = 10
   quit_window: int = 4
@@ -102,6 +109,9 @@ class BuildConfig:
     if self.calibration not in calibrate.CALIBRATIONS:
       raise ConfigError(f"--calibration must be one of {', '.join(calibrate.CALIBRATIONS)}; "
                         f"got {self.calibration!r}")
+    if self.quit_space not in QUIT_SPACES:
+      raise ConfigError(f"--quit_space must be one of {', '.join(QUIT_SPACES)}; got "
+                        f"{self.quit_space!r}")
     if self.protocol not in PROTOCOLS:
       raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}; got "
                         f"{self.protocol!r}")
@@ -141,8 +151,11 @@ def _quit(cfg: BuildConfig, rewards: np.ndarray, item_vecs: np.ndarray, rng) -> 
                     max_len=jnp.int32(cfg.max_len))
 
 
-def build_sequential(ds: Dataset, cfg: BuildConfig, log=print):
-  """Fits the SASRec scorer on `ds` and returns (env, params, report dict)."""
+def build_sequential(ds: Dataset, cfg: BuildConfig, log=print, quit_space=None):
+  """Fits the SASRec scorer on `ds` and returns (env, params, report dict, static dict);
+  quit_space: None, or (item vectors [I, d], beta) of another env's similarity quit, taken
+  as they are (the calibration then fits only the reward mapping and low-reward quit)."""
+  item_vecs, shared_beta = quit_space if quit_space is not None else (None, None)
   mcfg = sq.SeqConfig(num_items=ds.num_items, dim=cfg.seq_dim, num_layers=cfg.seq_layers,
                       window=cfg.history_len, num_steps=cfg.seq_steps, seed=cfg.seed)
   model_params, fit = sq.fit(ds, mcfg, log=log)
@@ -164,15 +177,23 @@ def build_sequential(ds: Dataset, cfg: BuildConfig, log=print):
   scale = (s_pos - s_neg) / (hi - lo)
   center = s_neg - lo * scale
   rewards = cfg.reward_max / (1 + np.exp(-(s_rand - center) / scale))
-  item_vecs = np.asarray(model_params["params"]["item_emb"]["embedding"])
+  if item_vecs is None:
+    item_vecs = np.asarray(model_params["params"]["item_emb"]["embedding"])
   quit = _quit(cfg, rewards, item_vecs, rng)
-  params = env.make_params(model_params, center, scale, cfg.reward_max, quit, ds.seq_items)
+  if shared_beta is not None:
+    quit = quit.replace(beta=jnp.float32(shared_beta))
+  params = env.make_params(model_params, center, scale, cfg.reward_max, quit, ds.seq_items,
+                           item_vecs)
   calib = {"calibration": cfg.calibration}
   if cfg.calibration == "random":
     scores, closest = calibrate.random_trajectories(env, params, jax.random.PRNGKey(cfg.seed),
                                                     4096, cfg.max_len)
-    c = calibrate.calibrate_random_beta(scores, closest, float(s_pos), cfg.reward_max,
-                                        cfg.calib_pos)
+    if shared_beta is None:
+      c = calibrate.calibrate_random_beta(scores, closest, float(s_pos), cfg.reward_max,
+                                          cfg.calib_pos)
+    else:  # the other env's similarity quit as it is: steps 1-3 of the rule only
+      c = calibrate.calibrate_random(scores, closest < shared_beta, float(s_pos),
+                                     cfg.reward_max, cfg.calib_pos) | {"beta": shared_beta}
     params = calibrate.with_calibration(params, c["center"], c["scale"], c["min_reward"],
                                         c["beta"])
     center, scale, quit = c["center"], c["scale"], params.quit
@@ -195,7 +216,10 @@ def build_sequential(ds: Dataset, cfg: BuildConfig, log=print):
   return env, params, report, static
 
 
-def build_matrix(ds: Dataset, cfg: BuildConfig, log=print):
+def build_matrix(ds: Dataset, cfg: BuildConfig, log=print, quit_space=None):
+  """Fits the DeepFM on `ds`: (env, params, report, static); quit_space as build_sequential's
+  (its vectors and beta replace the fitted ones)."""
+  item_vecs, shared_beta = quit_space if quit_space is not None else (None, None)
   mcfg = mx.MatrixConfig(num_users=ds.num_users, num_items=ds.num_items,
                          num_item_features=ds.item_features.shape[1],
                          num_user_features=ds.user_features.shape[1],
@@ -203,9 +227,12 @@ def build_matrix(ds: Dataset, cfg: BuildConfig, log=print):
                          explicit_negatives=cfg.resolved_mf_negatives())
   model_params, fit = mx.fit(ds, mcfg, log=log)
   table = mx.reward_table(mcfg, model_params, ds)
-  item_vecs = np.asarray(model_params["params"]["item_emb"]["embedding"])
+  if item_vecs is None:
+    item_vecs = np.asarray(model_params["params"]["item_emb"]["embedding"])
   rng = np.random.default_rng(cfg.seed)
   quit = _quit(cfg, table.ravel(), item_vecs, rng)
+  if shared_beta is not None:
+    quit = quit.replace(beta=jnp.float32(shared_beta))
   env = MatrixEnv(ds.num_items, cfg.history_len, cfg.quit_window,
                   num_users=ds.num_users if cfg.user_token else 0)
   params = MatrixParams(table=jnp.asarray(table), item_vecs=jnp.asarray(item_vecs), quit=quit)
@@ -284,10 +311,13 @@ def build_envs(ds: Dataset, cfg: BuildConfig, out: str, log=print,
     else:
       train, test = split_dataset(ds, cfg.split, cfg.train_frac, cfg.seed)
       builder = build_sequential if kind == "sequential" else build_matrix
+      shared = None
       for name, part in (("train", train), ("test", test)):
         log(f"fitting the {name} user model ({kind}) on {part.num_users} users, "
             f"{part.num_interactions} interactions")
-        _, params, report, static = builder(part, cfg, log)
+        _, params, report, static = builder(part, cfg, log, shared)
+        if cfg.quit_space == "train":  # the test env's similarity quit = the train env's
+          shared = (np.asarray(params.item_vecs), float(params.quit.beta))
         save_params(os.path.join(tmp, name), params, static | {"report": report})
         reports[name] = report | {"users": part.num_users,
                                   "interactions": part.num_interactions}

@@ -13,7 +13,7 @@ import pytest
 from jaxrec.data import SyntheticConfig, load_dataset, split_by_user
 from jaxrec.envs import MatrixEnv, MatrixParams, QuitParams, RecEnv, build
 from jaxrec.envs.reference import NumpyMatrixEnv, NumpySequentialEnv
-from jaxrec.errors import DataError
+from jaxrec.errors import ConfigError, DataError
 
 
 def _vstep(env, fn):
@@ -221,3 +221,25 @@ def test_env_dir_with_damaged_params_is_refused(seq_env_dir, tmp_path):
 def test_existing_out_dir_is_refused(small_dataset, seq_env_dir):
   with pytest.raises(DataError, match="already exists"):
     build.build_envs(small_dataset, build.BuildConfig(), seq_env_dir, log=lambda s: None)
+
+
+@pytest.mark.parametrize("kind", ["sequential", "matrix"])
+def test_quit_space_shares_or_separates_the_similarity_quit(kind, small_dataset, tmp_path,
+                                                            seq_env_dir, matrix_env_dir):
+  # Default (train): the test env judges "too similar" with the train env's item vectors and
+  # beta; own: with its own model's.
+  shared = seq_env_dir if kind == "sequential" else matrix_env_dir
+  _, tr, _ = build.load_env(shared, "train")
+  _, te, _ = build.load_env(shared, "test")
+  np.testing.assert_array_equal(np.asarray(tr.item_vecs), np.asarray(te.item_vecs))
+  assert float(tr.quit.beta) == float(te.quit.beta)
+  out = str(tmp_path / "own")
+  build.build_envs(small_dataset, build.BuildConfig(kind=kind, quit_space="own", seq_steps=200,
+                                                    mf_steps=400), out, log=lambda s: None)
+  _, tr2, _ = build.load_env(out, "train")
+  _, te2, meta = build.load_env(out, "test")
+  np.testing.assert_array_equal(np.asarray(tr.item_vecs), np.asarray(tr2.item_vecs))
+  assert not np.allclose(np.asarray(tr2.item_vecs), np.asarray(te2.item_vecs))
+  assert meta["build"]["quit_space"] == "own"
+  with pytest.raises(ConfigError, match="--quit_space must be one of own, train"):
+    build.BuildConfig(quit_space="both").validate()

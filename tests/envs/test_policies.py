@@ -220,3 +220,15 @@ def test_jitted_policy_does_not_retrace(name):
     state = _states(env, params, 8, steps=seed, seed=seed)
     allowed = jax.random.uniform(jax.random.PRNGKey(seed), (8, 6)) < 0.5
     act(jax.random.PRNGKey(seed), state.history, state, allowed).block_until_ready()
+
+
+def test_reference_table_has_the_train_models_policies_in_the_test_env(seq_env_dir):
+  from experiments.references import TRANSFER, reference_metrics
+  test = reference_metrics(seq_env_dir, "FB", sessions=64)["FB"]
+  train = reference_metrics(seq_env_dir, "FB", sessions=64, which="train")["FB"]
+  assert set(test) == set(POLICIES) | {f"{n}@train" for n in TRANSFER}
+  assert set(train) == set(POLICIES)  # in the train env they would be the same rows
+  assert test["random"]["normalised"] == 0.0 and test["planner"]["normalised"] == 1.0
+  # The train model's greedy picks its own best items: other items, another return, in the
+  # test env than the test model's greedy (the two models are fitted on different users).
+  assert test["greedy@train"]["R"] != test["greedy"]["R"]
