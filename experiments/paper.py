@@ -210,15 +210,23 @@ def skip_reason(cfg: PaperConfig, method: str, env_kind: str) -> str:
 
 
 # --- the stages ---------------------------------------------------------------------------------
-def ensure_env(cfg: PaperConfig, preset: Preset, syn: synthetic.SyntheticConfig,
-               prep: registry.PrepConfig, log) -> str:
+def load_inputs(cfg: PaperConfig, syn: synthetic.SyntheticConfig,
+                prep: registry.PrepConfig):
+  """The dataset, loaded and checked before anything is written (None when the workdir's env
+  is already built: the env directory holds its dataset)."""
+  if os.path.isdir(os.path.join(cfg.workdir, "env")):
+    return None
+  return registry.load_dataset(cfg.dataset, cfg.data_dir or None, prep,
+                               syn if cfg.dataset == "synthetic" else None)
+
+
+def ensure_env(cfg: PaperConfig, preset: Preset, ds, log) -> str:
+  """WORKDIR/env: built from `ds` (load_inputs), or reused (ds None)."""
   env_dir = os.path.join(cfg.workdir, "env")
-  if os.path.isdir(env_dir):
+  if ds is None:
     build.read_meta(env_dir, expect_dataset=cfg.dataset)
     log(f"env: reusing {env_dir}")
     return env_dir
-  ds = registry.load_dataset(cfg.dataset, cfg.data_dir or None, prep,
-                             syn if cfg.dataset == "synthetic" else None)
   log(f"env: building {env_dir} from {ds.name} ({ds.num_users} users, {ds.num_items} items)")
   build.build_envs(ds, preset.build, env_dir, log=lambda s: log(f"  [env] {s}"))
   return env_dir
@@ -292,6 +300,7 @@ def run_paper(cfg: PaperConfig, syn: synthetic.SyntheticConfig | None = None,
   syn = syn or preset.synthetic
   config_path = os.path.join(cfg.workdir, "paper.json")
   _check_same_flags(cfg, config_path)
+  ds = load_inputs(cfg, syn, prep)  # a bad --data_dir is refused before the workdir exists
   os.makedirs(cfg.workdir, exist_ok=True)
   atomic_write_text(config_path, json.dumps(
       {"flags": dataclasses.asdict(cfg), "preset": dataclasses.asdict(preset),
@@ -301,7 +310,7 @@ def run_paper(cfg: PaperConfig, syn: synthetic.SyntheticConfig | None = None,
   setup_compile_cache(cache_dir)
   t0 = time.perf_counter()
   walls = {}
-  env_dir = ensure_env(cfg, preset, syn, prep, log)
+  env_dir = ensure_env(cfg, preset, ds, log)
   ensure_references(preset, env_dir, cfg.workdir, log)
   walls["env"] = time.perf_counter() - t0
   t1 = time.perf_counter()

@@ -82,10 +82,12 @@ def test_bad_config_is_refused(kw, message, tmp_path):
     ("--labeler=gpt", "error: --labeler must be one of oracle, vllm, hf"),
     ("--seeds=0", "error: --seeds must be positive"),
     ("--dataset=lastfm", "error: --dataset=lastfm needs --data_dir"),
+    # validated before anything is written: no workdir, no paper.json
+    ("--dataset=coat --data_dir=/nonexistent", "error: /nonexistent: not a directory"),
 ])
 def test_cli_bad_flags_one_line_error(flag, message, tmp_path):
   res = subprocess.run([sys.executable, "-m", "experiments.paper", f"--workdir={tmp_path}/w",
-                        flag], capture_output=True, text=True, timeout=120)
+                        *flag.split()], capture_output=True, text=True, timeout=120)
   assert res.returncode == 2
   lines = res.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith(message), res.stderr
