@@ -35,7 +35,7 @@ from jaxrec.agents.registry import PRETRAINED, AgentConfig
 from jaxrec.agents.types import STRATEGIES
 from jaxrec.data import flags as data_flags
 from jaxrec.data import registry, synthetic
-from jaxrec.envs import build
+from jaxrec.envs import build, peer
 from jaxrec.errors import ConfigError, DataError
 from jaxrec.io import atomic_write_text
 from jaxrec.train.pretrain import PretrainConfig
@@ -110,6 +110,8 @@ class PaperConfig:
   workers: int = 0  # 0 = min(2, cores)
   methods: tuple[str, ...] = tuple(METHODS)
   explore: bool = True  # the exploration-strategy runs (Figures 10-11)
+  protocol: str = "paper"  # the env protocol (jaxrec.envs.build.PROTOCOLS)
+  true_matrix: str = ""  # protocol peer: the ground-truth rating matrix (synthetic: its own)
 
   def validate(self) -> None:
     if not self.workdir:
@@ -129,6 +131,11 @@ class PaperConfig:
     if unknown or not self.methods:
       raise ConfigError(f"--methods must be a non-empty subset of {', '.join(METHODS)}; "
                         f"got {', '.join(self.methods) or 'nothing'}")
+    if self.protocol not in build.PROTOCOLS:
+      raise ConfigError(f"--protocol must be one of {', '.join(build.PROTOCOLS)}; got "
+                        f"{self.protocol!r}")
+    if self.true_matrix and self.protocol != "peer":
+      raise ConfigError("--true_matrix applies to --protocol=peer")
     if self.labeler in ("vllm", "hf") and not self.model:
       raise ConfigError(f"--labeler={self.labeler} needs --model (a local model path)")
     env_dir = os.path.join(self.workdir, "env")
@@ -212,23 +219,30 @@ def skip_reason(cfg: PaperConfig, method: str, env_kind: str) -> str:
 # --- the stages ---------------------------------------------------------------------------------
 def load_inputs(cfg: PaperConfig, syn: synthetic.SyntheticConfig,
                 prep: registry.PrepConfig):
-  """The dataset, loaded and checked before anything is written (None when the workdir's env
-  is already built: the env directory holds its dataset)."""
+  """(dataset, true matrix, its source record), loaded and checked before anything is written;
+  None when the workdir's env is already built (the env directory holds its dataset)."""
   if os.path.isdir(os.path.join(cfg.workdir, "env")):
     return None
-  return registry.load_dataset(cfg.dataset, cfg.data_dir or None, prep,
-                               syn if cfg.dataset == "synthetic" else None)
+  ds = registry.load_dataset(cfg.dataset, cfg.data_dir or None, prep,
+                             syn if cfg.dataset == "synthetic" else None)
+  true, source = None, None
+  if cfg.protocol == "peer":
+    true, source = peer.true_matrix_for(ds, cfg.true_matrix or None, syn)
+  return ds, true, source
 
 
-def ensure_env(cfg: PaperConfig, preset: Preset, ds, log) -> str:
-  """WORKDIR/env: built from `ds` (load_inputs), or reused (ds None)."""
+def ensure_env(cfg: PaperConfig, preset: Preset, inputs, log) -> str:
+  """WORKDIR/env: built from `inputs` (load_inputs), or reused (inputs None)."""
   env_dir = os.path.join(cfg.workdir, "env")
-  if ds is None:
+  if inputs is None:
     build.read_meta(env_dir, expect_dataset=cfg.dataset)
     log(f"env: reusing {env_dir}")
     return env_dir
-  log(f"env: building {env_dir} from {ds.name} ({ds.num_users} users, {ds.num_items} items)")
-  build.build_envs(ds, preset.build, env_dir, log=lambda s: log(f"  [env] {s}"))
+  ds, true, source = inputs
+  log(f"env: building {env_dir} from {ds.name} ({ds.num_users} users, {ds.num_items} items, "
+      f"protocol {cfg.protocol})")
+  build.build_envs(ds, dataclasses.replace(preset.build, protocol=cfg.protocol), env_dir,
+                   log=lambda s: log(f"  [env] {s}"), true_matrix=true, true_source=source)
   return env_dir
 
 
@@ -279,7 +293,7 @@ def ensure_labels(cfg: PaperConfig, preset: Preset, env_dir: str, log) -> None:
 
 def _check_same_flags(cfg: PaperConfig, path: str) -> None:
   """A workdir holds one experiment: a rerun must use the flags that shape its results."""
-  keys = ("dataset", "labeler", "preset", "model")
+  keys = ("dataset", "labeler", "preset", "model", "protocol", "true_matrix")
   if not os.path.isfile(path):
     return
   try:
@@ -300,7 +314,8 @@ def run_paper(cfg: PaperConfig, syn: synthetic.SyntheticConfig | None = None,
   syn = syn or preset.synthetic
   config_path = os.path.join(cfg.workdir, "paper.json")
   _check_same_flags(cfg, config_path)
-  ds = load_inputs(cfg, syn, prep)  # a bad --data_dir is refused before the workdir exists
+  inputs = load_inputs(cfg, syn, prep)  # bad --data_dir / --true_matrix: refused before
+  # the workdir exists
   os.makedirs(cfg.workdir, exist_ok=True)
   atomic_write_text(config_path, json.dumps(
       {"flags": dataclasses.asdict(cfg), "preset": dataclasses.asdict(preset),
@@ -310,7 +325,7 @@ def run_paper(cfg: PaperConfig, syn: synthetic.SyntheticConfig | None = None,
   setup_compile_cache(cache_dir)
   t0 = time.perf_counter()
   walls = {}
-  env_dir = ensure_env(cfg, preset, ds, log)
+  env_dir = ensure_env(cfg, preset, inputs, log)
   ensure_references(preset, env_dir, cfg.workdir, log)
   walls["env"] = time.perf_counter() - t0
   t1 = time.perf_counter()
@@ -351,13 +366,19 @@ PRESET = flags.DEFINE_string("preset", _C.preset, f"one of {', '.join(PRESETS)}"
 WORKERS = flags.DEFINE_integer("workers", 0, "parallel run processes (0 = min(2, cores))")
 METHODS_FLAG = flags.DEFINE_list("methods", list(METHODS), "subset of the methods to run")
 EXPLORE = flags.DEFINE_bool("explore", True, "exploration-strategy runs (Figures 10-11)")
+PROTOCOL = flags.DEFINE_enum("protocol", _C.protocol, list(build.PROTOCOLS),
+                             "the envs: paper (a user model per split) or peer (EasyRL4Rec / "
+                             "DORL: the fitted model trains, --true_matrix evaluates)")
+TRUE_MATRIX = flags.DEFINE_string("true_matrix", "", "--protocol=peer: the ground-truth "
+                                  "rating matrix (text or .npy; synthetic: the generator's)")
 
 
 def config_from_flags() -> PaperConfig:
   return PaperConfig(dataset=data_flags.DATASET.value, data_dir=data_flags.DATA_DIR.value or "",
                      labeler=LABELER.value, model=MODEL.value, seeds=SEEDS.value,
                      workdir=WORKDIR.value or "", preset=PRESET.value, workers=WORKERS.value,
-                     methods=tuple(METHODS_FLAG.value), explore=EXPLORE.value)
+                     methods=tuple(METHODS_FLAG.value), explore=EXPLORE.value,
+                     protocol=PROTOCOL.value, true_matrix=TRUE_MATRIX.value)
 
 
 def synthetic_from_flags(preset_name: str) -> synthetic.SyntheticConfig:

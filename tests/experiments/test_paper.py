@@ -71,6 +71,8 @@ def test_plan_orders_pretraining_first_and_links_it(tmp_path):
     ({"labeler": "hf"}, "--labeler=hf needs --model"),
     ({"preset": "huge"}, "--preset must be one of tiny, default, paper"),
     ({"methods": ("A2C", "SAC")}, "--methods must be a non-empty subset"),
+    ({"protocol": "dorl"}, "--protocol must be one of paper, peer"),
+    ({"true_matrix": "m.npy"}, "--true_matrix applies to --protocol=peer"),
 ])
 def test_bad_config_is_refused(kw, message, tmp_path):
   with pytest.raises(ConfigError, match=message):
@@ -84,6 +86,7 @@ def test_bad_config_is_refused(kw, message, tmp_path):
     ("--dataset=lastfm", "error: --dataset=lastfm needs --data_dir"),
     # validated before anything is written: no workdir, no paper.json
     ("--dataset=coat --data_dir=/nonexistent", "error: /nonexistent: not a directory"),
+    ("--protocol=peer --true_matrix=/nonexistent.npy", "error: /nonexistent.npy"),
 ])
 def test_cli_bad_flags_one_line_error(flag, message, tmp_path):
   res = subprocess.run([sys.executable, "-m", "experiments.paper", f"--workdir={tmp_path}/w",
