@@ -6,7 +6,7 @@ Reproduces the paper's Tables 3-5 and Figures 6-11 (Wang et al., WSDM 2025) end 
   2. labels    oracle: none (the simulated judge runs inside pre-training; NOT an LLM);
                vllm / hf: `llm_labeler.sample_requests` + `llm_labeler.label` (subprocesses)
                write request / label shards to WORKDIR/labels;
-  3. pretrain  iALP (jaxrec.train.pretrain: --labeler=inproc for oracle, shards otherwise);
+  3. pretrain  iALP (jaxrec.train.pretraining: --labeler=inproc for oracle, shards otherwise);
   4. runs      DQN, PG, A2C, iALP, A-iALP_ft, A-iALP_ap and LLMOnline with the same env-step
                budget over the seeds (WORKDIR/runs/<method>/seed<k>: jaxrec.train run dirs,
                each with its own orbax resume), plus the exploration-strategy runs of
@@ -38,7 +38,7 @@ from jaxrec.data import registry, synthetic
 from jaxrec.envs import build, peer
 from jaxrec.errors import ConfigError, DataError
 from jaxrec.io import atomic_write_text
-from jaxrec.train.pretrain import PretrainConfig
+from jaxrec.train.pretraining import PretrainConfig
 from jaxrec.train.run import TrainConfig
 
 # results.json / table name -> jaxrec agent

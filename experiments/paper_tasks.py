@@ -69,7 +69,7 @@ def execute(task: Task, cache_dir: str) -> dict:
   """Runs (or resumes) one task and marks it done; returns (and writes to done.json) its wall
   and CPU seconds and the wall seconds it spent tracing, lowering and compiling."""
   import jax
-  from jaxrec.train.pretrain import pretrain
+  from jaxrec.train.pretraining import pretrain
   from jaxrec.train.run import train_and_evaluate
   setup_compile_cache(cache_dir)
   if not _listening:

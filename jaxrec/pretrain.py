@@ -1,6 +1,6 @@
 """python -m jaxrec.pretrain --env=DIR --workdir=RUN --labeler=inproc|dir|shards ...
 
-iALP pre-training (paper Alg. 1) on preference labels; see jaxrec/train/pretrain.py.
+iALP pre-training (paper Alg. 1) on preference labels; see jaxrec/train/pretraining.py.
   inproc  the simulated oracle labeler in the jitted loop (CPU-only runs; not an LLM)
   dir     lockstep through LABELER_DIR (default RUN): request shards to LABELER_DIR/requests,
           label shards from `python -m llm_labeler.label --requests=LABELER_DIR/requests
@@ -20,7 +20,8 @@ from jaxrec.agents.ialp import LABELS
 from jaxrec.errors import ConfigError
 from jaxrec.train import dist_flags
 from jaxrec.train import flags as common
-from jaxrec.train.pretrain import CANDIDATES, LABELERS, PretrainConfig, pretrain
+from jaxrec.agents.ialp import CANDIDATES
+from jaxrec.train.pretraining import LABELERS, PretrainConfig, pretrain
 
 _P = PretrainConfig
 LABELER = flags.DEFINE_string("labeler", _P.labeler, f"one of {', '.join(LABELERS)}")

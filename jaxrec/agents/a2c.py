@@ -35,9 +35,8 @@ from typing import Callable
 import chex
 import jax
 import jax.numpy as jnp
-import optax
 
-from jaxrec.agents import acting
+from jaxrec.agents import acting, optim
 from jaxrec.agents.types import AgentState, Transition
 from jaxrec.errors import ConfigError
 from jaxrec.nets.networks import ActorCritic, ActorValue, NetConfig
@@ -178,8 +177,7 @@ class A2C:
     self.cfg = cfg
     self.net = ActorValue(cfg.net) if cfg.critic == "v" else ActorCritic(cfg.net)
     self.unroll_len = cfg.unroll_len
-    self.optimizer = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
-                                 optax.adam(cfg.learning_rate))
+    self.optimizer = optim.adam(cfg.learning_rate, cfg.max_grad_norm)
 
   def init_params(self, key: jax.Array):
     return self.net.init(key, jnp.full((1, self.cfg.net.history_len), -1, jnp.int32))
@@ -199,9 +197,8 @@ class A2C:
 
   def update(self, state: AgentState, batch: Transition, key: jax.Array):
     del key
-    (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch)
-    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params, opt_state, loss, metrics = optim.apply_gradients(
+        self.optimizer, self.loss, state.params, state.opt_state, batch)
     return state._replace(params=params, opt_state=opt_state, step=state.step + 1), (
         metrics | {"loss": loss})
 

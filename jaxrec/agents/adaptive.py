@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrec.agents import acting
+from jaxrec.agents import acting, optim
 from jaxrec.agents.a2c import A2C, A2CConfig, with_value_head
 from jaxrec.agents.types import AgentState, Transition
 from jaxrec.errors import ConfigError
@@ -163,9 +163,7 @@ class AdaptivePolicy(A2C):
       logits_theta = jax.lax.stop_gradient(self.theta_net.apply(theta, history)[0])
       return mixture_log_probs(logits_theta, logits_beta, alpha)
 
-    (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(
-        state.params["beta"], batch, log_policy)
-    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params["beta"])
-    beta = optax.apply_updates(state.params["beta"], updates)
+    beta, opt_state, loss, metrics = optim.apply_gradients(
+        self.optimizer, self.loss, state.params["beta"], state.opt_state, batch, log_policy)
     return state._replace(params={"theta": theta, "beta": beta}, opt_state=opt_state,
                           step=state.step + 1), metrics | {"loss": loss, "alpha": alpha}

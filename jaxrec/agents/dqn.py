@@ -16,12 +16,11 @@ import dataclasses
 from typing import Any, NamedTuple
 
 import chex
-import flashbax as fbx
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrec.agents import acting
+from jaxrec.agents import acting, optim
 from jaxrec.agents.types import AgentState, Transition, strong_types
 from jaxrec.errors import ConfigError
 from jaxrec.nets.networks import NetConfig, QNetwork
@@ -116,18 +115,12 @@ class DQN:
     self.cfg = cfg
     self.net = QNetwork(cfg.net)
     self.unroll_len = cfg.unroll_len
-    self.optimizer = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
-                                 optax.adam(cfg.learning_rate))
-    # flashbax raises min_length to 1 (with a warning) when given 0; one item is needed anyway.
-    self.buffer = fbx.make_item_buffer(max_length=cfg.buffer_size,
-                                       min_length=max(cfg.min_buffer, 1),
-                                       sample_batch_size=cfg.batch_size, add_batches=True)
+    self.optimizer = optim.adam(cfg.learning_rate, cfg.max_grad_norm)
+    self.buffer = optim.item_buffer(cfg.buffer_size, cfg.batch_size, cfg.min_buffer)
 
   def _example_item(self) -> Transition:
     """One transition with the dtypes the buffer stores (`update` casts to them)."""
-    history = jnp.full((self.cfg.net.history_len,), -1, jnp.int32)
-    return Transition(history=history, action=jnp.int32(0), reward=jnp.float32(0.0),
-                      done=jnp.bool_(False), next_history=history)
+    return optim.example_transition(self.cfg.net.history_len)
 
   def init_params(self, key: jax.Array):
     return self.net.init(key, jnp.full((1, self.cfg.net.history_len), -1, jnp.int32))
@@ -161,11 +154,10 @@ class DQN:
 
   def _sgd_step(self, buffer_state, learner: _Learner, key: jax.Array):
     sample = self.buffer.sample(buffer_state, key).experience
-    grad_fn = jax.value_and_grad(dqn_loss, argnums=1, has_aux=True)
-    (loss, aux), grads = grad_fn(self.net, learner.params, learner.target_params, sample,
-                                 self.cfg.gamma, self.cfg.huber_delta)
-    updates, opt_state = self.optimizer.update(grads, learner.opt_state, learner.params)
-    params = optax.apply_updates(learner.params, updates)
+    params, opt_state, loss, aux = optim.apply_gradients(
+        self.optimizer, lambda p: dqn_loss(self.net, p, learner.target_params, sample,
+                                           self.cfg.gamma, self.cfg.huber_delta),
+        learner.params, learner.opt_state)
     step = learner.step + 1
     copy = step % self.cfg.target_period == 0
     target = jax.tree.map(lambda p, t: jnp.where(copy, p, t), params, learner.target_params)

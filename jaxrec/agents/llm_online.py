@@ -18,11 +18,10 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxrec import oracle
-from jaxrec.agents import acting, ialp
-from jaxrec.agents.a2c import A2C, A2CConfig, a2c_losses
+from jaxrec.agents import acting, ialp, optim
+from jaxrec.agents.a2c import A2C, A2CConfig
 from jaxrec.agents.types import AgentState, Transition
 from jaxrec.envs.base import RecEnv
 from jaxrec.envs.sequential import SequentialEnv
@@ -69,10 +68,7 @@ class LLMOnline(A2C):
   def update(self, state: AgentState, batch: Transition, key: jax.Array):
     del key
     actor = state.params["actor"]
-    grad_fn = jax.value_and_grad(a2c_losses, argnums=1, has_aux=True)
-    (loss, metrics), grads = grad_fn(self.net, actor, batch, self.cfg.gamma,
-                                     self.cfg.entropy_coef, None, self.cfg.critic_target)
-    updates, opt_state = self.optimizer.update(grads, state.opt_state, actor)
-    actor = optax.apply_updates(actor, updates)
+    actor, opt_state, loss, metrics = optim.apply_gradients(
+        self.optimizer, self.loss, actor, state.opt_state, batch)
     return state._replace(params=state.params | {"actor": actor}, opt_state=opt_state,
                           step=state.step + 1), metrics | {"loss": loss}

@@ -29,9 +29,8 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
-from jaxrec.agents import acting
+from jaxrec.agents import acting, optim
 from jaxrec.agents.types import AgentState, Transition
 from jaxrec.errors import ConfigError
 from jaxrec.nets.networks import NetConfig, StateEncoder
@@ -122,8 +121,7 @@ class PG:
     self.cfg = cfg
     self.net = PolicyNetwork(cfg.net)
     self.unroll_len = cfg.unroll_len
-    self.optimizer = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
-                                 optax.adam(cfg.learning_rate))
+    self.optimizer = optim.adam(cfg.learning_rate, cfg.max_grad_norm)
 
   def init_params(self, key: jax.Array):
     return self.net.init(key, jnp.full((1, self.cfg.net.history_len), -1, jnp.int32))
@@ -156,10 +154,9 @@ class PG:
     if batch.action.ndim != 2:
       raise ValueError(f"PG.update wants a rollout [T, N]; got action {batch.action.shape}")
     returns, adv = self.advantages(batch)
-    grad_fn = jax.value_and_grad(pg_loss, argnums=1, has_aux=True)
-    (loss, aux), grads = grad_fn(self.net, state.params, batch, adv, self.cfg.entropy_coef)
-    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params, opt_state, loss, aux = optim.apply_gradients(
+        self.optimizer, lambda p: pg_loss(self.net, p, batch, adv, self.cfg.entropy_coef),
+        state.params, state.opt_state)
     metrics = {"loss": loss, "return_mean": returns.mean(), "entropy": aux["entropy"],
                "complete_frac": episode_complete(batch.done).mean(dtype=jnp.float32)}
     return state._replace(params=params, opt_state=opt_state, step=state.step + 1), metrics

@@ -1,6 +1,6 @@
 """The run driver: one run directory's lifecycle, written once for every training job.
 
-Online training (`jaxrec.train.run`) and iALP pre-training (`jaxrec.train.pretrain`) are
+Online training (`jaxrec.train.run`) and iALP pre-training (`jaxrec.train.pretraining`) are
 wirings of `run_epochs`: they build their state and their jitted epoch, and the driver owns
 everything around it.
 

@@ -11,9 +11,9 @@ Run directory (the lifecycle is jaxrec.train.driver's):
 
 Agents (jaxrec.agents.registry): the baselines a2c, dqn, pg; llm_online (RQ3: the actor
 proposes, the in-process oracle labeler picks); and, from a pre-training run
-(`init_from`, see jaxrec.train.pretrain): ialp (the pre-trained policy, no updates: the paper's
-iALP row), ialp_ft (A2C fine-tuned from it) and ialp_ap (frozen iALP mixed with a learnable
-policy). Epoch 0's row is R@0 of the paper's Table 3.
+(`init_from`, see jaxrec.train.pretraining): ialp (the pre-trained policy, no updates: the
+paper's iALP row), ialp_ft (A2C fine-tuned from it) and ialp_ap (frozen iALP mixed with a
+learnable policy). Epoch 0's row is R@0 of the paper's Table 3.
 """
 
 from __future__ import annotations

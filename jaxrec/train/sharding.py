@@ -123,8 +123,9 @@ def request_cpu_devices(n: int) -> bool:
   """Asks JAX for n CPU devices (`jax_num_cpu_devices`), so that --mesh=data:N runs on a
   CPU-only host without XLA_FLAGS: one XLA:CPU device leaves part of a multi-core CPU idle on
   the simulators' small ops, and N host devices each run their share of the sessions
-  (docs/performance.md, Throughput). Only before JAX's backends start, and only where the user did not
-  force a count with XLA_FLAGS; on GPU / TPU hosts it shapes the unused CPU backend only.
+  (docs/performance.md, Throughput). Only before JAX's backends start, and only where the
+  user did not force a count with XLA_FLAGS; on GPU / TPU hosts it shapes the unused CPU
+  backend only.
   Returns whether it was applied."""
   if n <= 1 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
     return False

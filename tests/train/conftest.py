@@ -72,7 +72,7 @@ def tiny_agent_config(**kw):
 @pytest.fixture(scope="session")
 def pretrained_dir(best_item_env_dir, tmp_path_factory):
   """A finished iALP pre-training run on the best-item env (inproc oracle, 4 epochs)."""
-  from jaxrec.train.pretrain import PretrainConfig, pretrain
+  from jaxrec.train.pretraining import PretrainConfig, pretrain
   out = str(tmp_path_factory.mktemp("pretrained") / "run")
   pretrain(PretrainConfig(env=best_item_env_dir, agent_cfg=tiny_agent_config(), **PRETRAIN_TINY),
            out, log=lambda s: None)

@@ -15,7 +15,7 @@ from jaxrec import faults
 from jaxrec.checkpoint import latest_step, restore_run
 from jaxrec.envs import build
 from jaxrec.errors import JaxrecError, NonFiniteError
-from jaxrec.train.pretrain import PretrainConfig, pretrain
+from jaxrec.train.pretraining import PretrainConfig, pretrain
 from jaxrec.train.run import TrainConfig, train_and_evaluate
 from tests.train.conftest import PRETRAIN_TINY, tiny_agent_config
 

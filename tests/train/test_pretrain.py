@@ -12,7 +12,7 @@ import pytest
 
 from jaxrec import shards
 from jaxrec.errors import ConfigError, DataError
-from jaxrec.train.pretrain import PretrainConfig, load_policy, pretrain
+from jaxrec.train.pretraining import PretrainConfig, load_policy, pretrain
 from jaxrec.nets.networks import NetConfig
 from tests.train.conftest import PRETRAIN_TINY, tiny_agent_config
 

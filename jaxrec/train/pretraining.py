@@ -32,9 +32,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, NamedTuple
 
-import flashbax as fbx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,9 +40,8 @@ from jax.sharding import Mesh
 
 from jaxrec import faults, oracle, shards
 from jaxrec.agents import acting, ialp
-from jaxrec.agents.a2c import A2C
 from jaxrec.agents.registry import AgentConfig, make_agent
-from jaxrec.agents.types import AgentState, Transition, strong_types
+from jaxrec.agents.types import strong_types
 from jaxrec.envs import build
 from jaxrec.errors import ConfigError
 from jaxrec.train import driver
@@ -53,10 +50,9 @@ from jaxrec.train import sharding
 from jaxrec.train.loop import all_finite, evaluate
 from jaxrec.train.policy import load_policy, save_policy
 
-__all__ = ["PretrainConfig", "pretrain", "load_policy", "save_policy", "LABELERS", "CANDIDATES"]
+__all__ = ["PretrainConfig", "pretrain", "load_policy", "save_policy", "LABELERS"]
 
 LABELERS = ("inproc", "dir", "shards")
-CANDIDATES = {"topk": "greedy", "sample": "categorical"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +88,15 @@ class PretrainConfig:
                                flip_prob=self.oracle_flip_prob,
                                quit_aware=self.oracle_quit_aware)
 
+  def ialp(self) -> ialp.IALPConfig:
+    """Alg. 1's own settings."""
+    return ialp.IALPConfig(num_candidates=self.num_candidates, candidates=self.candidates,
+                           epsilon=self.epsilon, labels=self.labels,
+                           num_sessions=self.num_sessions, episode_len=self.episode_len,
+                           episodes_per_epoch=self.episodes_per_epoch,
+                           updates_per_step=self.updates_per_step, batch_size=self.batch_size,
+                           oracle=self.oracle())
+
   @property
   def updates_per_epoch(self) -> int:
     return self.episodes_per_epoch * self.episode_len * self.updates_per_step
@@ -103,8 +108,8 @@ class PretrainConfig:
       raise ConfigError("--env is required (a directory from experiments.build_envs)")
     if self.labels not in ialp.LABELS:
       raise ConfigError(f"--labels must be one of {', '.join(ialp.LABELS)}; got {self.labels!r}")
-    if self.candidates not in CANDIDATES:
-      raise ConfigError(f"--candidates must be one of {', '.join(CANDIDATES)}; "
+    if self.candidates not in ialp.CANDIDATES:
+      raise ConfigError(f"--candidates must be one of {', '.join(ialp.CANDIDATES)}; "
                         f"got {self.candidates!r}")
     for f in ("num_candidates", "num_sessions", "episode_len", "episodes_per_epoch", "epochs",
               "updates_per_step", "batch_size", "buffer_size", "eval_sessions",
@@ -124,123 +129,6 @@ class PretrainConfig:
     if self.agent_cfg.critic != "q":
       raise ConfigError("--critic=v is for online training: pre-training (Alg. 1) learns from "
                         "one-step transitions of D_LLM with the Q critic of Eq. 7-9")
-
-
-class PretrainState(NamedTuple):
-  agent: AgentState  # A2C's params and optimizer
-  buffer: Any  # D_LLM: flashbax item buffer of Transitions
-
-
-class StepStats(NamedTuple):
-  none_rate: jax.Array
-  invalid_rate: jax.Array
-  mean_rp: jax.Array
-  actor_loss: jax.Array
-  critic_loss: jax.Array
-
-
-# --- the pure pieces (shared by the three labelers) -----------------------------------------
-class Pretrainer:
-  """Builds the jittable pieces of Alg. 1 for one env and config."""
-
-  def __init__(self, cfg: PretrainConfig, env, num_items: int, buffer_items: int,
-               mesh: Mesh | None = None):
-    self.cfg = cfg
-    self.env = env
-    # Sessions (and each minibatch) split over mesh's `data` axis; None = no constraint.
-    self.shard = (lambda t: t) if mesh is None else (
-        lambda t: sharding.constrain_sessions(t, mesh))
-    if env.num_tokens != num_items:
-      raise ConfigError("this env puts user tokens in the history (--user_token); LLM "
-                        "preference labels are written for item histories only")
-    self.agent: A2C = make_agent("a2c", cfg.agent_cfg, num_items, env.history_len)
-    if not 0 < cfg.num_candidates <= num_items:
-      raise ConfigError(f"--num_candidates must be in 1..{num_items}, got {cfg.num_candidates}")
-    self.strategy = CANDIDATES[cfg.candidates]
-    self.buffer = fbx.make_item_buffer(max_length=buffer_items, min_length=1,
-                                       sample_batch_size=cfg.batch_size, add_batches=True)
-
-  def example(self) -> Transition:
-    h = jnp.full((self.env.history_len,), -1, jnp.int32)
-    return Transition(history=h, action=jnp.int32(0), reward=jnp.float32(0.0),
-                      done=jnp.bool_(False), next_history=h)
-
-  def init(self, key: jax.Array) -> PretrainState:
-    return PretrainState(agent=self.agent.init(key),
-                         buffer=strong_types(self.buffer.init(self.example())))
-
-  def start(self, key: jax.Array, env_params) -> tuple[jax.Array, jax.Array]:
-    """-> (history [N, L], user [N]) of N fresh sessions of the train env."""
-    obs, _ = jax.vmap(self.env.reset_env, in_axes=(0, None))(
-        jax.random.split(key, self.cfg.num_sessions), env_params)
-    return self.shard((obs.history, obs.user))
-
-  def propose(self, state: PretrainState, history: jax.Array, key: jax.Array) -> jax.Array:
-    """history [N, L] -> candidates [N, k] (Alg. 1 lines 7-9)."""
-    logits = self.agent.logits(state.agent.params, history)
-    return acting.propose(key, logits, self.cfg.num_candidates, self.strategy,
-                          self.cfg.epsilon)
-
-  def train(self, state: PretrainState, key: jax.Array, num_updates: int):
-    """num_updates A2C steps on uniform minibatches of D_LLM (Alg. 1 lines 13-15)."""
-
-    def one(agent_state, k):
-      sample = self.shard(self.buffer.sample(state.buffer, k).experience)
-      return self.agent.update(agent_state, sample, k)
-
-    agent_state, metrics = jax.lax.scan(one, state.agent, jax.random.split(key, num_updates))
-    return state._replace(agent=agent_state), jax.tree_util.tree_map(jnp.mean, metrics)
-
-  def learn(self, state: PretrainState, history, candidates, choice, valid, logprobs, last,
-            key: jax.Array):
-    """Labels of one lockstep step -> stored transitions and updates; returns the state, the
-    next histories [N, L] and the step's StepStats."""
-    k_none, k_train = jax.random.split(key)
-    action, reward, none = ialp.preference_actions(k_none, candidates, choice, valid, logprobs,
-                                                   self.cfg.labels)
-    next_history = ialp.extend(history, action)
-    done = jnp.full(action.shape, last, bool)  # the episode's last step: no bootstrap
-    batch = Transition(history, action, reward, done, next_history)
-    state = state._replace(buffer=strong_types(self.buffer.add(state.buffer, batch)))
-    state, metrics = self.train(state, k_train, self.cfg.updates_per_step)
-    stats = StepStats(none_rate=none.mean(), invalid_rate=(~valid).mean(),
-                      mean_rp=reward.mean(), actor_loss=metrics["actor_loss"],
-                      critic_loss=metrics["critic_loss"])
-    return state, next_history, stats
-
-  def inproc_epoch(self, state: PretrainState, env_params, key: jax.Array):
-    """One epoch with the oracle in the loop: a scan over episodes of a scan over steps."""
-    cfg = self.cfg
-    ocfg = cfg.oracle()
-
-    def step(carry, xs):
-      state, history, user = carry
-      k, t = xs
-      k_propose, k_judge, k_learn = jax.random.split(k, 3)
-      cands = self.propose(state, history, k_propose)
-      choice, logprobs = oracle.judge_batch(k_judge, self.env, env_params, history, user, cands,
-                                            ocfg)
-      valid = jnp.ones(choice.shape, bool)
-      state, history, stats = self.learn(state, history, cands, choice, valid, logprobs,
-                                         t == cfg.episode_len - 1, k_learn)
-      return (state, history, user), stats
-
-    def episode(state, k):
-      k_start, k_steps = jax.random.split(k)
-      history, user = self.start(k_start, env_params)
-      xs = (jax.random.split(k_steps, cfg.episode_len), jnp.arange(cfg.episode_len))
-      (state, _, _), stats = jax.lax.scan(step, (state, history, user), xs)
-      return state, stats
-
-    state, stats = jax.lax.scan(episode, state, jax.random.split(key, cfg.episodes_per_epoch))
-    return state, jax.tree_util.tree_map(jnp.mean, stats)
-
-
-def episode_keys(key: jax.Array, cfg: PretrainConfig):
-  """The per-episode (start key, per-step keys [T]) of an epoch, as inproc_epoch splits them."""
-  for k in jax.random.split(key, cfg.episodes_per_epoch):
-    k_start, k_steps = jax.random.split(k)
-    yield k_start, jax.random.split(k_steps, cfg.episode_len)
 
 
 # --- the driver -------------------------------------------------------------------------------
@@ -270,8 +158,9 @@ def pretrain(cfg: PretrainConfig, workdir: str, log=print,
   if cfg.labeler == "shards":
     offline, offline_stats = exchange.load_shard_transitions(cfg.labeler_dir, meta, env,
                                                              num_items, cfg.labels, cfg.seed)
-  pt = Pretrainer(cfg, env, num_items,
-                  cfg.buffer_size if offline is None else int(offline.action.shape[0]), mesh)
+  pt = ialp.Pretrainer(cfg.ialp(), make_agent("a2c", cfg.agent_cfg, num_items, env.history_len),
+                       env, cfg.buffer_size if offline is None else int(offline.action.shape[0]),
+                       lambda t: sharding.constrain_sessions(t, mesh))
   agent = pt.agent
   env_params, test_params = (sharding.replicate(p, mesh) for p in (env_params, test_params))
   eval_root, init_key, train_root = sharding.replicate(
@@ -335,7 +224,7 @@ _LABELER_NOTES = {"inproc": "the in-process oracle (a simulated judge, not an LL
                   "shards": "offline label shards"}
 
 
-def _epoch_runner(cfg: PretrainConfig, pt: Pretrainer, env_params, meta, num_items,
+def _epoch_runner(cfg: PretrainConfig, pt: ialp.Pretrainer, env_params, meta, num_items,
                   workdir, offline_stats: dict, mesh: Mesh):
   """-> run_epoch(state, epoch, key) -> (state, stats dict) for the configured labeler."""
   if cfg.labeler == "inproc":
@@ -376,7 +265,7 @@ def _epoch_runner(cfg: PretrainConfig, pt: Pretrainer, env_params, meta, num_ite
 
   def dir_epoch(state, epoch, key):
     stats, wait_s = [], 0.0
-    for e, (k_start, k_steps) in enumerate(episode_keys(key, cfg)):
+    for e, (k_start, k_steps) in enumerate(ialp.episode_keys(key, pt.cfg)):
       history, user = start(k_start, env_params)
       session = ((epoch - 1) * cfg.episodes_per_epoch + e) * n + np.arange(n, dtype=np.int32)
       for t in range(t_len):
