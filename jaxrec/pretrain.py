@@ -16,11 +16,10 @@ from __future__ import annotations
 from absl import flags
 
 from jaxrec import cli
-from jaxrec.agents.ialp import LABELS
+from jaxrec.agents.ialp import CANDIDATES, LABELS
 from jaxrec.errors import ConfigError
 from jaxrec.train import dist_flags
 from jaxrec.train import flags as common
-from jaxrec.agents.ialp import CANDIDATES
 from jaxrec.train.pretraining import LABELERS, PretrainConfig, pretrain
 
 _P = PretrainConfig
@@ -62,8 +61,15 @@ def config_from_flags() -> PretrainConfig:
       epsilon=common.EPSILON.value, seed=common.SEED.value, agent_cfg=common.agent_config())
 
 
+ONLINE_ONLY = ("critic", "gae_lambda", "value_coef", "normalize_advantages")
+
+
 def main(argv):
   cli.reject_extra_args(argv)
+  given = [f"--{n}" for n in ONLINE_ONLY if flags.FLAGS[n].present]
+  if given:
+    raise ConfigError(f"{', '.join(given)} set the online critic (jaxrec.train); pre-training "
+                      "(Alg. 1) learns from one-step transitions with the paper's Q critic")
   if not common.WORKDIR.value:
     raise ConfigError("--workdir is required")
   mesh = dist_flags.mesh_from_flags()

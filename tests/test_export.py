@@ -53,7 +53,7 @@ def run(env_dir, tmp_path_factory):
   root = tmp_path_factory.mktemp("run")
   cfg = TrainConfig(agent="a2c", env=env_dir, num_sessions=16, total_steps=64,
                     steps_per_epoch=32, eval_sessions=32, seed=3,
-                    agent_cfg=AgentConfig(dim=16, num_layers=1, num_heads=1))
+                    agent_cfg=AgentConfig(dim=16, num_layers=1, num_heads=1, unroll_len=1))
   rows = train_and_evaluate(cfg, str(root / "run"), log=lambda s: None)
   export_run(str(root / "run"), str(root / "export"), log=lambda s: None)
   return cfg, str(root / "run"), str(root / "export"), rows

@@ -1,19 +1,21 @@
-"""A2C exactly as the paper (Eq. 6-10): one SASRec encoder, an actor over all items and a
-Q critic over all items.
+"""A2C: one SASRec encoder, an actor over all items and a critic, in two forms.
+
+`critic="q"`, the paper's (Eq. 6-10), a Q critic over all items updated after every env step:
 
   target   y = r + gamma * (1 - done) * max_a' Q(s', a')        (stop-gradient)
   L_Q      = (y - Q(s, a))^2                                     (Eq. 8)
   A(s, a)  = stop_gradient(y - Q(s, a))                          (Eq. 9)
   L_A      = -log pi(a | s) * A(s, a)                            (Eq. 6, 10)
-  L        = L_A + L_Q (+ optional entropy bonus, 0 by default: not in the paper)
+  L        = L_A + L_Q - entropy_coef * H(pi)  (the entropy bonus is not in the paper)
 
 The losses are written for one transition (rlax style) and vmapped by the caller; `mix_logp`
 lets A-iALP_ap (Eq. 15) swap in the log-probability of a policy mixture.
 
-`critic="v"` is A2C as tianshou builds it for EasyRL4Rec's `run_A2C.py` (A2CPolicy): a scalar
-state value V(s) instead of Q(s, .), and advantages from lambda-returns over the unroll
-(GAE, Schulman et al. 2016; the peer's --gae-lambda default 1 = Monte-Carlo returns, cut at the
-unroll's end by V of the last next state):
+`critic="v"` (the default since the simulator-fidelity work) is A2C as tianshou builds it for
+EasyRL4Rec's `run_A2C.py` (A2CPolicy): a scalar state value V(s) instead of Q(s, .), and
+advantages from lambda-returns over an unroll of 10 steps per session (GAE, Schulman et al.
+2016; the peer's --gae-lambda default 1 = Monte-Carlo returns, cut at the unroll's end by V of
+the last next state):
 
   delta_t  = r_t + gamma * (1 - done_t) * V(s_{t+1}) - V(s_t)
   A_t      = delta_t + gamma * lambda * (1 - done_t) * A_{t+1},   A_T = 0
@@ -23,8 +25,9 @@ unroll's end by V of the last next state):
 
 A Q(s, .) head over ~1,000 items learns only the entries of the actions taken, and the
 one-step target reaches 1 step ahead: the quit that ends a session later is invisible to the
-actor until the bootstrap chain has carried it back. The value critic over a 32-step unroll
-(>= the envs' 30 turns) sees the whole episode's return.
+actor until the bootstrap chain has carried it back. The value critic's lambda-returns carry
+the return of the next 10 steps and V beyond (docs/protocol.md has both on the same envs).
+The entropy bonus 0.01 is the peer's Coat A2C script's (--ent-coef 0.01).
 """
 
 from __future__ import annotations
@@ -47,9 +50,9 @@ class A2CConfig:
   net: NetConfig
   learning_rate: float = 1e-3
   gamma: float = 0.9
-  entropy_coef: float = 0.0
+  entropy_coef: float = 0.01  # EasyRL4Rec's Coat A2C (--ent-coef 0.01); 0 = the paper's loss
   max_grad_norm: float = 10.0
-  unroll_len: int = 1  # the paper updates after every env step
+  unroll_len: int = 0  # env steps per session per update; 0: 10 (critic v), 1 (q: the paper)
   # The critic's bootstrap: "max" = max_a' Q(s', a') (paper Eq. 8-9); "expected" =
   # sum_a' pi(a'|s') Q(s', a') (the on-policy actor-critic / expected-SARSA target; the max over
   # ~1,000 untrained Q outputs overestimates, and that bias is all the actor sees early on).
@@ -57,7 +60,7 @@ class A2CConfig:
   # "q": Q(s, .) over all items (paper Eq. 7-9); "v": a state value and lambda-returns over the
   # unroll (tianshou's A2CPolicy, the peer's); gae_lambda, value_coef and normalize_advantages
   # apply to "v" only.
-  critic: str = "q"
+  critic: str = "v"
   gae_lambda: float = 1.0  # EasyRL4Rec run_A2C.py --gae-lambda
   value_coef: float = 0.5  # EasyRL4Rec run_A2C.py --vf-coef
   normalize_advantages: bool = False  # tianshou A2C does not; PPO implementations do
@@ -161,6 +164,12 @@ def a2c_losses(net: ActorCritic, params, batch: Transition, gamma: float, entrop
                 "td_abs": jnp.abs(td).mean(), "entropy": entropy}
 
 
+def default_unroll(critic: str) -> int:
+  """Env steps per session per update when not set: 10 for the value critic's lambda-returns,
+  1 for the paper's Q critic (an update after every env step)."""
+  return 10 if critic == "v" else 1
+
+
 def with_value_head(actor_critic_params, value_params):
   """ActorCritic params (a pre-training run's) -> ActorValue params: the same encoder and actor,
   the value head of `value_params` (a fresh init) in place of the Q head."""
@@ -176,7 +185,7 @@ class A2C:
       raise ConfigError(f"--critic must be one of {', '.join(CRITICS)}; got {cfg.critic!r}")
     self.cfg = cfg
     self.net = ActorValue(cfg.net) if cfg.critic == "v" else ActorCritic(cfg.net)
-    self.unroll_len = cfg.unroll_len
+    self.unroll_len = cfg.unroll_len or default_unroll(cfg.critic)
     self.optimizer = optim.adam(cfg.learning_rate, cfg.max_grad_norm)
 
   def init_params(self, key: jax.Array):

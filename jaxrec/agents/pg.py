@@ -2,7 +2,7 @@
 
   G_t  = r_t + gamma * (1 - done_t) * G_{t+1},   G_T = 0        (reverse scan over the unroll)
   A_t  = (G_t - mean G) / (std G + eps)  over the unroll's T * N steps (normalize_returns)
-  L    = -mean_t log pi(a_t | s_t) * A_t  (- entropy_coef * entropy, 0 by default)
+  L    = -mean_t log pi(a_t | s_t) * A_t  - entropy_coef * entropy (0.01 by default)
 
 Bias at the unroll's end: the loop auto-resets sessions, so unrolls are not aligned with
 episodes, and an episode still running at step T is cut there with G_T = 0 (REINFORCE has no
@@ -46,7 +46,9 @@ class PGConfig:
   unroll_len: int = 32  # >= the envs' max_len (30): see the module docstring
   normalize_returns: bool = True
   max_grad_norm: float = 10.0
-  entropy_coef: float = 0.0
+  # 0.01, the peer's Coat A2C bonus: without it REINFORCE settles on the greedy items and
+  # leaves (docs/protocol.md)
+  entropy_coef: float = 0.01
 
 
 class PolicyNetwork(nn.Module):

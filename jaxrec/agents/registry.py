@@ -21,10 +21,10 @@ class AgentConfig:
   num_heads: int = 2
   learning_rate: float = 1e-3
   gamma: float = 0.9
-  unroll_len: int = 0  # 0 = the agent's default (a2c 1, a2c --critic=v 32, dqn 1, pg 32)
-  entropy_coef: float = 0.0
+  unroll_len: int = 0  # 0 = the agent's default (a2c family 10, --critic=q 1, dqn 1, pg 32)
+  entropy_coef: float = 0.01  # a2c family, pg: EasyRL4Rec's Coat A2C (--ent-coef 0.01)
   critic_target: str = "max"  # a2c family: max (paper Eq. 8) | expected
-  critic: str = "q"  # a2c family: q (paper Eq. 7) | v (state value + lambda-returns)
+  critic: str = "v"  # a2c family: v (state value + lambda-returns) | q (paper Eq. 7)
   gae_lambda: float = 1.0  # --critic=v
   value_coef: float = 0.5  # --critic=v
   normalize_advantages: bool = False  # --critic=v
@@ -102,14 +102,9 @@ def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
             "gamma": cfg.gamma}
   if cfg.unroll_len:
     common["unroll_len"] = cfg.unroll_len
-  if cfg.critic != "q" and name not in ("a2c", "ialp", "ialp_ft", "ialp_ap"):
-    raise ConfigError(f"--critic={cfg.critic} applies to the A2C family (a2c, ialp, ialp_ft, "
-                      f"ialp_ap); got --agent={name}")
   a2c_kw = {"entropy_coef": cfg.entropy_coef, "critic_target": cfg.critic_target,
             "critic": cfg.critic, "gae_lambda": cfg.gae_lambda, "value_coef": cfg.value_coef,
             "normalize_advantages": cfg.normalize_advantages}
-  if cfg.critic == "v":
-    common.setdefault("unroll_len", 32)  # >= the envs' 30 turns, as PG's
   if name in ("a2c", "ialp", "ialp_ft"):
     from jaxrec.agents import adaptive
     from jaxrec.agents.a2c import A2C, A2CConfig
@@ -119,7 +114,8 @@ def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
     return (adaptive.Frozen if name == "ialp" else adaptive.FineTune)(a2c_cfg, pretrained)
   if name == "ialp_ap":
     from jaxrec.agents import adaptive
-    steps_per_update = num_sessions * common.get("unroll_len", 1)
+    from jaxrec.agents.a2c import default_unroll
+    steps_per_update = num_sessions * common.get("unroll_len", default_unroll(cfg.critic))
     to_updates = lambda steps: math.ceil(steps / steps_per_update)
     schedule = adaptive.AlphaSchedule(alpha0=cfg.alpha0, delay=to_updates(cfg.alpha_delay),
                                       length=to_updates(cfg.alpha_steps),
@@ -130,10 +126,8 @@ def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
     from jaxrec.agents.llm_online import LLMOnline, LLMOnlineConfig
     if env is None or env_params is None:
       raise ValueError("llm_online needs the train env: make_agent(..., env=, env_params=)")
-    return LLMOnline(LLMOnlineConfig(entropy_coef=cfg.entropy_coef,
-                                     critic_target=cfg.critic_target,
-                                     num_candidates=cfg.num_candidates, oracle=cfg.oracle(),
-                                     **common), env, env_params)
+    return LLMOnline(LLMOnlineConfig(num_candidates=cfg.num_candidates, oracle=cfg.oracle(),
+                                     **a2c_kw, **common), env, env_params)
   if name == "dqn":
     from jaxrec.agents import dqn
     return dqn.DQN(dqn.DQNConfig(buffer_size=cfg.buffer_size, batch_size=cfg.batch_size,

@@ -126,9 +126,6 @@ class PretrainConfig:
     acting.check_strategy(self.eval_explore)
     self.oracle().validate()
     self.agent_cfg.validate()
-    if self.agent_cfg.critic != "q":
-      raise ConfigError("--critic=v is for online training: pre-training (Alg. 1) learns from "
-                        "one-step transitions of D_LLM with the Q critic of Eq. 7-9")
 
 
 # --- the driver -------------------------------------------------------------------------------
@@ -158,7 +155,10 @@ def pretrain(cfg: PretrainConfig, workdir: str, log=print,
   if cfg.labeler == "shards":
     offline, offline_stats = exchange.load_shard_transitions(cfg.labeler_dir, meta, env,
                                                              num_items, cfg.labels, cfg.seed)
-  pt = ialp.Pretrainer(cfg.ialp(), make_agent("a2c", cfg.agent_cfg, num_items, env.history_len),
+  # Alg. 1 learns from one-step transitions of D_LLM: the paper's Q critic (Eq. 7-9), whatever
+  # critic the online agents use.
+  agent_cfg = dataclasses.replace(cfg.agent_cfg, critic="q")
+  pt = ialp.Pretrainer(cfg.ialp(), make_agent("a2c", agent_cfg, num_items, env.history_len),
                        env, cfg.buffer_size if offline is None else int(offline.action.shape[0]),
                        lambda t: sharding.constrain_sessions(t, mesh))
   agent = pt.agent

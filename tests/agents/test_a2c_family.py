@@ -18,6 +18,7 @@ from jaxrec.errors import ConfigError
 from jaxrec.nets.networks import NetConfig
 
 NET = NetConfig(num_items=6, history_len=3, dim=8, num_layers=0, num_heads=1)
+PAPER = {"critic": "q", "entropy_coef": 0.0}  # the paper's A2C (Eq. 6-10), no entropy bonus
 
 
 def tiny_batch(n=4):
@@ -79,14 +80,15 @@ def test_alpha_schedule(shape, want):
 
 
 def test_registry_converts_alpha_env_steps_to_updates():
-  cfg = AgentConfig(alpha0=0.0, alpha_delay=64, alpha_steps=128)
+  cfg = AgentConfig(alpha0=0.0, alpha_delay=64, alpha_steps=128, critic="q")  # 1 step/update
   agent = make_agent("ialp_ap", cfg, 6, 3, num_sessions=32)
   assert (agent.schedule.delay, agent.schedule.length) == (2, 4)
 
 
 @pytest.fixture(scope="module")
 def theta():
-  return jax.jit(a2c.A2C(a2c.A2CConfig(net=NET)).init_params)(jax.random.PRNGKey(7))
+  # A pre-training run's params: the paper's actor and Q critic.
+  return jax.jit(a2c.A2C(a2c.A2CConfig(net=NET, critic="q")).init_params)(jax.random.PRNGKey(7))
 
 
 def assert_adam_step(old, new, grads, lr):
@@ -116,7 +118,7 @@ def _reference_loss(net, params, batch, gamma, log_pi):
 
 def test_a2c_and_ft_one_update_is_adam_on_eq_6_to_10(theta):
   batch = tiny_batch()
-  cfg = AgentConfig(dim=8, num_layers=0, num_heads=1, learning_rate=0.01)
+  cfg = AgentConfig(dim=8, num_layers=0, num_heads=1, learning_rate=0.01, **PAPER)
   ft = make_agent("ialp_ft", cfg, 6, 3, pretrained=theta)
   state = jax.jit(ft.init)(jax.random.PRNGKey(0))
   assert trees_equal(state.params, theta)  # starts from iALP, not from the key
@@ -130,7 +132,7 @@ def test_a2c_and_ft_one_update_is_adam_on_eq_6_to_10(theta):
 @pytest.mark.parametrize("target", ["max", "expected"])
 def test_critic_target_values_against_hand_computation(theta, target):
   batch = tiny_batch()
-  net = a2c.A2C(a2c.A2CConfig(net=NET)).net
+  net = a2c.A2C(a2c.A2CConfig(net=NET, critic="q")).net
   _, metrics = a2c.a2c_losses(net, theta, batch, 0.9, 0.0, critic_target=target)
   logits, q = net.apply(theta, batch.history)
   logits_next, q_next = net.apply(theta, batch.next_history)
@@ -148,7 +150,7 @@ def test_critic_target_values_against_hand_computation(theta, target):
 
 
 def test_ialp_is_frozen(theta):
-  agent = make_agent("ialp", AgentConfig(dim=8, num_layers=0, num_heads=1), 6, 3,
+  agent = make_agent("ialp", AgentConfig(dim=8, num_layers=0, num_heads=1, **PAPER), 6, 3,
                      pretrained=theta)
   state = jax.jit(agent.init)(jax.random.PRNGKey(0))
   new, metrics = agent.update(state, tiny_batch(), jax.random.PRNGKey(1))
@@ -158,7 +160,7 @@ def test_ialp_is_frozen(theta):
 @pytest.mark.parametrize("beta_init", ["random", "theta"])
 def test_ap_one_update_moves_only_beta_along_eq_15(theta, beta_init):
   batch = tiny_batch()
-  cfg = AgentConfig(dim=8, num_layers=0, num_heads=1, learning_rate=0.01, alpha0=0.3,
+  cfg = AgentConfig(dim=8, num_layers=0, num_heads=1, learning_rate=0.01, **PAPER, alpha0=0.3,
                     alpha_steps=10, beta_init=beta_init)
   ap = make_agent("ialp_ap", cfg, 6, 3, num_sessions=1, pretrained=theta)
   state = jax.jit(ap.init)(jax.random.PRNGKey(0))
@@ -178,7 +180,7 @@ def test_ap_one_update_moves_only_beta_along_eq_15(theta, beta_init):
 
 
 def test_ap_acts_from_the_mixture(theta):
-  ap = make_agent("ialp_ap", AgentConfig(dim=8, num_layers=0, num_heads=1, alpha0=0.0,
+  ap = make_agent("ialp_ap", AgentConfig(dim=8, num_layers=0, num_heads=1, **PAPER, alpha0=0.0,
                                          alpha_steps=1), 6, 3, pretrained=theta)
   state = jax.jit(ap.init)(jax.random.PRNGKey(0))
   hist = jnp.asarray([[-1, -1, 0], [-1, 1, 2]], jnp.int32)
@@ -260,7 +262,7 @@ def _rollout(t_len=5, n=3, seed=0):
 def test_value_critic_losses_against_hand_computation(normalize):
   agent = make_agent("a2c", AgentConfig(dim=8, num_layers=0, num_heads=1, critic="v",
                                         normalize_advantages=normalize), 6, 3)
-  assert agent.unroll_len == 32  # the default for the value critic
+  assert agent.unroll_len == 10  # the default for the value critic
   params = agent.init_params(jax.random.PRNGKey(3))
   assert "value" in params["params"] and "critic" not in params["params"]
   batch = _rollout()
@@ -295,7 +297,6 @@ def test_value_critic_update_moves_every_head_and_stays_finite():
 
 
 @pytest.mark.parametrize("agent, kw, message", [
-    ("llm_online", {"critic": "v"}, "--critic=v applies to the A2C family"),
     ("a2c", {"critic": "w"}, "--critic must be q or v"),
     ("a2c", {"critic": "v", "gae_lambda": 1.5}, "--gae_lambda"),
 ])
@@ -310,7 +311,7 @@ def test_ap_expected_target_takes_the_mixture_at_the_next_state(theta):
   # The critic's expectation at s' is under pi~(. | s'), pi_theta evaluated at s' too (it was
   # once pi_theta(. | s) mixed with pi_beta(. | s')).
   batch = tiny_batch()
-  ap = make_agent("ialp_ap", AgentConfig(dim=8, num_layers=0, num_heads=1, alpha0=0.3,
+  ap = make_agent("ialp_ap", AgentConfig(dim=8, num_layers=0, num_heads=1, **PAPER, alpha0=0.3,
                                          alpha_steps=10, critic_target="expected"), 6, 3,
                   num_sessions=1, pretrained=theta)
   state = jax.jit(ap.init)(jax.random.PRNGKey(0))
@@ -336,7 +337,7 @@ def test_value_critic_adaptive_agents_keep_ialp_and_add_a_value_head(theta, name
     assert trees_equal(learned["params"][part], theta["params"][part])
   assert "value" in learned["params"] and "critic" not in learned["params"]
   hist = _rollout().history[0]
-  ialp_logits = a2c.A2C(a2c.A2CConfig(net=NET)).logits(theta, hist)
+  ialp_logits = a2c.A2C(a2c.A2CConfig(net=NET, critic="q")).logits(theta, hist)
   np.testing.assert_allclose(agent.logits(learned, hist), ialp_logits, rtol=1e-6)
   new, metrics = jax.jit(agent.update)(state, _rollout(), jax.random.PRNGKey(1))
   moved = not trees_equal(new.params, state.params)

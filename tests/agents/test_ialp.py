@@ -103,6 +103,7 @@ def test_llm_online_recommends_the_oracles_pick_among_the_actors_top_k():
   # The env reward updates the actor-critic (A2C); the oracle's knowledge stays as it is.
   batch = Transition(history=hist, action=action, reward=jnp.asarray([1.0, 2.0, 0.5]),
                      done=jnp.zeros(3, bool), next_history=ialp.extend(hist, action))
+  batch = jax.tree.map(lambda x: x[None], batch)  # a rollout [T = 1, N = 3]
   new, metrics = jax.jit(agent.update)(state, batch, jax.random.PRNGKey(2))
   assert jax.tree.all(jax.tree.map(jnp.array_equal, new.params["oracle"], params))
   assert not jax.tree.all(jax.tree.map(jnp.array_equal, new.params["actor"],

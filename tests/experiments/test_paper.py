@@ -69,7 +69,7 @@ def test_plan_orders_pretraining_first_and_links_it(tmp_path):
     ({"seeds": 0}, "--seeds must be positive"),
     ({"dataset": "coat"}, "--dataset=coat needs --data_dir"),
     ({"labeler": "hf"}, "--labeler=hf needs --model"),
-    ({"preset": "huge"}, "--preset must be one of tiny, default, paper"),
+    ({"preset": "huge"}, "--preset must be one of tiny, default, paper, long"),
     ({"methods": ("A2C", "SAC")}, "--methods must be a non-empty subset"),
     ({"protocol": "dorl"}, "--protocol must be one of paper, peer"),
     ({"true_matrix": "m.npy"}, "--true_matrix applies to --protocol=peer"),

@@ -65,8 +65,11 @@ PRETRAIN_TINY = dict(num_sessions=64, episode_len=5, episodes_per_epoch=2, epoch
 
 
 def tiny_agent_config(**kw):
+  """A small agent that updates after every env step (unroll 1), so the runs' epoch and
+  update arithmetic is the same for every agent."""
   from jaxrec.agents.registry import AgentConfig
-  return AgentConfig(**(dict(dim=16, num_layers=0, num_heads=1, learning_rate=1e-2) | kw))
+  return AgentConfig(**(dict(dim=16, num_layers=0, num_heads=1, learning_rate=1e-2,
+                             unroll_len=1) | kw))
 
 
 @pytest.fixture(scope="session")

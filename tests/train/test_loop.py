@@ -95,7 +95,7 @@ def test_push_finished_keeps_the_most_recent_window():
 def _cfg(env_dir, **kw):
   base = dict(agent="a2c", env=env_dir, num_sessions=32, total_steps=32 * 8,
               steps_per_epoch=32 * 2, eval_sessions=64,
-              agent_cfg=AgentConfig(dim=16, num_layers=1, num_heads=1))
+              agent_cfg=AgentConfig(dim=16, num_layers=1, num_heads=1, unroll_len=1))
   return TrainConfig(**(base | kw))
 
 
