@@ -134,6 +134,8 @@ def table_final(methods: dict, title: str) -> str:
 def table_references(refs: dict) -> str:
   """The reference policies in the test env (FB): the scale of the Norm rows."""
   lines = ["## Reference policies (test env, FB; Norm: 0 = random, 1 = planner)", "",
+           "NAME@train: the train env's policy acting in the test env (what a learner that is "
+           "perfect in the env it learns in would earn).", "",
            "| Policy | R | Len | Ravg | quit similar | quit low reward | Norm |",
            "|---|---|---|---|---|---|---|"]
   lines += [f"| {name} | {r['R']:.2f} | {r['Len']:.2f} | {r['Ravg']:.2f} | "

@@ -232,7 +232,8 @@ def test_tiny_preset_end_to_end_then_resume(tmp_path):
     assert set(entry) == set(paper_report.KEYS) | {"Norm@0", "Norm"}
     assert all(len(v) == 2 and all(np.isfinite(v)) for v in entry.values())
   refs = results["references"]  # measured once into WORKDIR/references.json
-  assert list(refs) == ["random", "popularity", "greedy", "safe_greedy", "planner"]
+  assert list(refs) == ["random", "popularity", "greedy", "safe_greedy", "planner",
+                        "greedy@train", "safe_greedy@train", "planner@train"]
   assert refs["random"]["normalised"] == 0.0 and refs["planner"]["normalised"] == 1.0
   assert refs["planner"]["R"] > refs["random"]["R"]
   assert json.loads((work / "references.json").read_text()) == refs
