@@ -199,10 +199,17 @@ def test_bad_config_is_refused(kw, message, best_item_env_dir, tmp_path):
   assert not (tmp_path / "w").exists()
 
 
-def test_cli_bad_flag_is_one_line_error(tmp_path):
-  res = subprocess.run([sys.executable, "-m", "jaxrec.pretrain", "--labeler=llm",
+@pytest.mark.parametrize("flag, message", [
+    ("--labeler=llm", "error: --labeler must be one of"),
+    # pre-training always uses the paper's Q critic: the online critic's flags are refused
+    ("--critic=v", "error: --critic set the online critic"),
+    ("--gae_lambda=0.9", "error: --gae_lambda set the online critic"),
+])
+def test_cli_bad_flag_is_one_line_error(flag, message, tmp_path):
+  res = subprocess.run([sys.executable, "-m", "jaxrec.pretrain", flag,
                         f"--env={tmp_path}", f"--workdir={tmp_path / 'w'}"],
                        capture_output=True, text=True, timeout=120)
   assert res.returncode == 2
   lines = res.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith("error: --labeler must be one of")
+  assert len(lines) == 1 and lines[0].startswith(message), res.stderr
+  assert not (tmp_path / "w").exists()
