@@ -137,25 +137,33 @@ def fingerprint(ds: Dataset) -> str:
   return h.hexdigest()[:16]
 
 
-def _quit(cfg: BuildConfig, rewards: np.ndarray, item_vecs: np.ndarray, rng) -> QuitParams:
+def _quit(cfg: BuildConfig, rewards: np.ndarray, model_params, rng,
+          quit_space=None) -> tuple[QuitParams, np.ndarray]:
+  """-> (the quit rule, the [I, d] item vectors of its similarity quit). The vectors are the
+  fitted model's item embeddings and beta the cfg.beta_quantile of their pair distances (or
+  cfg.beta), unless `quit_space` = (item vectors, beta) of another env is given: then those, as
+  they are."""
   min_reward = (cfg.min_reward if cfg.min_reward is not None
                 else float(np.quantile(rewards, cfg.quit_reward_quantile)))
-  if cfg.beta is not None:
+  if quit_space is not None:
+    item_vecs, beta = quit_space
+  elif cfg.beta is not None:
+    item_vecs = np.asarray(model_params["params"]["item_emb"]["embedding"])
     beta = cfg.beta
   else:
+    item_vecs = np.asarray(model_params["params"]["item_emb"]["embedding"])
     a, b = rng.integers(0, len(item_vecs), size=(2, 20000))
     a, b = a[a != b], b[a != b]
     beta = float(np.quantile(np.linalg.norm(item_vecs[a] - item_vecs[b], axis=1),
                              cfg.beta_quantile))
   return QuitParams(beta=jnp.float32(beta), min_reward=jnp.float32(min_reward),
-                    max_len=jnp.int32(cfg.max_len))
+                    max_len=jnp.int32(cfg.max_len)), item_vecs
 
 
 def build_sequential(ds: Dataset, cfg: BuildConfig, log=print, quit_space=None):
   """Fits the SASRec scorer on `ds` and returns (env, params, report dict, static dict);
   quit_space: None, or (item vectors [I, d], beta) of another env's similarity quit, taken
   as they are (the calibration then fits only the reward mapping and low-reward quit)."""
-  item_vecs, shared_beta = quit_space if quit_space is not None else (None, None)
   mcfg = sq.SeqConfig(num_items=ds.num_items, dim=cfg.seq_dim, num_layers=cfg.seq_layers,
                       window=cfg.history_len, num_steps=cfg.seq_steps, seed=cfg.seed)
   model_params, fit = sq.fit(ds, mcfg, log=log)
@@ -177,23 +185,20 @@ def build_sequential(ds: Dataset, cfg: BuildConfig, log=print, quit_space=None):
   scale = (s_pos - s_neg) / (hi - lo)
   center = s_neg - lo * scale
   rewards = cfg.reward_max / (1 + np.exp(-(s_rand - center) / scale))
-  if item_vecs is None:
-    item_vecs = np.asarray(model_params["params"]["item_emb"]["embedding"])
-  quit = _quit(cfg, rewards, item_vecs, rng)
-  if shared_beta is not None:
-    quit = quit.replace(beta=jnp.float32(shared_beta))
+  quit, item_vecs = _quit(cfg, rewards, model_params, rng, quit_space)
   params = env.make_params(model_params, center, scale, cfg.reward_max, quit, ds.seq_items,
                            item_vecs)
   calib = {"calibration": cfg.calibration}
   if cfg.calibration == "random":
     scores, closest = calibrate.random_trajectories(env, params, jax.random.PRNGKey(cfg.seed),
                                                     4096, cfg.max_len)
-    if shared_beta is None:
+    if quit_space is None:
       c = calibrate.calibrate_random_beta(scores, closest, float(s_pos), cfg.reward_max,
                                           cfg.calib_pos)
     else:  # the other env's similarity quit as it is: steps 1-3 of the rule only
-      c = calibrate.calibrate_random(scores, closest < shared_beta, float(s_pos),
-                                     cfg.reward_max, cfg.calib_pos) | {"beta": shared_beta}
+      beta = float(quit.beta)
+      c = calibrate.calibrate_random(scores, closest < beta, float(s_pos), cfg.reward_max,
+                                     cfg.calib_pos) | {"beta": beta}
     params = calibrate.with_calibration(params, c["center"], c["scale"], c["min_reward"],
                                         c["beta"])
     center, scale, quit = c["center"], c["scale"], params.quit
@@ -219,7 +224,6 @@ def build_sequential(ds: Dataset, cfg: BuildConfig, log=print, quit_space=None):
 def build_matrix(ds: Dataset, cfg: BuildConfig, log=print, quit_space=None):
   """Fits the DeepFM on `ds`: (env, params, report, static); quit_space as build_sequential's
   (its vectors and beta replace the fitted ones)."""
-  item_vecs, shared_beta = quit_space if quit_space is not None else (None, None)
   mcfg = mx.MatrixConfig(num_users=ds.num_users, num_items=ds.num_items,
                          num_item_features=ds.item_features.shape[1],
                          num_user_features=ds.user_features.shape[1],
@@ -227,12 +231,8 @@ def build_matrix(ds: Dataset, cfg: BuildConfig, log=print, quit_space=None):
                          explicit_negatives=cfg.resolved_mf_negatives())
   model_params, fit = mx.fit(ds, mcfg, log=log)
   table = mx.reward_table(mcfg, model_params, ds)
-  if item_vecs is None:
-    item_vecs = np.asarray(model_params["params"]["item_emb"]["embedding"])
   rng = np.random.default_rng(cfg.seed)
-  quit = _quit(cfg, table.ravel(), item_vecs, rng)
-  if shared_beta is not None:
-    quit = quit.replace(beta=jnp.float32(shared_beta))
+  quit, item_vecs = _quit(cfg, table.ravel(), model_params, rng, quit_space)
   env = MatrixEnv(ds.num_items, cfg.history_len, cfg.quit_window,
                   num_users=ds.num_users if cfg.user_token else 0)
   params = MatrixParams(table=jnp.asarray(table), item_vecs=jnp.asarray(item_vecs), quit=quit)
