@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from jaxrec.agents import acting, optim
 from jaxrec.agents.types import AgentState, Transition
 from jaxrec.errors import ConfigError
-from jaxrec.nets.networks import ActorCritic, ActorValue, NetConfig
+from jaxrec.nets.networks import ActorCritic, ActorValue, NetConfig, init_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +189,7 @@ class A2C:
     self.optimizer = optim.adam(cfg.learning_rate, cfg.max_grad_norm)
 
   def init_params(self, key: jax.Array):
-    return self.net.init(key, jnp.full((1, self.cfg.net.history_len), -1, jnp.int32))
+    return init_params(self.net, key)
 
   def init(self, key: jax.Array, params=None) -> AgentState:
     params = self.init_params(key) if params is None else params

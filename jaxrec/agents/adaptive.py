@@ -27,7 +27,7 @@ from jaxrec.agents import acting, optim
 from jaxrec.agents.a2c import A2C, A2CConfig, with_value_head
 from jaxrec.agents.types import AgentState, Transition
 from jaxrec.errors import ConfigError
-from jaxrec.nets.networks import ActorCritic
+from jaxrec.nets.networks import ActorCritic, init_params
 
 SHAPES = ("linear", "cosine", "step")
 BETA_INITS = ("random", "theta")
@@ -134,8 +134,8 @@ class AdaptivePolicy(A2C):
     """params: theta (ActorCritic params); default the pre-trained ones."""
     k_theta, k_beta = jax.random.split(key)
     theta = params if params is not None else self.pretrained
-    theta = (self.theta_net.init(k_theta, jnp.full((1, self.cfg.net.history_len), -1, jnp.int32))
-             if theta is None else jax.tree_util.tree_map(jnp.asarray, theta))
+    theta = (init_params(self.theta_net, k_theta) if theta is None
+             else jax.tree_util.tree_map(jnp.asarray, theta))
     beta = self.init_params(k_beta)
     if self.cfg.beta_init == "theta":
       beta = with_value_head(theta, beta) if self.cfg.critic == "v" else theta

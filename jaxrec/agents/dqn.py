@@ -23,7 +23,7 @@ import optax
 from jaxrec.agents import acting, optim
 from jaxrec.agents.types import AgentState, Transition, strong_types
 from jaxrec.errors import ConfigError
-from jaxrec.nets.networks import NetConfig, QNetwork
+from jaxrec.nets.networks import NetConfig, QNetwork, init_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +123,7 @@ class DQN:
     return optim.example_transition(self.cfg.net.history_len)
 
   def init_params(self, key: jax.Array):
-    return self.net.init(key, jnp.full((1, self.cfg.net.history_len), -1, jnp.int32))
+    return init_params(self.net, key)
 
   def init(self, key: jax.Array, params=None) -> AgentState:
     params = self.init_params(key) if params is None else params

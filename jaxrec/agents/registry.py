@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from jaxrec.agents.a2c import CRITIC_TARGETS, CRITICS, default_unroll
 from jaxrec.errors import ConfigError
 from jaxrec.nets.networks import NetConfig
 from jaxrec.oracle import OracleConfig
@@ -57,10 +58,11 @@ class AgentConfig:
         raise ConfigError(f"--{f} must be >= 0, got {getattr(self, f)}")
     if self.huber_delta < 0:
       raise ConfigError(f"--huber_delta must be >= 0 (0 = squared loss), got {self.huber_delta}")
-    if self.critic_target not in ("max", "expected"):
-      raise ConfigError(f"--critic_target must be max or expected; got {self.critic_target!r}")
-    if self.critic not in ("q", "v"):
-      raise ConfigError(f"--critic must be q or v; got {self.critic!r}")
+    if self.critic_target not in CRITIC_TARGETS:
+      raise ConfigError(f"--critic_target must be {' or '.join(CRITIC_TARGETS)}; got "
+                        f"{self.critic_target!r}")
+    if self.critic not in CRITICS:
+      raise ConfigError(f"--critic must be {' or '.join(CRITICS)}; got {self.critic!r}")
     if not 0.0 <= self.gae_lambda <= 1.0 or self.value_coef < 0:
       raise ConfigError("need 0 <= --gae_lambda <= 1 and --value_coef >= 0")
     if self.dim % self.num_heads:
@@ -114,7 +116,6 @@ def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
     return (adaptive.Frozen if name == "ialp" else adaptive.FineTune)(a2c_cfg, pretrained)
   if name == "ialp_ap":
     from jaxrec.agents import adaptive
-    from jaxrec.agents.a2c import default_unroll
     steps_per_update = num_sessions * common.get("unroll_len", default_unroll(cfg.critic))
     to_updates = lambda steps: math.ceil(steps / steps_per_update)
     schedule = adaptive.AlphaSchedule(alpha0=cfg.alpha0, delay=to_updates(cfg.alpha_delay),

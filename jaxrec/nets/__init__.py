@@ -1,5 +1,5 @@
 """Networks of the agents: the SASRec state encoder G and the actor / critic heads."""
 
-from jaxrec.nets.networks import ActorCritic, ActorValue, NetConfig, QNetwork
+from jaxrec.nets.networks import ActorCritic, ActorValue, NetConfig, QNetwork, init_params
 
-__all__ = ["ActorCritic", "ActorValue", "NetConfig", "QNetwork"]
+__all__ = ["ActorCritic", "ActorValue", "NetConfig", "QNetwork", "init_params"]

@@ -51,6 +51,12 @@ class StateEncoder(nn.Module):
     return out.reshape(history.shape[:-1] + (c.dim,))
 
 
+def init_params(net: nn.Module, key: jax.Array):
+  """The params of any of these networks (their `cfg` a NetConfig), initialised on one empty
+  history: the input every head takes."""
+  return net.init(key, jnp.full((1, net.cfg.history_len), -1, jnp.int32))
+
+
 class ActorCritic(nn.Module):
   """history -> (actor logits [..., I], Q values [..., I])."""
   cfg: NetConfig

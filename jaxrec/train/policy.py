@@ -11,14 +11,13 @@ import os
 import shutil
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from jaxrec.errors import ConfigError, DataError
 from jaxrec.io import atomic_write_text, one_line, read_json_object
-from jaxrec.nets.networks import ActorCritic, NetConfig
+from jaxrec.nets.networks import ActorCritic, NetConfig, init_params
 
 POLICY_DIR = "policy"
 
@@ -74,9 +73,7 @@ def load_policy(workdir: str, net: NetConfig, fingerprint: str | None = None):
   except Exception as e:  # noqa: BLE001
     raise ConfigError(f"--init_from={workdir}: cannot restore the policy params "
                       f"({type(e).__name__}: {one_line(e)})") from None
-  want = jax.eval_shape(lambda: ActorCritic(net).init(jax.random.PRNGKey(0),
-                                                     jnp.full((1, net.history_len), -1,
-                                                              jnp.int32)))
+  want = jax.eval_shape(lambda: init_params(ActorCritic(net), jax.random.PRNGKey(0)))
   shape = lambda t: jax.tree_util.tree_map(lambda a: (tuple(np.shape(a)),
                                                       np.dtype(a.dtype).name), t)
   try:
