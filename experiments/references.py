@@ -51,18 +51,19 @@ def reference_metrics(env_dir: str, modes: str = "FB", sessions: int = 1024, see
   pop = env_popularity(env_dir)
   pop = None if pop is None else jnp.asarray(pop)
   max_len = int(meta["build"]["max_len"])
+  makers = [(name, name, params) for name in policies.POLICIES]
+  if which == "test":
+    _, train_params, _ = build.load_env(env_dir, "train")
+    makers += [(f"{name}@train", name, train_params) for name in TRANSFER]
   out = {}
   for mode in modes:
     rows = {}
-    makers = [(name, params) for name in policies.POLICIES]
-    if which == "test":
-      _, train_params, _ = build.load_env(env_dir, "train")
-      makers += [(f"{name}@train", train_params) for name in TRANSFER]
-    for name, policy_params in makers:
-      policy = policies.make_policy(name.split("@")[0], env, policy_params, popularity=pop)
+    for row_name, name, policy_params in makers:
+      policy = policies.make_policy(name, env, policy_params, popularity=pop)
       fn = jax.jit(lambda key, params, pop, policy=policy: evaluate_policy(
           policy, env, params, key, sessions, max_len, mode, pop))
-      rows[name] = {k: float(v) for k, v in fn(jax.random.PRNGKey(seed), params, pop).items()}
+      rows[row_name] = {k: float(v)
+                        for k, v in fn(jax.random.PRNGKey(seed), params, pop).items()}
     for row in rows.values():
       row["normalised"] = normalised_score(row["R"], rows["random"]["R"], rows["planner"]["R"])
     out[mode] = rows

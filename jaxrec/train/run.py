@@ -121,7 +121,6 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print,
   mesh = sharding.make_mesh() if mesh is None else mesh
   sharding.check_sessions(mesh, num_sessions=cfg.num_sessions, eval_sessions=cfg.eval_sessions)
   primary = jax.process_index() == 0  # one process writes the logs (orbax: every process)
-  log = log if primary else (lambda s: None)
   env, env_params, meta = build.load_env(cfg.env, "train")
   test_env, test_params, _ = build.load_env(cfg.env, "test")
   max_len = int(meta["build"]["max_len"])
