@@ -10,7 +10,7 @@ each shard labeled exactly once; a committed label shard is never rewritten.
                                   every shard (of this worker) is labeled, then exit 0
 
 Backends: vllm (GPU hosts: --model, --lora_path, --tensor_parallel_size, --max_num_seqs,
---dtype, --gpu_memory_utilization), hf (transformers on CPU, a small model), oracle (a SIMULATED
+--dtype, --gpu_memory_utilization), hf (transformers on CPU or --device=cuda), oracle (a SIMULATED
 judge on the --env train user model: not an LLM; for CPU-only runs and labeler-quality studies).
 """
 
@@ -46,6 +46,7 @@ class LabelConfig:
   enforce_eager: bool = False
   chat_template: bool = False
   batch_size: int = 16  # hf: prompts per forward pass
+  device: str = "cpu"  # hf: torch device (cpu, cuda, cuda:N)
   oracle_temperature: float = 0.5
   oracle_none_threshold: float | None = None
   oracle_flip_prob: float = 0.0
@@ -72,6 +73,8 @@ class LabelConfig:
     if self.num_workers < 1 or not 0 <= self.worker_id < self.num_workers:
       raise ConfigError(f"need 0 <= --worker_id < --num_workers, got {self.worker_id} of "
                         f"{self.num_workers}")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+      raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
     if self.batch_size < 1 or self.poll_seconds <= 0 or self.max_shards < 0:
       raise ConfigError("--batch_size and --poll_seconds must be positive, --max_shards >= 0")
 
@@ -116,7 +119,7 @@ def make_backend(cfg: LabelConfig, request_meta: dict):
   if cfg.backend == "hf":
     from llm_labeler.backends.hf_backend import HFBackend
     return HFBackend(cfg.model, catalog, k, cfg.batch_size, cfg.chat_template,
-                     "float32" if cfg.dtype == "auto" else cfg.dtype)
+                     "float32" if cfg.dtype == "auto" else cfg.dtype, cfg.device)
   from llm_labeler.backends.vllm_backend import VLLMBackend, VLLMConfig
   return VLLMBackend(VLLMConfig(
       model=cfg.model, lora_path=cfg.lora_path, tensor_parallel_size=cfg.tensor_parallel_size,

@@ -36,6 +36,7 @@ EAGER = flags.DEFINE_bool("enforce_eager", _C.enforce_eager,
 CHAT = flags.DEFINE_bool("chat_template", _C.chat_template,
                          "wrap the prompt in the tokenizer's chat template (instruct models)")
 BATCH = flags.DEFINE_integer("batch_size", _C.batch_size, "hf: prompts per forward pass")
+DEVICE = flags.DEFINE_string("device", _C.device, "hf: torch device (cpu, cuda, cuda:N)")
 O_TEMP = flags.DEFINE_float("oracle_temperature", _C.oracle_temperature,
                             "oracle: softmax temperature over candidate rewards (0 = argmax)")
 O_NONE = flags.DEFINE_float("oracle_none_threshold", None,
@@ -58,7 +59,7 @@ def config_from_flags() -> LabelConfig:
       max_num_seqs=MAX_SEQS.value, dtype=DTYPE.value, gpu_memory_utilization=GPU_MEM.value,
       max_model_len=MAX_LEN.value, constraint=CONSTRAINT.value,
       prefix_caching=PREFIX.value, enforce_eager=EAGER.value, chat_template=CHAT.value,
-      batch_size=BATCH.value, oracle_temperature=O_TEMP.value, oracle_none_threshold=O_NONE.value,
+      batch_size=BATCH.value, device=DEVICE.value, oracle_temperature=O_TEMP.value, oracle_none_threshold=O_NONE.value,
       oracle_flip_prob=O_FLIP.value, seed=SEED.value, num_workers=WORKERS.value,
       worker_id=WORKER.value, follow=FOLLOW.value, poll_seconds=POLL.value,
       max_shards=MAX_SHARDS.value)

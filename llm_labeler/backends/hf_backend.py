@@ -1,9 +1,10 @@
-"""The `hf` backend: transformers on CPU, scoring the label tokens of a real (small) model.
+"""The `hf` backend: transformers (CPU, or one GPU by --device), scoring the label tokens.
 
 One forward pass per batch of prompts; the next-token logits at the end of each prompt,
 restricted to the k + 1 label tokens, give the greedy constrained choice and the soft
 preference (`base.choose`). It exercises the real text path (prompt, tokenizer, model) on
-machines without a GPU; the vllm backend is the production one.
+machines without a GPU, and serves one GPU without vLLM (--device=cuda); the vllm backend is
+the production one (continuous batching, prefix caching).
 """
 
 from __future__ import annotations
@@ -41,10 +42,15 @@ class HFBackend:
   name = "hf"
 
   def __init__(self, model: str, catalog: Catalog, k: int, batch_size: int = 16,
-               chat_template: bool = False, dtype: str = "float32"):
+               chat_template: bool = False, dtype: str = "float32", device: str = "cpu",
+               loaded=None):
+    """`loaded`: an already built (tokenizer, model) pair, e.g. a benchmark's randomly
+    initialised one; `model` then only names it."""
     import torch
     self._torch = torch
-    self.tokenizer, self.lm = load_model(model, dtype)
+    self.device = torch.device(device)
+    self.tokenizer, self.lm = loaded if loaded is not None else load_model(model, dtype)
+    self.lm.to(self.device)
     self.tokenizer.padding_side = "left"
     if self.tokenizer.pad_token is None:
       self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -54,24 +60,26 @@ class HFBackend:
     self.batch_size = batch_size
     self.model = os.path.abspath(model)
     self.meta = {"chat_template": chat_template, "dtype": dtype, "label_token_ids": self.label_ids}
+    # The device is not in meta: labels do not depend on it beyond float rounding, and shards
+    # labeled on CPU and GPU hosts may share one --out.
     self.prompt_tokens = 0
 
   def scores(self, prompts: list[str]) -> np.ndarray:
     """[N, k+1] next-token logits of the label tokens after each prompt."""
     torch = self._torch
     out = []
-    ids = torch.tensor(self.label_ids)
+    ids = torch.tensor(self.label_ids, device=self.device)
     for start in range(0, len(prompts), self.batch_size):
       enc = self.tokenizer(prompts[start:start + self.batch_size], return_tensors="pt",
                            padding=True)
-      mask = enc["attention_mask"]
+      mask = enc["attention_mask"].to(self.device)
       self.prompt_tokens += int(mask.sum())
       # Left padding: positions count real tokens only, as generate() does.
       pos = (mask.cumsum(-1) - 1).clamp(min=0)
       with torch.inference_mode():
-        logits = self.lm(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos,
-                         logits_to_keep=1).logits[:, -1, :]
-      out.append(logits[:, ids].float().numpy())
+        logits = self.lm(input_ids=enc["input_ids"].to(self.device), attention_mask=mask,
+                         position_ids=pos, logits_to_keep=1).logits[:, -1, :]
+      out.append(logits[:, ids].float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(self.label_ids)), np.float32)
 
   def label(self, requests: RequestShard, shard: str = "") -> LabelShard:

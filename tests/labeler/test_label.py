@@ -164,6 +164,8 @@ def test_follow_mode_labels_shards_as_they_appear_until_done(matrix_env_dir, tmp
     (["--requests=R", "--out=R"], "--out must differ"),
     (["--requests=R", "--out=O"], "--backend=oracle needs --env"),
     (["--requests=R", "--out=O", "--backend=hf"], "--backend=hf needs --model"),
+    (["--requests=R", "--out=O", "--backend=hf", "--model=M", "--device=gpu0"],
+     "--device must be cpu, cuda or cuda:N"),
     (["--requests=R", "--out=O", "--env=E", "--num_workers=2", "--worker_id=2"],
      "need 0 <= --worker_id < --num_workers"),
     (["--requests=/nonexistent/req", "--out=O", "--env=E"], "/nonexistent/req: no such"),

