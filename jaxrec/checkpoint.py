@@ -25,6 +25,7 @@ from jaxrec.agents.registry import AgentConfig
 from jaxrec.envs import build
 from jaxrec.errors import DataError
 from jaxrec.io import one_line, read_json_object
+from jaxrec.oracle import OracleConfig
 from jaxrec.train import driver, sharding
 from jaxrec.train.loop import LoopConfig, make_train
 from jaxrec.train.run import TrainConfig, build_agent
@@ -89,7 +90,13 @@ def read_train_config(workdir: str, env: str | None = None) -> TrainConfig:
     raise DataError(f"{workdir}: not a run directory (no flags.json); train one with "
                     "python -m jaxrec.train --workdir=DIR ...")
   d = read_json_object(path)
-  agent_cfg = _dataclass_from_dict(AgentConfig, d.pop("agent_cfg", {}), path)
+  agent = d.pop("agent_cfg", {})
+  if isinstance(agent, dict):
+    # Runs before the nested OracleConfig (2026-11-30) stored its fields flat as oracle_*.
+    flat = {k: agent.pop(k) for k in [k for k in agent if k.startswith("oracle_")]}
+    oracle = agent.pop("oracle", {k[len("oracle_"):]: v for k, v in flat.items()})
+    agent["oracle"] = _dataclass_from_dict(OracleConfig, oracle, path)
+  agent_cfg = _dataclass_from_dict(AgentConfig, agent, path)
   cfg = _dataclass_from_dict(TrainConfig, d | {"agent_cfg": agent_cfg}, path)
   if env:
     cfg = dataclasses.replace(cfg, env=env)

@@ -22,8 +22,6 @@ make this user leave". Everything is pure and jittable for one row; callers vmap
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 
@@ -31,21 +29,8 @@ from jaxrec.envs.base import RecEnv, too_similar
 from jaxrec.envs.matrix import MatrixEnv
 from jaxrec.envs.sequential import SequentialEnv
 from jaxrec.errors import ConfigError
+from jaxrec.oracle_config import OracleConfig
 from jaxrec.usermodels.sequential import SeqScorer
-
-
-@dataclasses.dataclass(frozen=True)
-class OracleConfig:
-  temperature: float = 0.5  # in reward units; 0 = always the best candidate
-  none_threshold: float | None = None  # None = the env's quit min_reward
-  flip_prob: float = 0.0  # probability that the label is replaced by a uniform one of k + 1
-  quit_aware: bool = False  # never choose a candidate the env's similarity quit would reject
-
-  def validate(self) -> None:
-    if self.temperature < 0:
-      raise ConfigError(f"--oracle_temperature must be >= 0, got {self.temperature}")
-    if not 0.0 <= self.flip_prob <= 1.0:
-      raise ConfigError(f"--oracle_flip_prob must be in [0, 1], got {self.flip_prob}")
 
 
 def check_env(env: RecEnv) -> None:

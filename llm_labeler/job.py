@@ -23,39 +23,43 @@ import time
 import zlib
 
 from jaxrec import faults, shards
+from jaxrec.config import nested, option
 from jaxrec.errors import ConfigError, DataError
+from jaxrec.oracle_config import OracleConfig
 from llm_labeler.backends import BACKENDS
 from llm_labeler.prompts import TEMPLATE_VERSION
 
 
 @dataclasses.dataclass(frozen=True)
 class LabelConfig:
-  requests: str = ""
-  out: str = ""
-  backend: str = "oracle"
-  env: str = ""  # oracle: the env whose train user model judges; others: catalog fallback
-  model: str = ""  # vllm / hf: local model directory (hf also takes a .gguf file)
-  lora_path: str = ""
-  tensor_parallel_size: int = 1
-  max_num_seqs: int = 256
-  dtype: str = "auto"
-  gpu_memory_utilization: float = 0.9
-  max_model_len: int = 0
-  constraint: str = "tokens"
-  prefix_caching: bool = True
-  enforce_eager: bool = False
-  chat_template: bool = False
-  batch_size: int = 16  # hf: prompts per forward pass
-  device: str = "cpu"  # hf: torch device (cpu, cuda, cuda:N)
-  oracle_temperature: float = 0.5
-  oracle_none_threshold: float | None = None
-  oracle_flip_prob: float = 0.0
-  seed: int = 0
-  num_workers: int = 1
-  worker_id: int = 0
-  follow: bool = False
-  poll_seconds: float = 2.0
-  max_shards: int = 0  # stop after labeling this many shards (0 = no limit)
+  """`python -m llm_labeler.label`'s config; its options are the flags (jaxrec.config)."""
+  requests: str = option("", "request shard directory")
+  out: str = option("", "label shard directory (created; resumed if it exists)")
+  backend: str = option("oracle", "labeler backend", choices=BACKENDS)
+  env: str = option("", "env directory: the oracle's judge; catalog fallback")
+  model: str = option("", "vllm/hf: local model directory (hf: or a .gguf file)")
+  lora_path: str = option("", "vllm: LoRA adapter directory")
+  tensor_parallel_size: int = option(1, "vllm: GPUs per model")
+  max_num_seqs: int = option(256, "vllm: concurrent sequences")
+  dtype: str = option("auto", "model dtype (auto, bfloat16, float16, float32)")
+  gpu_memory_utilization: float = option(0.9, "vllm: share of accelerator memory for weights + "
+                                         "KV cache")
+  max_model_len: int = option(0, "vllm: context cap (0 = model)")
+  constraint: str = option("tokens", "vllm: allowed_token_ids (tokens) or structured outputs "
+                           "(choice)", choices=("tokens", "choice"))
+  prefix_caching: bool = option(True, "vllm: reuse the KV cache of the shared prompt prefix")
+  enforce_eager: bool = option(False, "vllm: no torch.compile / graphs (fast start; CPU tests)")
+  chat_template: bool = option(False, "wrap the prompt in the tokenizer's chat template "
+                               "(instruct models)")
+  batch_size: int = option(16, "hf: prompts per forward pass")
+  device: str = option("cpu", "hf: torch device (cpu, cuda, cuda:N)")
+  oracle: OracleConfig = nested(OracleConfig(), "oracle_")
+  seed: int = option(0, "seed (oracle sampling, vllm)")
+  num_workers: int = option(1, "labeler processes sharing --out")
+  worker_id: int = option(0, "this process's index in 0..W-1")
+  follow: bool = option(False, "poll for new shards until DIR/DONE")
+  poll_seconds: float = option(2.0, "--follow: seconds between polls")
+  max_shards: int = option(0, "stop after this many shards (0 = all)")
 
   def validate(self) -> None:
     if not self.requests or not self.out:
@@ -105,11 +109,8 @@ def make_backend(cfg: LabelConfig, request_meta: dict):
   """Builds the backend (imports vLLM / transformers / the env only now)."""
   k = int(request_meta["k"])
   if cfg.backend == "oracle":
-    from jaxrec.oracle import OracleConfig
     from llm_labeler.backends.oracle_backend import OracleBackend
-    backend = OracleBackend(cfg.env, OracleConfig(cfg.oracle_temperature,
-                                                  cfg.oracle_none_threshold,
-                                                  cfg.oracle_flip_prob), seed=cfg.seed)
+    backend = OracleBackend(cfg.env, cfg.oracle, seed=cfg.seed)
     want = request_meta.get("fingerprint")
     if want is not None and backend.fingerprint != want:
       raise DataError(f"--env {cfg.env}: built from dataset fingerprint {backend.fingerprint}, "

@@ -1,4 +1,4 @@
-"""Agent names -> agents, from one flat hyperparameter config (built from flags in one place)."""
+"""Agent names -> agents, from one hyperparameter config whose options are the flags."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 from jaxrec.agents.a2c import CRITIC_TARGETS, CRITICS, default_unroll
+from jaxrec.config import nested, option, refuse
 from jaxrec.errors import ConfigError
 from jaxrec.nets.networks import NetConfig
 from jaxrec.oracle import OracleConfig
@@ -14,39 +15,69 @@ AGENTS = ("a2c", "dqn", "pg", "ialp", "ialp_ft", "ialp_ap", "llm_online")
 # Agents whose params start from a pre-training run (TrainConfig.init_from).
 PRETRAINED = ("ialp", "ialp_ft", "ialp_ap")
 
+# The AgentConfig fields each agent reads (make_agent below); "oracle" is the nested config.
+_NET = ("dim", "num_layers", "num_heads", "learning_rate", "gamma", "unroll_len")
+_A2C = _NET + ("entropy_coef", "critic_target", "critic", "gae_lambda", "value_coef",
+               "normalize_advantages")
+FIELDS = {
+    "a2c": _A2C, "ialp": _A2C, "ialp_ft": _A2C,
+    "ialp_ap": _A2C + ("alpha0", "alpha_delay", "alpha_steps", "alpha_shape", "beta_init"),
+    "llm_online": _A2C + ("num_candidates", "oracle"),
+    "dqn": _NET + ("buffer_size", "batch_size", "min_buffer", "target_period",
+                   "updates_per_iteration", "huber_delta"),
+    "pg": _NET + ("entropy_coef", "normalize_returns"),
+}
+
+
+def check_applicable(agent: str, passed: dict[str, str]) -> None:
+  """passed: {AgentConfig field path: flag name} set on the command line (config.
+  set_on_command_line); a flag the agent does not read is a one-line ConfigError."""
+  if agent in FIELDS:
+    refuse([flag for path, flag in passed.items() if path.split(".")[0] not in FIELDS[agent]],
+           f"to --agent={agent}")
+
 
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
-  dim: int = 64
-  num_layers: int = 2  # SASRec blocks; 0 = none (the state is the last item's embedding)
-  num_heads: int = 2
-  learning_rate: float = 1e-3
-  gamma: float = 0.9
-  unroll_len: int = 0  # 0 = the agent's default (a2c family 10, --critic=q 1, dqn 1, pg 32)
-  entropy_coef: float = 0.01  # a2c family, pg: EasyRL4Rec's Coat A2C (--ent-coef 0.01)
-  critic_target: str = "max"  # a2c family: max (paper Eq. 8) | expected
-  critic: str = "v"  # a2c family: v (state value + lambda-returns) | q (paper Eq. 7)
-  gae_lambda: float = 1.0  # --critic=v
-  value_coef: float = 0.5  # --critic=v
-  normalize_advantages: bool = False  # --critic=v
-  buffer_size: int = 100_000  # dqn
-  batch_size: int = 256  # dqn
-  min_buffer: int = 1_000  # dqn
-  target_period: int = 100  # dqn: updates between target-network copies
-  updates_per_iteration: int = 1  # dqn: gradient steps per iteration
-  huber_delta: float = 1.0  # dqn: Huber threshold of the TD loss; 0 = squared loss
-  normalize_returns: bool = True  # pg: standardise reward-to-go over each unroll
-  alpha0: float = 0.1  # ialp_ap: mixture weight of pi_beta at the start
-  alpha_delay: int = 0  # ialp_ap: env steps before alpha starts to rise
-  alpha_steps: int = 0  # ialp_ap: env steps from alpha0 to 1 (0 = half of --total_steps)
-  alpha_shape: str = "linear"  # ialp_ap: linear | cosine | step
-  beta_init: str = "random"  # ialp_ap: random (paper Sec. 5.4) | theta (Alg. 2 line 3)
-  num_candidates: int = 10  # llm_online: k items the actor proposes to the labeler
+  """Every agent's hyperparameters, one option (flag) each; `FIELDS` says which an agent
+  reads, and `check_applicable` refuses the others when they are passed on the command line."""
+  dim: int = option(64, "SASRec encoder width")
+  num_layers: int = option(2, "SASRec blocks (0: the state is the last item's embedding)")
+  num_heads: int = option(2, "attention heads")
+  learning_rate: float = option(1e-3, "Adam learning rate")
+  gamma: float = option(0.9, "discount")
+  unroll_len: int = option(0, "env steps per update; 0 = the agent's default (a2c family 10, "
+                           "--critic=q 1, dqn 1, pg 32)")
+  entropy_coef: float = option(0.01, "entropy bonus (a2c family, pg); 0.01 is EasyRL4Rec's "
+                               "Coat A2C (--ent-coef 0.01)")
+  critic_target: str = option("max", "a2c family, --critic=q: the bootstrap, max_a' Q(s', a') "
+                              "(paper Eq. 8) or its expectation under the policy",
+                              choices=CRITIC_TARGETS)
+  critic: str = option("v", "a2c family: a state value with lambda-returns over the unroll "
+                       "(tianshou's A2C, the peer's; iALP's Q head is replaced by a fresh value "
+                       "head) or Q(s, .) over all items with a one-step target (paper Eq. 7-9)",
+                       choices=CRITICS)
+  gae_lambda: float = option(1.0, "--critic=v: lambda of the advantages (1 = Monte-Carlo)")
+  value_coef: float = option(0.5, "--critic=v: weight of the value loss")
+  normalize_advantages: bool = option(False, "--critic=v: standardise advantages over each "
+                                      "unroll")
+  buffer_size: int = option(100_000, "dqn replay capacity")
+  batch_size: int = option(256, "dqn minibatch")
+  min_buffer: int = option(1_000, "dqn: items before updates")
+  target_period: int = option(100, "dqn: updates between target-network copies")
+  updates_per_iteration: int = option(1, "dqn: gradient steps per iteration")
+  huber_delta: float = option(1.0, "dqn: Huber threshold of the TD loss (0 = squared loss)")
+  normalize_returns: bool = option(True, "pg: standardise reward-to-go over each unroll")
+  alpha0: float = option(0.1, "ialp_ap: initial weight of pi_beta")
+  alpha_delay: int = option(0, "ialp_ap: env steps before alpha starts to rise")
+  alpha_steps: int = option(0, "ialp_ap: env steps from alpha0 to 1 (0 = half of "
+                            "--total_steps)")
+  alpha_shape: str = option("linear", "ialp_ap: linear | cosine | step")
+  beta_init: str = option("random", "ialp_ap: pi_beta starts random (paper Sec. 5.4) or as a "
+                          "copy of iALP (theta, Alg. 2 line 3)")
+  num_candidates: int = option(10, "k: items the actor proposes to the labeler")
   # llm_online's in-process labeler: the simulated oracle (jaxrec.oracle), not an LLM.
-  oracle_temperature: float = OracleConfig.temperature
-  oracle_none_threshold: float | None = OracleConfig.none_threshold
-  oracle_flip_prob: float = OracleConfig.flip_prob
-  oracle_quit_aware: bool = OracleConfig.quit_aware
+  oracle: OracleConfig = nested(OracleConfig(), "oracle_")
 
   def validate(self) -> None:
     for f in ("dim", "num_heads", "buffer_size", "batch_size", "target_period",
@@ -69,12 +100,7 @@ class AgentConfig:
       raise ConfigError(f"--dim ({self.dim}) must be a multiple of --num_heads ({self.num_heads})")
     if not 0.0 <= self.gamma <= 1.0 or self.learning_rate <= 0:
       raise ConfigError("need 0 <= --gamma <= 1 and --learning_rate > 0")
-    self.oracle().validate()
-
-  def oracle(self) -> OracleConfig:
-    return OracleConfig(temperature=self.oracle_temperature,
-                        none_threshold=self.oracle_none_threshold,
-                        flip_prob=self.oracle_flip_prob, quit_aware=self.oracle_quit_aware)
+    self.oracle.validate()
 
   def net(self, num_items: int, history_len: int, num_tokens: int = 0) -> NetConfig:
     """num_tokens: the env's (RecEnv.num_tokens) where it exceeds num_items, else 0."""
@@ -127,7 +153,7 @@ def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
     from jaxrec.agents.llm_online import LLMOnline, LLMOnlineConfig
     if env is None or env_params is None:
       raise ValueError("llm_online needs the train env: make_agent(..., env=, env_params=)")
-    return LLMOnline(LLMOnlineConfig(num_candidates=cfg.num_candidates, oracle=cfg.oracle(),
+    return LLMOnline(LLMOnlineConfig(num_candidates=cfg.num_candidates, oracle=cfg.oracle,
                                      **a2c_kw, **common), env, env_params)
   if name == "dqn":
     from jaxrec.agents import dqn

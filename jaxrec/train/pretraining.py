@@ -38,11 +38,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxrec import faults, oracle, shards
+from jaxrec import config, faults, oracle, shards
 from jaxrec.agents import acting, ialp
 from jaxrec.agents.registry import AgentConfig, make_agent
 from jaxrec.agents.types import strong_types
 from jaxrec.envs import build
+from jaxrec.config import nested, option
 from jaxrec.errors import ConfigError
 from jaxrec.train import driver
 from jaxrec.train import label_exchange as exchange
@@ -50,43 +51,55 @@ from jaxrec.train import sharding
 from jaxrec.train.loop import all_finite, evaluate
 from jaxrec.train.policy import load_policy, save_policy
 
-__all__ = ["PretrainConfig", "pretrain", "load_policy", "save_policy", "LABELERS"]
+__all__ = ["PretrainConfig", "pretrain", "load_policy", "save_policy", "LABELERS", "ONLINE_ONLY"]
 
 LABELERS = ("inproc", "dir", "shards")
 
 
+# The AgentConfig options pre-training reads (the actor-critic of Alg. 1 with the paper's Q
+# critic); jaxrec.pretrain defines these flags only, and refuses ONLINE_ONLY's.
+AGENT_FIELDS = ("dim", "num_layers", "num_heads", "learning_rate", "gamma", "entropy_coef",
+                "critic_target")
+ONLINE_ONLY = ("critic", "gae_lambda", "value_coef", "normalize_advantages")
+
+
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
-  env: str = ""
-  labeler: str = "inproc"
-  labeler_dir: str = ""  # dir / shards: holds requests/ and labels/ (default: the workdir)
-  label_timeout: float = 600.0  # dir: seconds to wait for one label shard
-  labels: str = "hard"  # hard (paper Eq. 3) | soft (r^p = 1 - p(None), needs logprobs)
-  oracle_temperature: float = oracle.OracleConfig.temperature  # inproc labeler
-  oracle_none_threshold: float | None = oracle.OracleConfig.none_threshold
-  oracle_flip_prob: float = oracle.OracleConfig.flip_prob
-  oracle_quit_aware: bool = oracle.OracleConfig.quit_aware
-  num_candidates: int = 10  # k (the paper's prompt shows 10)
-  candidates: str = "topk"  # topk | sample (without replacement from the actor's softmax)
-  num_sessions: int = 256
-  episode_len: int = 10  # T of Alg. 1
-  episodes_per_epoch: int = 4
-  epochs: int = 10  # the paper: 100 (of unstated size); 10 x 4 episodes is CPU-sized
-  updates_per_step: int = 1
-  batch_size: int = 256
-  buffer_size: int = 100_000
-  eval_sessions: int = 512  # per-epoch monitoring; jaxrec.train --agent=ialp gives R@0 (1024)
-  eval_explore: str = "categorical"
-  epsilon: float = 0.1
-  seed: int = 0
-  agent_cfg: AgentConfig = AgentConfig()
+  """`python -m jaxrec.pretrain`'s config; its options are the flags."""
+  env: str = option("", "env directory from experiments.build_envs")
+  labeler: str = option("inproc", f"one of {', '.join(LABELERS)}")
+  labeler_dir: str = option("", "dir / shards: the directory holding requests/ and labels/ "
+                            "(dir: default --workdir)")
+  label_timeout: float = option(600.0, "dir: seconds to wait for one label shard")
+  labels: str = option("hard", f"one of {', '.join(ialp.LABELS)}: hard = paper Eq. 3; soft = "
+                       "r^p = 1 - p(None) from the logprobs")
+  oracle: oracle.OracleConfig = nested(oracle.OracleConfig(), "oracle_")  # inproc labeler
+  num_candidates: int = option(10, "k: items the actor proposes to the labeler (the paper's "
+                               "prompt shows 10)")
+  candidates: str = option("topk", f"one of {', '.join(ialp.CANDIDATES)}: the actor's k "
+                           "proposals (sample: without replacement from its softmax)")
+  num_sessions: int = option(256, "lockstep sessions N")
+  episode_len: int = option(10, "steps T per episode (Alg. 1)")
+  episodes_per_epoch: int = option(4, "lockstep episodes per epoch (an evaluation after each "
+                                   "epoch)")
+  epochs: int = option(10, "epochs (the paper: 100 of unstated size; 10 x 4 episodes is "
+                       "CPU-sized)")
+  updates_per_step: int = option(1, "A2C minibatch updates per lockstep step")
+  batch_size: int = option(256, "A2C minibatch from D_LLM")
+  buffer_size: int = option(100_000, "D_LLM capacity (transitions)")
+  eval_sessions: int = option(512, "test-env episodes per epoch's evaluation (jaxrec.train "
+                              "--agent=ialp gives R@0 over 1024)")
+  eval_explore: str = option("categorical", "test-env evaluation strategy")
+  epsilon: float = option(0.1, "epsilon of the epsilon strategy")
+  seed: int = option(0, "seed of everything random in the run")
+  agent_cfg: AgentConfig = nested(AgentConfig())
   keep_checkpoints: int = 2
 
-  def oracle(self) -> oracle.OracleConfig:
-    return oracle.OracleConfig(temperature=self.oracle_temperature,
-                               none_threshold=self.oracle_none_threshold,
-                               flip_prob=self.oracle_flip_prob,
-                               quit_aware=self.oracle_quit_aware)
+  @classmethod
+  def flag_skip(cls) -> tuple[str, ...]:
+    """The nested options that are not pre-training flags."""
+    return tuple(f"agent_cfg.{path}" for path in config.options(AgentConfig)
+                 if path not in AGENT_FIELDS + ONLINE_ONLY)
 
   def ialp(self) -> ialp.IALPConfig:
     """Alg. 1's own settings."""
@@ -95,7 +108,7 @@ class PretrainConfig:
                            num_sessions=self.num_sessions, episode_len=self.episode_len,
                            episodes_per_epoch=self.episodes_per_epoch,
                            updates_per_step=self.updates_per_step, batch_size=self.batch_size,
-                           oracle=self.oracle())
+                           oracle=self.oracle)
 
   @property
   def updates_per_epoch(self) -> int:
@@ -124,7 +137,7 @@ class PretrainConfig:
     if not 0.0 <= self.epsilon <= 1.0:
       raise ConfigError(f"--epsilon must be in [0, 1], got {self.epsilon}")
     acting.check_strategy(self.eval_explore)
-    self.oracle().validate()
+    self.oracle.validate()
     self.agent_cfg.validate()
 
 

@@ -27,6 +27,8 @@ from jax.sharding import Mesh
 
 from jaxrec.agents.registry import AGENTS, PRETRAINED, AgentConfig, make_agent
 from jaxrec.agents.acting import check_strategy
+from jaxrec.agents.types import STRATEGIES
+from jaxrec.config import nested, option
 from jaxrec.envs import build
 from jaxrec.errors import ConfigError
 from jaxrec.train import driver, sharding
@@ -36,20 +38,24 @@ from jaxrec.train.loop import FINITE, LoopConfig, evaluate, make_train
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  agent: str = "a2c"
-  env: str = ""
-  num_sessions: int = 256
-  total_steps: int = 51_200
-  steps_per_epoch: int = 5_120
-  explore: str = "categorical"
-  epsilon: float = 0.1
-  eval_sessions: int = 1024
-  eval_explore: str = ""  # default: the training strategy
-  eval_mode: str = "FB"  # comma-separated FB | NX_0 | NX_<k>; the first is the headline
-  seed: int = 0
-  agent_cfg: AgentConfig = AgentConfig()
+  """`python -m jaxrec.train`'s config; its options (AgentConfig's too) are the flags."""
+  agent: str = option("a2c", f"one of {', '.join(AGENTS)}")
+  env: str = option("", "env directory from experiments.build_envs")
+  num_sessions: int = option(256, "parallel sessions")
+  total_steps: int = option(51_200, "env steps in all")
+  steps_per_epoch: int = option(5_120, "env steps between test-env evaluations")
+  explore: str = option("categorical", f"one of {', '.join(STRATEGIES)}")
+  epsilon: float = option(0.1, "epsilon of the epsilon strategy")
+  eval_sessions: int = option(1024, "test-env episodes per evaluation")
+  eval_explore: str = option("", "test-time strategy (default --explore)")
+  eval_mode: str = option("FB", "evaluation modes, comma-separated: FB, NX_0, NX_<k> (the "
+                          "peer protocol's; the first one's metrics are R, Len, ..., the "
+                          "others' are prefixed, e.g. NX_0_R)")
+  seed: int = option(0, "seed of everything random in the run")
+  agent_cfg: AgentConfig = nested(AgentConfig())
   keep_checkpoints: int = 2
-  init_from: str = ""  # a jaxrec.pretrain run directory (ialp, ialp_ft, ialp_ap)
+  init_from: str = option("", "pre-training run directory (python -m jaxrec.pretrain) for "
+                          "ialp, ialp_ft, ialp_ap")
 
   def validate(self) -> None:
     if self.agent not in AGENTS:

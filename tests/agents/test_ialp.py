@@ -13,6 +13,7 @@ from jaxrec.agents.types import Transition
 from jaxrec.envs import QuitParams, SequentialEnv
 from jaxrec.errors import ConfigError
 from jaxrec.usermodels.sequential import SeqConfig, SeqScorer
+from jaxrec.oracle_config import OracleConfig
 
 CANDS = jnp.asarray([[4, 7, 1], [2, 9, 5], [8, 0, 3], [6, 5, 4]], jnp.int32)
 
@@ -84,8 +85,8 @@ def sequential_env():
 
 def test_llm_online_recommends_the_oracles_pick_among_the_actors_top_k():
   env, params = sequential_env()
-  cfg = AgentConfig(dim=8, num_layers=0, num_heads=1, num_candidates=4, oracle_temperature=0.0,
-                    oracle_none_threshold=-1.0)
+  cfg = AgentConfig(dim=8, num_layers=0, num_heads=1, num_candidates=4,
+                    oracle=OracleConfig(temperature=0.0, none_threshold=-1.0))
   agent = make_agent("llm_online", cfg, 12, 3, env=env, env_params=params)
   state = jax.jit(agent.init)(jax.random.PRNGKey(0))
   hist = jnp.asarray([[-1, -1, 0], [-1, 5, 2], [1, 2, 3]], jnp.int32)

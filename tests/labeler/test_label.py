@@ -18,6 +18,7 @@ from labeler.conftest import (NUM_USERS, make_requests, random_matrix_env, temp_
 from llm_labeler import job as label
 from llm_labeler.backends.base import choose
 from llm_labeler.parse import parse_response
+from jaxrec.oracle_config import OracleConfig
 from train.conftest import NUM_ITEMS
 
 K = 5
@@ -40,7 +41,7 @@ def test_oracle_backend_labels_equal_jaxrec_oracle(matrix_env_dir, tmp_path, tem
   req_dir, out = tmp_path / "req", tmp_path / "lab"
   names = write_request_dir(str(req_dir), 2, 37, K, META)
   summary = label.label_directory(_cfg(req_dir, out, matrix_env_dir,
-                                       oracle_temperature=temperature, seed=3), log=quiet)
+                                       oracle=OracleConfig(temperature=temperature), seed=3), log=quiet)
   assert summary["labeled"] == names and summary["invalid"] == 0
   env, params = random_matrix_env()
   cfg = oracle.OracleConfig(temperature=temperature)
@@ -184,7 +185,7 @@ def test_labels_into_a_directory_of_another_model_are_refused(matrix_env_dir, tm
   write_request_dir(str(req_dir), 2, 3, K, META)
   label.label_directory(_cfg(req_dir, out, matrix_env_dir, max_shards=1), log=quiet)
   with pytest.raises(shards.DataError, match="holds shards with model="):
-    label.label_directory(_cfg(req_dir, out, matrix_env_dir, oracle_temperature=0.1),
+    label.label_directory(_cfg(req_dir, out, matrix_env_dir, oracle=OracleConfig(temperature=0.1)),
                           log=quiet)
 
 

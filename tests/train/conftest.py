@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from jaxrec.envs import MatrixEnv, MatrixParams, QuitParams, build
+from jaxrec.oracle_config import OracleConfig
 
 NUM_ITEMS, MAX_LEN, HISTORY_LEN = 20, 10, 4
 
@@ -61,7 +62,7 @@ def best_item_env_dir(tmp_path_factory):
 
 PRETRAIN_TINY = dict(num_sessions=64, episode_len=5, episodes_per_epoch=2, epochs=4,
                      num_candidates=5, batch_size=64, buffer_size=2048, eval_sessions=256,
-                     updates_per_step=2, oracle_temperature=0.0)
+                     updates_per_step=2, oracle=OracleConfig(temperature=0.0))
 
 
 def tiny_agent_config(**kw):

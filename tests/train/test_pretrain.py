@@ -12,6 +12,7 @@ import pytest
 
 from jaxrec import shards
 from jaxrec.errors import ConfigError, DataError
+from jaxrec.oracle_config import OracleConfig
 from jaxrec.train.pretraining import PretrainConfig, load_policy, pretrain
 from jaxrec.nets.networks import NetConfig
 from tests.train.conftest import PRETRAIN_TINY, tiny_agent_config
@@ -190,7 +191,7 @@ def test_shards_without_labels_are_refused(best_item_env_dir, tmp_path):
     ({"candidates": "best"}, "--candidates must be one of topk, sample"),
     ({"episode_len": 0}, "--episode_len must be positive"),
     ({"num_candidates": 21}, "--num_candidates must be in 1..20"),
-    ({"oracle_flip_prob": 2.0}, "--oracle_flip_prob must be in"),
+    ({"oracle": OracleConfig(flip_prob=2.0)}, "--oracle_flip_prob must be in"),
     ({"labeler": "shards"}, "--labeler=shards needs --labeler_dir"),
 ])
 def test_bad_config_is_refused(kw, message, best_item_env_dir, tmp_path):
