@@ -147,7 +147,7 @@ def _worker(env_dirs: list[str], d: int) -> dict:
   rollouts = {}
   for env_dir in env_dirs:
     env, params, meta = build.load_env(env_dir, "train")
-    rollouts[meta["kind"]] = _rollout(env, params, HEADLINE, mesh)
+    rollouts[meta.kind] = _rollout(env, params, HEADLINE, mesh)
   return _headline_times(rollouts)
 
 
@@ -172,7 +172,7 @@ def main(argv):
       "load_average_start": os.getloadavg()[0]}
   if ENV_DIR.value:
     meta = build.read_meta(ENV_DIR.value)  # a bad dir fails before anything is measured
-    dirs = {meta["kind"]: ENV_DIR.value}
+    dirs = {meta.kind: ENV_DIR.value}
   else:
     dirs = build_default_envs(os.path.join(os.path.dirname(os.path.abspath(OUT.value or ".")),
                                            ".bench_envs"))

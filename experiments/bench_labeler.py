@@ -71,10 +71,10 @@ def run(num: int, k: int, shard_size: int, env_dir: str, ref_num: int, work: str
   from llm_labeler.backends.oracle_backend import OracleBackend
   env, params, meta = build.load_env(env_dir, "train")
   ds = build.load_dataset_of(env_dir)
-  cat = shards.catalog_of(ds, meta["fingerprint"])
+  cat = shards.catalog_of(ds, meta.fingerprint)
   reqs = sr.from_env(env, params, sr.proposal_logits(ds.item_popularity(), "random"),
                      sr.SampleConfig(num=num, k=k, num_sessions=1024))
-  rmeta = {"dataset": ds.name, "fingerprint": meta["fingerprint"], "k": k,
+  rmeta = {"dataset": ds.name, "fingerprint": meta.fingerprint, "k": k,
            "history_len": env.history_len, "num_items": env.num_actions}
   names = [f"requests-{i:05d}" for i in range(0, -(-num // shard_size))]
   parts = [shards.RequestShard(*(a[i * shard_size:(i + 1) * shard_size] for a in reqs))

@@ -68,7 +68,7 @@ def _worker(env_dir: str, d: int) -> dict:
   sharding.check_sessions(mesh, num_sessions=n)
   env, params, meta = build.load_env(env_dir, "train")
   params = sharding.replicate(params, mesh)
-  out = benchlib.machine() | {"devices": d, "env_kind": meta["kind"],
+  out = benchlib.machine() | {"devices": d, "env_kind": meta.kind,
                               "num_items": env.num_actions}
 
   # A2C training.

@@ -76,7 +76,7 @@ def main(argv):
   env, params, meta = build.load_env(env_dir, "train")
   sizes = [int(s) for s in SIZES.value]
   result = benchlib.machine() | {
-            "env_kind": meta["kind"], "num_items": env.num_actions, "agent_dim": DIM.value}
+            "env_kind": meta.kind, "num_items": env.num_actions, "agent_dim": DIM.value}
   cfg = AgentConfig(dim=DIM.value)
   for name, ns in (("a2c", sizes), ("dqn", sizes[-1:])):
     agent = make_agent(name, cfg, env.num_actions, env.history_len)

@@ -94,9 +94,9 @@ def main(argv):
     true, source = peer.true_matrix_for(ds, TRUE_MATRIX.value,
                                         data_flags.synthetic_config_from_flags())
   meta = build.build_envs(ds, cfg, OUT.value, true_matrix=true, true_source=source)
-  print(json.dumps(meta["reports"] | ({"peer": meta["peer"]} if "peer" in meta else {}),
+  print(json.dumps(meta.reports | ({"peer": meta.peer} if meta.peer is not None else {}),
                    indent=2))
-  print(f"wrote {OUT.value} ({meta['kind']} env, dataset {meta['dataset']})")
+  print(f"wrote {OUT.value} ({meta.kind} env, dataset {meta.dataset})")
 
 
 if __name__ == "__main__":

@@ -339,7 +339,7 @@ def run_paper(cfg: PaperConfig, syn: synthetic.SyntheticConfig | None = None,
   t1 = time.perf_counter()
   ensure_labels(cfg, preset, env_dir, log)
   walls["labels"] = time.perf_counter() - t1
-  env_kind = build.read_meta(env_dir)["kind"]
+  env_kind = build.read_meta(env_dir).kind
   skipped = {m: skip_reason(cfg, m, env_kind) for m in cfg.methods
              if skip_reason(cfg, m, env_kind)}
   for m, why in skipped.items():

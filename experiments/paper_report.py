@@ -229,7 +229,7 @@ def write_figures(workdir: str, tasks, log) -> list[str]:
   train = [t for t in tasks if t.kind == "train"]
   if not train:
     return []
-  warmup = train[0].cfg.num_sessions * int(build.read_meta(train[0].cfg.env)["build"]["max_len"])
+  warmup = train[0].cfg.num_sessions * build.read_meta(train[0].cfg.env).max_len
   main = {}
   for t in tasks:
     if t.kind == "train" and not t.explore:

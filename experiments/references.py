@@ -50,7 +50,7 @@ def reference_metrics(env_dir: str, modes: str = "FB", sessions: int = 1024, see
   env, params, meta = build.load_env(env_dir, which)
   pop = env_popularity(env_dir)
   pop = None if pop is None else jnp.asarray(pop)
-  max_len = int(meta["build"]["max_len"])
+  max_len = meta.max_len
   makers = [(name, name, params) for name in policies.POLICIES]
   if which == "test":
     _, train_params, _ = build.load_env(env_dir, "train")

@@ -23,6 +23,7 @@ import jax
 
 from jaxrec.agents.registry import AgentConfig
 from jaxrec.envs import build
+from jaxrec.envs.store import EnvMeta
 from jaxrec.errors import DataError
 from jaxrec.io import one_line, read_json_object
 from jaxrec.oracle import OracleConfig
@@ -39,7 +40,7 @@ class RestoredRun(NamedTuple):
   runner: Any  # jaxrec.train.loop.RunnerState at the end of epoch `step`
   step: int  # the epoch whose end state this is
   log: dict  # {"metrics": [...], "curve": [...]} as saved with the state
-  env_meta: dict  # env.json of the run's env directory
+  env_meta: EnvMeta  # env.json of the run's env directory
 
 
 def _dataclass_from_dict(cls, d, where: str):

@@ -123,7 +123,7 @@ def sample_requests(cfg: SampleConfig, out: str, env_dir: str = "", dataset=None
   if env_dir:
     env, params, env_meta = build.load_env(env_dir, "train")
     ds = build.load_dataset_of(env_dir)
-    fp, history_len, num_items = env_meta["fingerprint"], env.history_len, env.num_actions
+    fp, history_len, num_items = env_meta.fingerprint, env.history_len, env.num_actions
     if env.num_tokens != num_items:
       raise ConfigError(f"{env_dir}: its histories hold user tokens (--user_token); prompts "
                         "are written for item histories only")

@@ -1,6 +1,6 @@
 """Dataset -> (train env, test env): fit one user model per split, calibrate, save with orbax.
 
-An env directory (what every training CLI takes as --env):
+An env directory (what every training CLI takes as --env; read back by jaxrec.envs.store):
   env.json       format, dataset name + fingerprint, env kind, build config, fit reports
   dataset.npz    the preprocessed dataset (item catalog for prompts, sequences)
   train/, test/  params/ (orbax checkpoint of the env params) + env.json (static shapes)
@@ -17,7 +17,6 @@ Absolute `min_reward` / `beta` override the quantiles (e.g. BiLLP's reward < 2 o
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -26,21 +25,21 @@ import tempfile
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 from jaxrec.data.dataset import Dataset
 from jaxrec.data.preprocess import split as split_dataset
 from jaxrec.envs import calibrate
-from jaxrec.envs.base import WINDOW_RULES, QuitParams, RecEnv
+from jaxrec.envs.base import QuitParams
 from jaxrec.envs.matrix import MatrixEnv, MatrixParams
-from jaxrec.envs.sequential import SequentialEnv, SequentialParams
+from jaxrec.envs.sequential import SequentialEnv
 from jaxrec.errors import ConfigError, DataError
-from jaxrec.io import atomic_write_text, one_line, read_json_object
+from jaxrec.io import atomic_write_text
 from jaxrec.usermodels import matrix as mx
 from jaxrec.usermodels import sequential as sq
-
-FORMAT = 1
-KINDS = ("sequential", "matrix")
+# The env directory API lives in jaxrec.envs.store; re-exported here for the many callers that
+# build and load through this module.
+from jaxrec.envs.store import (FORMAT, KINDS, EnvMeta, fingerprint, load_dataset_of,  # noqa: F401
+                               load_env, read_meta, save_params)
 PROTOCOLS = ("paper", "peer")
 QUIT_SPACES = ("own", "train")
 
@@ -128,13 +127,6 @@ class BuildConfig:
         raise ConfigError(f"--{f} must be in [0, 1), got {getattr(self, f)}")
     if not 0.0 < self.calib_neg < self.calib_pos < self.reward_max:
       raise ConfigError("need 0 < calib_neg < calib_pos < reward_max")
-
-
-def fingerprint(ds: Dataset) -> str:
-  h = hashlib.sha256()
-  for a in (ds.item_keys, ds.user_keys, ds.seq_items, ds.offsets):
-    h.update(np.ascontiguousarray(a).tobytes())
-  return h.hexdigest()[:16]
 
 
 def _quit(cfg: BuildConfig, rewards: np.ndarray, model_params, rng,
@@ -282,7 +274,8 @@ def build_peer(ds: Dataset, cfg: BuildConfig, true: np.ndarray, log=print):
 
 
 def build_envs(ds: Dataset, cfg: BuildConfig, out: str, log=print,
-               true_matrix: np.ndarray | None = None, true_source: dict | None = None) -> dict:
+               true_matrix: np.ndarray | None = None,
+               true_source: dict | None = None) -> EnvMeta:
   """Splits `ds`, fits a user model per side and writes the env directory `out` atomically.
   protocol peer: `true_matrix` [U, I] (aligned to the dataset) is the evaluation env."""
   cfg.validate()
@@ -330,171 +323,4 @@ def build_envs(ds: Dataset, cfg: BuildConfig, out: str, log=print,
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-  return meta
-
-
-def save_params(directory: str, params, static: dict) -> None:
-  tree = jax.tree_util.tree_map(np.asarray, _to_dict(params))
-  ckptr = ocp.StandardCheckpointer()
-  ckptr.save(os.path.abspath(os.path.join(directory, "params")), tree)
-  ckptr.wait_until_finished()
-  atomic_write_text(os.path.join(directory, "env.json"), json.dumps(static, indent=2) + "\n")
-
-
-def _to_dict(params) -> dict:
-  d = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
-  d["quit"] = {f.name: getattr(params.quit, f.name) for f in dataclasses.fields(params.quit)}
-  return d
-
-
-def _is_int(value, least: int = 1) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
-def read_meta(env_dir: str, expect_dataset: str | None = None) -> dict:
-  """env.json of an env directory, with the fields every consumer reads checked."""
-  path = os.path.join(env_dir, "env.json")
-  if not os.path.isfile(path):
-    raise DataError(f"{env_dir}: not an env directory (no env.json); build one with "
-                    "python -m experiments.build_envs --dataset=NAME --out=DIR")
-  meta = read_json_object(path)
-  if meta.get("format") != FORMAT:
-    raise DataError(f"{path}: env format {meta.get('format')!r}, expected {FORMAT}; rebuild it")
-  for key in ("dataset", "fingerprint"):
-    if not isinstance(meta.get(key), str):
-      raise DataError(f"{path}: {key} {meta.get(key)!r}: expected a string")
-  if meta.get("kind") not in KINDS:
-    raise DataError(f"{path}: kind {meta.get('kind')!r}: expected one of {', '.join(KINDS)}")
-  build = meta.get("build")
-  if not isinstance(build, dict) or not _is_int(build.get("max_len")):
-    raise DataError(f"{path}: build.max_len: expected a positive integer")
-  if expect_dataset is not None and meta["dataset"] != expect_dataset:
-    raise DataError(f"{env_dir}: built from dataset {meta['dataset']!r}, "
-                    f"not {expect_dataset!r}")
-  return meta
-
-
-def load_env(env_dir: str, which: str = "train", expect_dataset: str | None = None,
-             dataset: Dataset | None = None) -> tuple[RecEnv, object, dict]:
-  """-> (env, params, meta) of the train or test side of an env directory.
-
-  `dataset`, when given, must be the dataset the env was built from (same fingerprint).
-  Damaged files are a one-line DataError naming them; restored params must fit the env's
-  static shapes (a mismatch would otherwise index out of bounds silently under jit).
-  """
-  if which not in ("train", "test"):
-    raise ConfigError(f"which must be 'train' or 'test', got {which!r}")
-  meta = read_meta(env_dir, expect_dataset)
-  if dataset is not None and fingerprint(dataset) != meta["fingerprint"]:
-    raise DataError(f"{env_dir}: built from a different version of dataset {meta['dataset']!r} "
-                    f"(fingerprint {meta['fingerprint']}, given {fingerprint(dataset)})")
-  side = os.path.join(env_dir, which)
-  static_path = os.path.join(side, "env.json")
-  try:
-    static = read_json_object(static_path)
-  except FileNotFoundError:
-    raise DataError(f"{side}: no env.json; the env directory is incomplete") from None
-  env = _env_of(static, meta["kind"], static_path)
-  params_path = os.path.abspath(os.path.join(side, "params"))
-  if not os.path.isdir(params_path):
-    raise DataError(f"{params_path}: cannot restore env params (missing; the env directory "
-                    "is incomplete)")
-  try:
-    tree = ocp.StandardCheckpointer().restore(params_path)
-  # orbax and tensorstore raise a dozen types (ValueError, KeyError, TypeError, OSError, ...)
-  # on damaged metadata or data files; none of them has a common base below Exception.
-  except Exception as e:  # noqa: BLE001
-    raise DataError(f"{params_path}: cannot restore env params ({type(e).__name__}: "
-                    f"{one_line(e)})") from None
-  params = _params_of(env, tree, params_path)
-  return env, params, meta
-
-
-def _env_of(static: dict, kind: str, path: str) -> RecEnv:
-  """The env of a side's env.json (static shapes)."""
-  if static.get("kind") != kind:
-    raise DataError(f"{path}: kind {static.get('kind')!r}, the env directory says {kind!r}")
-  for key in ("history_len", "quit_window"):
-    if not _is_int(static.get(key)):
-      raise DataError(f"{path}: {key} {static.get(key)!r}: expected a positive integer")
-  if kind == "matrix":
-    if not _is_int(static.get("num_items")):
-      raise DataError(f"{path}: num_items {static.get('num_items')!r}: expected a positive "
-                      "integer")
-    rule = static.get("window_rule", "last")
-    if rule not in WINDOW_RULES:
-      raise DataError(f"{path}: window_rule {rule!r}: expected one of {', '.join(WINDOW_RULES)}")
-    users = static.get("num_users", 0)
-    if not _is_int(users, 0) or (users and static["history_len"] < 2):
-      raise DataError(f"{path}: num_users {users!r}: expected an integer >= 0 (user tokens "
-                      "need history_len >= 2)")
-    return MatrixEnv(static["num_items"], static["history_len"], static["quit_window"], rule,
-                     users)
-  model = static.get("model")
-  names = {f.name for f in dataclasses.fields(sq.SeqConfig)}
-  if not isinstance(model, dict) or not set(model) <= names:
-    raise DataError(f"{path}: model: expected an object with fields of "
-                    f"{', '.join(sorted(names))}")
-  for key in ("num_items", "dim", "num_heads", "window"):
-    if not _is_int(model.get(key)):
-      raise DataError(f"{path}: model.{key} {model.get(key)!r}: expected a positive integer")
-  if not _is_int(model.get("num_layers", 0), 0) or model["dim"] % model["num_heads"]:
-    raise DataError(f"{path}: model: num_layers must be >= 0 and dim a multiple of num_heads")
-  return SequentialEnv(sq.SeqConfig(**model), static["history_len"], static["quit_window"])
-
-
-def _shapes(tree):
-  """(shape, dtype kind) of every leaf: arrays, ShapeDtypeStructs or Python scalars."""
-  def one(a):
-    a = a if hasattr(a, "shape") and hasattr(a, "dtype") else np.asarray(a)
-    return tuple(a.shape), np.dtype(a.dtype).kind
-  return jax.tree_util.tree_map(one, tree)
-
-
-def _params_of(env: RecEnv, tree, path: str):
-  """The env params of a restored tree, checked against the env's static shapes."""
-  fields = ["model", "center", "scale", "reward_max", "quit", "init_items", "item_vecs"]
-  if isinstance(env, MatrixEnv):
-    fields = ["table", "item_vecs", "quit"]
-  if not isinstance(tree, dict) or sorted(tree) != sorted(fields) or not (
-      isinstance(tree["quit"], dict) and sorted(tree["quit"]) == ["beta", "max_len", "min_reward"]):
-    raise DataError(f"{path}: expected env params {', '.join(fields)} (quit: beta, max_len, "
-                    "min_reward)")
-  n = env.num_actions
-  want = {"beta": ((), "f"), "min_reward": ((), "f"), "max_len": ((), "i")}
-  problems = [f"quit.{k} is {_shapes(tree['quit'][k])}, expected {v}"
-              for k, v in want.items() if _shapes(tree["quit"][k]) != v]
-  vecs = np.shape(tree["item_vecs"])
-  if len(vecs) != 2 or vecs[0] != n or _shapes(tree["item_vecs"])[1] != "f":
-    problems.append(f"item_vecs is {_shapes(tree['item_vecs'])}, expected float ({n}, d)")
-  if isinstance(env, MatrixEnv):
-    table = _shapes(tree["table"])
-    if len(table[0]) != 2 or table[0][0] == 0 or table[0][1] != n or table[1] != "f":
-      problems.append(f"table is {table}, expected float (users, {n})")
-    elif env.num_users and table[0][0] != env.num_users:
-      problems.append(f"table has {table[0][0]} users, env.json's num_users is {env.num_users}")
-  else:
-    cfg = env.model_cfg
-    model = jax.eval_shape(sq.SeqScorer(cfg).init, jax.random.PRNGKey(0),
-                           jnp.zeros((cfg.window,), jnp.int32))
-    if _shapes(tree["model"]) != _shapes(model):
-      problems.append("model params do not match its config (shapes or structure)")
-    for k in ("center", "scale", "reward_max"):
-      if _shapes(tree[k]) != ((), "f"):
-        problems.append(f"{k} is {_shapes(tree[k])}, expected a float scalar")
-    init = np.asarray(tree["init_items"])
-    if init.ndim != 1 or init.size == 0 or init.dtype.kind not in "iu" or not (
-        0 <= init.min() and init.max() < n):
-      problems.append(f"init_items must be a non-empty list of item ids in [0, {n})")
-  if problems:
-    raise DataError(f"{path}: {problems[0]}")
-  tree = jax.tree_util.tree_map(jnp.asarray, tree)
-  quit = QuitParams(**tree.pop("quit"))
-  if isinstance(env, MatrixEnv):
-    return MatrixParams(quit=quit, **tree)
-  return SequentialParams(quit=quit, **tree)
-
-
-def load_dataset_of(env_dir: str) -> Dataset:
-  read_meta(env_dir)
-  return Dataset.load(os.path.join(env_dir, "dataset.npz"))
+  return EnvMeta.of(meta)

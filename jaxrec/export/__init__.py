@@ -30,7 +30,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +41,9 @@ from jaxrec.agents.types import STRATEGIES
 from jaxrec.errors import ConfigError, DataError
 from jaxrec.io import (atomic_savez, atomic_write_text, read_json_object, read_npz,
                        sha256_file)
+
+if TYPE_CHECKING:  # the env stack is imported only where a policy is evaluated
+  from jaxrec.envs.store import EnvMeta
 
 FORMAT = 2  # 2: act takes `allowed` (the NX evaluation modes)
 CONFIG = "config.json"
@@ -127,10 +130,10 @@ def export_run(workdir: str, out: str, step: int | None = None, env: str | None 
       "agent": cfg.agent,
       "agent_cfg": dataclasses.asdict(cfg.agent_cfg),
       "net": dataclasses.asdict(net),
-      "env": {"dataset": env_meta["dataset"], "fingerprint": env_meta["fingerprint"],
-              "kind": env_meta["kind"], "num_items": int(net.num_items),
+      "env": {"dataset": env_meta.dataset, "fingerprint": env_meta.fingerprint,
+              "kind": env_meta.kind, "num_items": int(net.num_items),
               "history_len": int(net.history_len),
-              "max_len": int(env_meta["build"]["max_len"])},
+              "max_len": env_meta.max_len},
       "source": {"workdir": os.path.abspath(workdir), "epoch": run.step,
                  "env_steps": int(run.runner.env_steps), "seed": cfg.seed,
                  "train_explore": cfg.explore,
@@ -274,12 +277,12 @@ def load_export(directory: str) -> ExportedPolicy:
                         params=[jnp.asarray(x) for x in leaves], functions=functions)
 
 
-def check_env_matches(policy: ExportedPolicy, env, env_meta: dict, env_dir: str) -> None:
+def check_env_matches(policy: ExportedPolicy, env, env_meta: EnvMeta, env_dir: str) -> None:
   """One-line DataError when the env is not the one the policy's item ids refer to."""
   want = policy.config["env"]
-  if env_meta["fingerprint"] != want["fingerprint"]:
-    raise DataError(f"{env_dir}: built from dataset {env_meta['dataset']!r} fingerprint "
-                    f"{env_meta['fingerprint']}, but the export was trained on "
+  if env_meta.fingerprint != want["fingerprint"]:
+    raise DataError(f"{env_dir}: built from dataset {env_meta.dataset!r} fingerprint "
+                    f"{env_meta.fingerprint}, but the export was trained on "
                     f"{want['dataset']!r} fingerprint {want['fingerprint']}")
   if env.num_actions != want["num_items"]:
     raise DataError(f"{env_dir}: {env.num_actions} items, the export acts over "
@@ -307,7 +310,7 @@ def evaluate_export(export: str | ExportedPolicy, env_dir: str, num_sessions: in
     raise ConfigError(f"--sessions must be positive, got {num_sessions}")
   env, env_params, meta = build.load_env(env_dir, which)
   check_env_matches(policy, env, meta, env_dir)
-  max_len = int(meta["build"]["max_len"])
+  max_len = meta.max_len
   from jaxrec.train.evaluation import env_popularity
   popularity = env_popularity(env_dir)
   fn = jax.jit(lambda params, key, env_params, popularity: evaluate(
@@ -316,4 +319,4 @@ def evaluate_export(export: str | ExportedPolicy, env_dir: str, num_sessions: in
   metrics = fn(policy.params, key, env_params, popularity)
   return {k: float(v) for k, v in metrics.items()} | {
       "sessions": num_sessions, "strategy": strategy, "env": which, "eval_mode": mode,
-      "protocol": meta.get("protocol", "paper")}
+      "protocol": meta.protocol}

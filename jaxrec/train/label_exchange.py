@@ -14,12 +14,13 @@ import numpy as np
 from jaxrec import shards
 from jaxrec.agents import ialp
 from jaxrec.agents.types import Transition
+from jaxrec.envs.store import EnvMeta
 from jaxrec.errors import DataError
 
 
 def request_meta(env_meta: dict, k: int, history_len: int, num_items: int) -> dict:
   """The meta every request shard of a pre-training run records (checked by shards.py)."""
-  return {"dataset": env_meta["dataset"], "fingerprint": env_meta["fingerprint"], "k": k,
+  return {"dataset": env_meta.dataset, "fingerprint": env_meta.fingerprint, "k": k,
           "history_len": history_len, "num_items": num_items, "producer": "jaxrec.pretrain"}
 
 
@@ -61,7 +62,7 @@ def await_labels(lab_dir: str, name: str, rows: int, timeout: float,
   return _read_labels(lab_dir, name, rows, need_logprobs)
 
 
-def load_shard_transitions(labeler_dir: str, env_meta: dict, env, num_items: int,
+def load_shard_transitions(labeler_dir: str, env_meta: EnvMeta, env, num_items: int,
                            labels: str = "hard", seed: int = 0) -> tuple[Transition, dict]:
   """Every (request, label) shard pair of LABELER_DIR/{requests,labels} -> (transitions [M],
   their None / invalid rates and mean r^p).
@@ -76,9 +77,9 @@ def load_shard_transitions(labeler_dir: str, env_meta: dict, env, num_items: int
     raise DataError(f"{req_dir}: no request shards (write them with "
                     "python -m llm_labeler.sample_requests)")
   meta = shards.directory_meta(req_dir)
-  if meta.get("fingerprint") not in (None, env_meta["fingerprint"]):
+  if meta.get("fingerprint") not in (None, env_meta.fingerprint):
     raise DataError(f"{req_dir}: shards of dataset {meta.get('dataset')!r} (fingerprint "
-                    f"{meta.get('fingerprint')}), not of --env ({env_meta['fingerprint']})")
+                    f"{meta.get('fingerprint')}), not of --env ({env_meta.fingerprint})")
   parts = []
   for name in names:
     req = shards.read_requests(req_dir, name)

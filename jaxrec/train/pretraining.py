@@ -158,7 +158,7 @@ def pretrain(cfg: PretrainConfig, workdir: str, log=print,
   log = log if primary else (lambda s: None)
   env, env_params, meta = build.load_env(cfg.env, "train")
   test_env, test_params, _ = build.load_env(cfg.env, "test")
-  num_items, max_len = env.num_actions, int(meta["build"]["max_len"])
+  num_items, max_len = env.num_actions, meta.max_len
   if cfg.labeler == "shards" and not os.path.isdir(cfg.labeler_dir):
     raise ConfigError(f"--labeler=shards needs --labeler_dir (a directory with requests/ and "
                       f"labels/); got {cfg.labeler_dir!r}")
@@ -225,7 +225,7 @@ def pretrain(cfg: PretrainConfig, workdir: str, log=print,
                                                               test_params)))
   faults.failpoint("pretrain.policy")
   save_policy(workdir, state.agent.params, agent.cfg.net,
-              {"dataset": meta["dataset"], "fingerprint": meta["fingerprint"], "env": cfg.env,
+              {"dataset": meta.dataset, "fingerprint": meta.fingerprint, "env": cfg.env,
                "labeler": cfg.labeler, "epochs": cfg.epochs})
   if cfg.labeler == "dir":
     shards.mark_done(os.path.join(cfg.labeler_dir or workdir, "requests"))
@@ -270,7 +270,7 @@ def _epoch_runner(cfg: PretrainConfig, pt: ialp.Pretrainer, env_params, meta, nu
   req_meta = exchange.request_meta(meta, cfg.num_candidates, pt.env.history_len, num_items)
   if os.path.exists(os.path.join(cfg.env, "dataset.npz")):  # the prompts' item text
     shards.write_catalog(req_dir, shards.catalog_of(build.load_dataset_of(cfg.env),
-                                                    meta["fingerprint"]))
+                                                    meta.fingerprint))
   start = jax.jit(pt.start)
   propose = jax.jit(pt.propose)
   learn = jax.jit(pt.learn)

@@ -30,6 +30,7 @@ from jaxrec.agents.acting import check_strategy
 from jaxrec.agents.types import STRATEGIES
 from jaxrec.config import nested, option
 from jaxrec.envs import build
+from jaxrec.envs.store import EnvMeta
 from jaxrec.errors import ConfigError
 from jaxrec.train import driver, sharding
 from jaxrec.train.evaluation import env_popularity, eval_modes
@@ -98,7 +99,7 @@ def resolved_agent_config(cfg: TrainConfig) -> AgentConfig:
   return a
 
 
-def build_agent(cfg: TrainConfig, env, env_params, env_meta: dict | None = None,
+def build_agent(cfg: TrainConfig, env, env_params, env_meta: EnvMeta | None = None,
                 load_pretrained: bool = True):
   """The agent of a run, built exactly as `train_and_evaluate` builds it.
 
@@ -111,7 +112,7 @@ def build_agent(cfg: TrainConfig, env, env_params, env_meta: dict | None = None,
     from jaxrec.train.policy import load_policy
     pretrained = load_policy(cfg.init_from, agent_cfg.net(env.num_actions, env.history_len,
                                                           env.num_tokens),
-                             (env_meta or {}).get("fingerprint"))
+                             env_meta.fingerprint if env_meta else None)
   return make_agent(cfg.agent, agent_cfg, env.num_actions, env.history_len,
                     num_tokens=env.num_tokens,
                     num_sessions=cfg.num_sessions, env=env, env_params=env_params,
@@ -129,7 +130,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print,
   primary = jax.process_index() == 0  # one process writes the logs (orbax: every process)
   env, env_params, meta = build.load_env(cfg.env, "train")
   test_env, test_params, _ = build.load_env(cfg.env, "test")
-  max_len = int(meta["build"]["max_len"])
+  max_len = meta.max_len
   agent = build_agent(cfg, env, env_params, meta)
   acting = sharding.ShardedActing(agent, mesh)
   env_params, test_params = (sharding.replicate(p, mesh) for p in (env_params, test_params))

@@ -33,12 +33,12 @@ class OracleBackend:
     self.env, self.params, env_meta = load_env(env_dir, "train")
     oracle.check_env(self.env)
     self.cfg, self.seed, self.chunk = cfg, seed, chunk
-    self.fingerprint = env_meta["fingerprint"]
+    self.fingerprint = env_meta.fingerprint
     self.model = (f"oracle (simulated judge, not an LLM) on {env_dir} train env, "
                   f"temperature={cfg.temperature}, none_threshold={cfg.none_threshold}, "
                   f"flip_prob={cfg.flip_prob}")
     self.meta = {"oracle": dataclasses.asdict(cfg), "env": env_dir, "seed": seed,
-                 "dataset": env_meta["dataset"], "fingerprint": self.fingerprint}
+                 "dataset": env_meta.dataset, "fingerprint": self.fingerprint}
     self.prompt_tokens = 0
     env, c = self.env, cfg
 

@@ -29,14 +29,14 @@ def _random_stats(env_dir, which):
   env, params, meta = build.load_env(env_dir, which)
   policy = policies.make_policy("random", env, params)
   out = jax.jit(lambda k: evaluate_policy(policy, env, params, k, 4096,
-                                          int(meta["build"]["max_len"])))(jax.random.PRNGKey(7))
+                                          meta.max_len))(jax.random.PRNGKey(7))
   return {k: float(out[k]) for k in ("R", "Len", "Ravg")}, meta
 
 
 def _check_sides(env_dir):
   for side in ("train", "test"):
     stats, meta = _random_stats(env_dir, side)
-    assert meta["reports"][side]["calibration_met"], meta["reports"][side]
+    assert meta.reports[side]["calibration_met"], meta.reports[side]
     # Measured again on fresh sessions with another key: inside the paper's LFM ranges.
     for k, (lo, hi) in calibrate.LFM_RANGES.items():
       assert lo <= stats[k] <= hi, (side, k, stats)

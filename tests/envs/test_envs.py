@@ -184,7 +184,7 @@ def test_save_restore_round_trip(small_dataset, tmp_path):
       split_by_user(small_dataset, 0.8, 0)[0], cfg, log=lambda s: None)
   env, params, meta = build.load_env(out, "train", expect_dataset="synthetic",
                                      dataset=small_dataset)
-  assert meta["kind"] == "matrix" and meta["fingerprint"] == build.fingerprint(small_dataset)
+  assert meta.kind == "matrix" and meta.fingerprint == build.fingerprint(small_dataset)
   for a, b in zip(jax.tree_util.tree_leaves(built), jax.tree_util.tree_leaves(params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
@@ -240,6 +240,19 @@ def test_quit_space_shares_or_separates_the_similarity_quit(kind, small_dataset,
   _, te2, meta = build.load_env(out, "test")
   np.testing.assert_array_equal(np.asarray(tr.item_vecs), np.asarray(tr2.item_vecs))
   assert not np.allclose(np.asarray(tr2.item_vecs), np.asarray(te2.item_vecs))
-  assert meta["build"]["quit_space"] == "own"
+  assert meta.build["quit_space"] == "own"
   with pytest.raises(ConfigError, match="--quit_space must be one of own, train"):
     build.BuildConfig(quit_space="both").validate()
+
+
+def test_env_meta_is_typed_and_its_optional_parts_are_checked(seq_env_dir, tmp_path):
+  meta = build.read_meta(seq_env_dir)
+  assert isinstance(meta, build.EnvMeta) and meta.kind == "sequential"
+  assert meta.max_len == meta.build["max_len"] and meta.protocol == "paper" and meta.peer is None
+  assert set(meta.reports) == {"train", "test"} and meta.raw["fingerprint"] == meta.fingerprint
+  copy = str(tmp_path / "env")
+  shutil.copytree(seq_env_dir, copy)
+  raw = json.loads(open(os.path.join(copy, "env.json")).read())
+  open(os.path.join(copy, "env.json"), "w").write(json.dumps(raw | {"peer": [1]}))
+  with pytest.raises(DataError, match=r"env.json: peer: expected a JSON dict"):
+    build.read_meta(copy)

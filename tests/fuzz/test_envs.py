@@ -64,9 +64,9 @@ def json_mutation(draw, data: bytes) -> bytes:
 def _assert_usable(env, params, meta: dict) -> None:
   """What the training stack relies on after load_env: meta fields, params that fit the env's
   static shapes, and reset / step that trace."""
-  assert isinstance(meta["dataset"], str) and isinstance(meta["fingerprint"], str)
-  assert meta["kind"] in KINDS
-  max_len = meta["build"]["max_len"]
+  assert isinstance(meta.dataset, str) and isinstance(meta.fingerprint, str)
+  assert meta.kind in KINDS
+  max_len = meta.max_len
   assert isinstance(max_len, int) and not isinstance(max_len, bool) and max_len > 0
   n = env.num_actions
   assert params.item_vecs.ndim == 2 and params.item_vecs.shape[0] == n

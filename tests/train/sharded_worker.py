@@ -72,7 +72,7 @@ def main():
                                                 args.process_id)
   env, env_params0, meta = build.load_env(args.env, "train")
   test_env, test_params0, _ = build.load_env(args.env, "test")
-  max_len = int(meta["build"]["max_len"])
+  max_len = meta.max_len
   eval_root, train_key = jax.random.split(jax.random.PRNGKey(7))
   probe = np.random.default_rng(0).integers(-1, env.num_actions, (64, env.history_len),
                                             dtype=np.int32)
