@@ -6,6 +6,7 @@ DataError naming it."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -17,8 +18,37 @@ import numpy as np
 
 from jaxrec.errors import DataError
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+@functools.cache
+def umask() -> int:
+  """The process umask, read once, on first use: from /proc/self/status where the kernel shows
+  it (Linux >= 4.7), else by setting and restoring it."""
+  with contextlib.suppress(OSError, ValueError):
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def write_temp(directory: str, data: bytes, suffix: str = "", prefix: str = ".tmp-") -> str:
+  """`data` in a new fsynced temp file of `directory`, with the mode a plain open() would give
+  (mkstemp's 0600 would hide it from other users); returns its path. The caller renames it into
+  place or removes it."""
+  fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+  try:
+    os.fchmod(fd, 0o666 & ~umask())
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(tmp)
+    raise
+  return tmp
 
 
 @contextlib.contextmanager
@@ -27,7 +57,7 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator:
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
   try:
-    os.fchmod(fd, 0o666 & ~_UMASK)
+    os.fchmod(fd, 0o666 & ~umask())
     with os.fdopen(fd, mode) as f:
       yield f
       f.flush()

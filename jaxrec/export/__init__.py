@@ -40,7 +40,7 @@ from jax import export as jax_export
 from jaxrec.agents.types import STRATEGIES
 from jaxrec.errors import ConfigError, DataError
 from jaxrec.io import (atomic_savez, atomic_write_text, read_json_object, read_npz,
-                       sha256_file)
+                       sha256_file, umask)
 
 if TYPE_CHECKING:  # the env stack is imported only where a policy is evaluated
   from jaxrec.envs.store import EnvMeta
@@ -49,8 +49,6 @@ FORMAT = 2  # 2: act takes `allowed` (the NX evaluation modes)
 CONFIG = "config.json"
 PARAMS = "params.npz"
 PLATFORMS = ("cpu", "cuda", "tpu")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def act_file(strategy: str) -> str:
@@ -88,7 +86,7 @@ def export_policy(agent, params, out: str, *, epsilon: float, strategy: str, met
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
   try:
-    os.chmod(tmp, 0o777 & ~_UMASK)
+    os.chmod(tmp, 0o777 & ~umask())
     atomic_savez(os.path.join(tmp, PARAMS), **{_leaf_name(i): x for i, x in enumerate(leaves)})
     for s, blob in blobs.items():
       with open(os.path.join(tmp, act_file(s)), "wb") as f:

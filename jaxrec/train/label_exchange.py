@@ -1,4 +1,4 @@
-"""Pre-training's side of the preference-shard exchange (jaxrec/shards.py is the format):
+"""Pre-training's side of the preference-shard exchange (jaxrec.shards is the format):
 lockstep requests and their labels (`--labeler=dir`), and offline shard pairs turned into
 D_LLM transitions (`--labeler=shards`). Host-side code: reads and writes files."""
 
@@ -19,7 +19,7 @@ from jaxrec.errors import DataError
 
 
 def request_meta(env_meta: dict, k: int, history_len: int, num_items: int) -> dict:
-  """The meta every request shard of a pre-training run records (checked by shards.py)."""
+  """The meta every request shard of a pre-training run records (checked by jaxrec.shards)."""
   return {"dataset": env_meta.dataset, "fingerprint": env_meta.fingerprint, "k": k,
           "history_len": history_len, "num_items": num_items, "producer": "jaxrec.pretrain"}
 

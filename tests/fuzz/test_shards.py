@@ -237,7 +237,7 @@ def _forged_npz(draw, good: dict[str, np.ndarray]) -> bytes:
     np.savez(buf, **arrays)
     return buf.getvalue()
   if how in ("method", "encrypted"):
-    plain = shards._encode(good)
+    plain = shards.encode(good)
     return (_patch_method(plain, draw(st.sampled_from([1, 6, 9, 99, 12, 14])))
             if how == "method" else _patch_flags(plain, 1))
   if how in ("compressed-flip", "bytes-flip"):
@@ -253,7 +253,7 @@ def _forged_npz(draw, good: dict[str, np.ndarray]) -> bytes:
     del arrays[f]
   if draw(st.booleans()):
     arrays["extra"] = np.zeros(3, np.int32)
-  return shards._encode(arrays)
+  return shards.encode(arrays)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -439,7 +439,7 @@ def test_refused_request_content_leaves_no_file(shard):
 def _forged_catalog(draw, z: dict[str, np.ndarray]) -> bytes:
   how = draw(st.sampled_from(["bytes", "meta", "meta-json", "text", "drop", "forged-npz"]))
   if how == "bytes":
-    return draw(byte_mutation(shards._encode(z)))
+    return draw(byte_mutation(shards.encode(z)))
   arrays = dict(z)
   if how == "forged-npz":
     return draw(_forged_npz(arrays))
@@ -458,7 +458,7 @@ def _forged_catalog(draw, z: dict[str, np.ndarray]) -> bytes:
     arrays["meta"] = np.array(json.dumps(meta))
   else:
     arrays["item_text"] = draw(_forged_array(z["item_text"]))
-  return shards._encode(arrays)
+  return shards.encode(arrays)
 
 
 @fuzz_settings(60)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jaxrec import oracle, shards
+from jaxrec.errors import DataError
 from labeler.conftest import (NUM_USERS, make_requests, random_matrix_env, temp_files,
                                write_request_dir)
 from llm_labeler import job as label
@@ -82,7 +83,7 @@ def test_oracle_labels_do_not_depend_on_chunking_or_worker(matrix_env_dir, tmp_p
 def test_oracle_refuses_rows_the_env_cannot_judge(matrix_env_dir, tmp_path):
   req_dir = tmp_path / "req"
   write_request_dir(str(req_dir), 1, 5, K, META, num_users=NUM_USERS + 3, seed=4)
-  with pytest.raises(shards.DataError, match="requests-00000.*has user .*6 users"):
+  with pytest.raises(DataError, match="requests-00000.*has user .*6 users"):
     label.label_directory(_cfg(req_dir, tmp_path / "lab", matrix_env_dir), log=quiet)
   assert shards.list_shards(str(tmp_path / "lab")) == []
 
@@ -184,7 +185,7 @@ def test_labels_into_a_directory_of_another_model_are_refused(matrix_env_dir, tm
   req_dir, out = tmp_path / "req", tmp_path / "lab"
   write_request_dir(str(req_dir), 2, 3, K, META)
   label.label_directory(_cfg(req_dir, out, matrix_env_dir, max_shards=1), log=quiet)
-  with pytest.raises(shards.DataError, match="holds shards with model="):
+  with pytest.raises(DataError, match="holds shards with model="):
     label.label_directory(_cfg(req_dir, out, matrix_env_dir, oracle=OracleConfig(temperature=0.1)),
                           log=quiet)
 
