@@ -3,7 +3,7 @@
 
 Throughput of the `hf` labeling backend (llm_labeler.backends.hf_backend: the paper's Table 1
 prompts, one forward pass per batch, the label tokens' logits) on the request shards of DIR
-(write them with `python -m llm_labeler.sample_requests`). Prints and writes JSON:
+(write them with `python -m jaxrec.sample_requests`). Prints and writes JSON:
   prompts_per_s, prompt_tokens_per_s   over --num prompts, after one warm-up batch
   model_tflops_per_s                   2 x parameters x prompt tokens / s (attention left out)
   matmul_tflops_per_s                  the reference: a 4096^3 matrix product of --dtype on the

@@ -67,8 +67,8 @@ def _build_env(tmp: str) -> str:
 def run(num: int, k: int, shard_size: int, env_dir: str, ref_num: int, work: str) -> dict:
   from jaxrec.envs import build
   from jaxrec.oracle import OracleConfig
-  from llm_labeler import sampling as sr
-  from llm_labeler.backends.oracle_backend import OracleBackend
+  from jaxrec.labeling import sampling as sr
+  from jaxrec.labeling.oracle_backend import OracleBackend
   env, params, meta = build.load_env(env_dir, "train")
   ds = build.load_dataset_of(env_dir)
   cat = shards.catalog_of(ds, meta.fingerprint)

@@ -225,7 +225,7 @@ class Drills:
     from jaxrec import shards
     if shards.is_done(out):
       return out
-    r = self.runner.run([("llm_labeler.sample_requests", [
+    r = self.runner.run([("jaxrec.sample_requests", [
         f"--env={self.env_dir}", f"--num={LABEL_SHARDS * LABEL_ROWS}", f"--k={LABEL_K}",
         f"--shard_size={LABEL_ROWS}", "--num_sessions=32", f"--out={out}"])],
         os.path.join(self.dir, "requests.log"))

@@ -4,7 +4,7 @@
 Reproduces the paper's Tables 3-5 and Figures 6-11 (Wang et al., WSDM 2025) end to end:
   1. env       WORKDIR/env: the train / test simulators (built once, reused by reruns);
   2. labels    oracle: none (the simulated judge runs inside pre-training; NOT an LLM);
-               vllm / hf: `llm_labeler.sample_requests` + `llm_labeler.label` (subprocesses)
+               vllm / hf: `jaxrec.sample_requests` + `llm_labeler.label` (subprocesses)
                write request / label shards to WORKDIR/labels;
   3. pretrain  iALP (jaxrec.train.pretraining: --labeler=inproc for oracle, shards otherwise);
   4. runs      DQN, PG, A2C, iALP, A-iALP_ft, A-iALP_ap and LLMOnline with the same env-step
@@ -280,7 +280,7 @@ def ensure_labels(cfg: PaperConfig, preset: Preset, env_dir: str, log) -> None:
   req, lab = os.path.join(root, "requests"), os.path.join(root, "labels")
   steps = [
       ("sample requests", os.path.join(req, "DONE"),
-       [sys.executable, "-m", "llm_labeler.sample_requests", f"--env={env_dir}", f"--out={req}",
+       [sys.executable, "-m", "jaxrec.sample_requests", f"--env={env_dir}", f"--out={req}",
         f"--num={preset.num_requests}", f"--k={preset.pretrain.num_candidates}", "--seed=0"]),
       (f"label with {cfg.labeler}", os.path.join(lab, "DONE.paper"),
        [sys.executable, "-m", "llm_labeler.label", f"--requests={req}", f"--out={lab}",

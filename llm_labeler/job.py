@@ -95,9 +95,8 @@ def load_catalog(cfg: LabelConfig, request_meta: dict) -> shards.Catalog:
   if os.path.exists(os.path.join(cfg.requests, shards.CATALOG)) or not cfg.env:
     cat = shards.read_catalog(cfg.requests)
   else:
-    from jaxrec.envs import build
-    ds = build.load_dataset_of(cfg.env)
-    cat = shards.catalog_of(ds, build.fingerprint(ds))
+    from jaxrec.labeling import catalog_of_env
+    cat = catalog_of_env(cfg.env)
   want = request_meta.get("fingerprint")
   if want is not None and cat.fingerprint != want:
     raise DataError(f"{cfg.requests}: requests are of dataset fingerprint {want}, the catalog "
@@ -109,8 +108,8 @@ def make_backend(cfg: LabelConfig, request_meta: dict):
   """Builds the backend (imports vLLM / transformers / the env only now)."""
   k = int(request_meta["k"])
   if cfg.backend == "oracle":
-    from llm_labeler.backends.oracle_backend import OracleBackend
-    backend = OracleBackend(cfg.env, cfg.oracle, seed=cfg.seed)
+    from jaxrec.labeling import make_oracle_backend
+    backend = make_oracle_backend(cfg.env, cfg.oracle, cfg.seed)
     want = request_meta.get("fingerprint")
     if want is not None and backend.fingerprint != want:
       raise DataError(f"--env {cfg.env}: built from dataset fingerprint {backend.fingerprint}, "

@@ -55,6 +55,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxrec.errors import ConfigError, DataError
+from jaxrec import shards
 from jaxrec.shards import Catalog
 
 # Bump whenever a rendered prompt changes; recorded in every label manifest.
@@ -75,7 +76,7 @@ RESPONSE = "By analysing the user's preference, the user will select"
 NONE_TEXT = "None"
 EMPTY_HISTORY = "none"
 _CHAT_SENTINEL = "\x00JAXREC_PROMPT\x00"
-MAX_K = len(string.ascii_lowercase) - 1
+MAX_K = shards.MAX_K  # the shard format's bound: one lowercase letter per label
 # Characters kept of one attribute value (after cleaning): long real titles (Amazon's run to
 # ~200) pass whole; a 10k-character value cannot crowd out the rest of the prompt.
 MAX_VALUE_CHARS = 256

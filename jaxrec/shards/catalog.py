@@ -33,7 +33,7 @@ def read_catalog(directory: str) -> Catalog:
   try:
     arrays = read_npz(path, label="not an item catalog")
   except FileNotFoundError:
-    raise DataError(f"{path}: no item catalog (written by llm_labeler.sample_requests, or pass "
+    raise DataError(f"{path}: no item catalog (written by jaxrec.sample_requests, or pass "
                     "--env)") from None
   try:
     meta = json.loads(str(arrays["meta"]))

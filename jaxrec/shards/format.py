@@ -19,6 +19,9 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _RESERVED = {"manifest", "catalog", "DONE"}
 KINDS = ("requests", "labels")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+# Candidates per request: each of the k + 1 labels (k candidates and "None") is one lowercase
+# letter in the prompts, so k <= 25.
+MAX_K = 25
 # Keys that must agree between every shard of a directory (others, e.g. timings, may differ).
 CONSISTENT_KEYS = ("dataset", "fingerprint", "k", "history_len", "num_items", "template_version",
                    "backend", "model")

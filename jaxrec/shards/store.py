@@ -18,28 +18,10 @@ import numpy as np
 from jaxrec.errors import DataError
 from jaxrec.faults import failpoint
 from jaxrec.io import read_json_object, read_npz, write_temp
-from jaxrec.shards.format import (
-  CONSISTENT_KEYS,
-  DONE,
-  FORMAT,
-  KINDS,
-  MANIFEST,
-  LabelShard,
-  RequestShard,
-  ShardExistsError,
-  as_label,
-  as_request,
-  check_label,
-  check_name,
-  check_request,
-  encode,
-  fields_of,
-  is_entry,
-  is_shard_name,
-  label_name,
-  record_problem,
-  short,
-)
+from jaxrec.shards.format import (CONSISTENT_KEYS, DONE, FORMAT, KINDS, MANIFEST, LabelShard,
+                                  RequestShard, ShardExistsError, as_label, as_request,
+                                  check_label, check_name, check_request, encode, fields_of,
+                                  is_entry, is_shard_name, label_name, record_problem, short)
 
 _LOCK = ".lock"
 

@@ -75,7 +75,7 @@ def load_shard_transitions(labeler_dir: str, env_meta: EnvMeta, env, num_items: 
   names = shards.list_shards(req_dir)
   if not names:
     raise DataError(f"{req_dir}: no request shards (write them with "
-                    "python -m llm_labeler.sample_requests)")
+                    "python -m jaxrec.sample_requests)")
   meta = shards.directory_meta(req_dir)
   if meta.get("fingerprint") not in (None, env_meta.fingerprint):
     raise DataError(f"{req_dir}: shards of dataset {meta.get('dataset')!r} (fingerprint "

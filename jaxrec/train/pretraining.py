@@ -18,7 +18,7 @@ Labelers (`--labeler`):
           `python -m llm_labeler.label --requests=... --out=... --follow` (an LLM or the oracle,
           same or another host); DONE is written to the requests directory at the end.
   shards  no proposals: every (request, label) shard pair in LABELER_DIR/{requests,labels}
-          (from llm_labeler.sample_requests + llm_labeler.label, run offline) fills D_LLM once,
+          (from jaxrec.sample_requests + llm_labeler.label, run offline) fills D_LLM once,
           as one-step transitions (see `load_shard_transitions`); then each epoch takes the
           same number of A2C updates as the lockstep modes.
 

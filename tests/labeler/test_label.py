@@ -3,6 +3,7 @@ worker split, follow mode, one-line CLI errors, and the label constraint."""
 
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def test_oracle_backend_labels_equal_jaxrec_oracle(matrix_env_dir, tmp_path, tem
 
 
 def test_oracle_labels_do_not_depend_on_chunking_or_worker(matrix_env_dir, tmp_path):
-  from llm_labeler.backends.oracle_backend import OracleBackend
+  from jaxrec.labeling.oracle_backend import OracleBackend
   req = write_request_dir(str(tmp_path / "req"), 1, 150, K, META)[0]
   r = shards.read_requests(str(tmp_path / "req"), req)
   cfg = oracle.OracleConfig(temperature=1.0)
@@ -216,3 +217,35 @@ def test_importing_jaxrec_and_llm_labeler_loads_no_llm_stack():
                        timeout=120)
   assert res.returncode == 0, res.stderr
   assert res.stdout.strip() == "[]"
+
+
+def _jaxrec_imports(path: pathlib.Path) -> set[str]:
+  import ast
+  found = set()
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.Import):
+      names = [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module in ("jaxrec", "llm_labeler"):
+      names = [f"{node.module}.{a.name}" for a in node.names]  # from jaxrec import shards
+    elif isinstance(node, ast.ImportFrom):
+      names = [node.module or ""]
+    else:
+      names = []
+    found |= {n for n in names if n.split(".")[0] in ("jaxrec", "llm_labeler")}
+  return found
+
+
+def test_the_two_sides_share_only_the_shard_format_and_helpers():
+  """llm_labeler imports from jaxrec only the shard format, errors, faults, io, CLI and config
+  helpers, and the labeling entry points (jaxrec.labeling, lazily); jaxrec never imports
+  llm_labeler."""
+  root = pathlib.Path(__file__).resolve().parents[2]
+  allowed = {"jaxrec.shards", "jaxrec.errors", "jaxrec.faults", "jaxrec.io",
+             "jaxrec.cli", "jaxrec.config", "jaxrec.oracle_config", "jaxrec.labeling"}
+  for path in (root / "llm_labeler").rglob("*.py"):
+    used = {m for m in _jaxrec_imports(path) if m.startswith("jaxrec")}
+    if path.name == "sample_requests.py":  # the earlier command name of jaxrec.sample_requests
+      used -= {"jaxrec.sample_requests"}
+    assert used <= allowed, (path, used - allowed)
+  for path in (root / "jaxrec").rglob("*.py"):
+    assert not {m for m in _jaxrec_imports(path) if m.startswith("llm_labeler")}, path

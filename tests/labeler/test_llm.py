@@ -17,7 +17,7 @@ import pytest
 from jaxrec import shards
 from jaxrec.envs import build
 from llm_labeler import prompts
-from llm_labeler import sampling
+from jaxrec.labeling import sampling
 
 pytestmark = pytest.mark.llm
 

@@ -9,7 +9,7 @@ import pytest
 
 from jaxrec import shards
 from jaxrec.envs import build
-from llm_labeler import sampling as sr
+from jaxrec.labeling import sampling as sr
 from train.conftest import NUM_ITEMS
 
 
@@ -60,9 +60,11 @@ def test_env_requests_are_env_observations(matrix_env_dir, tmp_path):
       assert req.history[b][-1] == req.candidates[a][0]
 
 
-def test_cli_writes_catalog_shards_and_done(small_dataset, tmp_path):
+@pytest.mark.parametrize("module", ["jaxrec.sample_requests", "llm_labeler.sample_requests"])
+def test_cli_writes_catalog_shards_and_done(small_dataset, tmp_path, module):
+  """The command, and its earlier name kept for existing command lines."""
   out = str(tmp_path / "req")
-  args = [sys.executable, "-m", "llm_labeler.sample_requests", "--dataset=synthetic",
+  args = [sys.executable, "-m", module, "--dataset=synthetic",
           "--synthetic_users=60", "--synthetic_items=50", "--synthetic_genres=4",
           "--synthetic_mean_length=8", "--num=25", "--k=3", "--shard_size=10", f"--out={out}"]
   res = subprocess.run(args, capture_output=True, text=True, timeout=300)

@@ -19,7 +19,6 @@ import numpy as np
 
 from jaxrec import shards
 from jaxrec.errors import ConfigError
-from llm_labeler.prompts import letters
 
 POLICIES = ("random", "popular")
 
@@ -35,7 +34,9 @@ class SampleConfig:
   seed: int = 0
 
   def validate(self) -> None:
-    letters(self.k)
+    if not 1 <= self.k <= shards.MAX_K:
+      raise ConfigError(f"--k must be in 1..{shards.MAX_K} (one lowercase letter per candidate "
+                        f"plus one for None), got {self.k}")
     if self.policy not in POLICIES:
       raise ConfigError(f"--policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
     for f in ("num", "shard_size", "history_len", "num_sessions"):
