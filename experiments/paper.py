@@ -30,7 +30,8 @@ from absl import flags
 
 from experiments import paper_report
 from experiments.paper_tasks import Task, run_tasks, setup_compile_cache
-from jaxrec import cli
+from jaxrec import cli, config
+from jaxrec.config import option
 from jaxrec.agents.registry import PRETRAINED, AgentConfig
 from jaxrec.agents.types import STRATEGIES
 from jaxrec.data import flags as data_flags
@@ -108,18 +109,24 @@ PRESETS["long"] = dataclasses.replace(
 
 @dataclasses.dataclass(frozen=True)
 class PaperConfig:
+  """`python -m experiments.paper`'s config; its options are the flags (the dataset flags are
+  jaxrec.data.flags')."""
   dataset: str = "synthetic"
   data_dir: str = ""
-  labeler: str = "oracle"
-  model: str = ""  # vllm / hf: local model path for llm_labeler.label
-  seeds: int = 3
-  workdir: str = ""
-  preset: str = "default"
-  workers: int = 0  # 0 = min(2, cores)
-  methods: tuple[str, ...] = tuple(METHODS)
-  explore: bool = True  # the exploration-strategy runs (Figures 10-11)
-  protocol: str = "paper"  # the env protocol (jaxrec.envs.build.PROTOCOLS)
-  true_matrix: str = ""  # protocol peer: the ground-truth rating matrix (synthetic: its own)
+  labeler: str = option("oracle", f"one of {', '.join(LABELERS)}: oracle = the simulated judge "
+                        "(not an LLM); vllm / hf = an LLM via llm_labeler")
+  model: str = option("", "vllm / hf: local model path for llm_labeler.label")
+  seeds: int = option(3, "seeds 0..N-1 of every method")
+  workdir: str = option("", "experiment directory (created; resumed)")
+  preset: str = option("default", f"one of {', '.join(PRESETS)}")
+  workers: int = option(0, "parallel run processes (0 = min(2, cores))")
+  methods: tuple[str, ...] = option(tuple(METHODS), "subset of the methods to run")
+  explore: bool = option(True, "exploration-strategy runs (Figures 10-11)")
+  protocol: str = option("paper", "the envs: paper (a user model per split) or peer (EasyRL4Rec "
+                         "/ DORL: the fitted model trains, --true_matrix evaluates)",
+                         choices=build.PROTOCOLS)
+  true_matrix: str = option("", "--protocol=peer: the ground-truth rating matrix (text or .npy; "
+                            "synthetic: the generator's)")
 
   def validate(self) -> None:
     if not self.workdir:
@@ -363,30 +370,12 @@ def run_paper(cfg: PaperConfig, syn: synthetic.SyntheticConfig | None = None,
 
 
 # --- CLI ------------------------------------------------------------------------------------
-_C = PaperConfig
-LABELER = flags.DEFINE_string("labeler", _C.labeler, f"one of {', '.join(LABELERS)}: oracle = "
-                              "the simulated judge (not an LLM); vllm / hf = an LLM via "
-                              "llm_labeler")
-MODEL = flags.DEFINE_string("model", "", "vllm / hf: local model path for llm_labeler.label")
-SEEDS = flags.DEFINE_integer("seeds", _C.seeds, "seeds 0..N-1 of every method")
-WORKDIR = flags.DEFINE_string("workdir", None, "experiment directory (created; resumed)")
-PRESET = flags.DEFINE_string("preset", _C.preset, f"one of {', '.join(PRESETS)}")
-WORKERS = flags.DEFINE_integer("workers", 0, "parallel run processes (0 = min(2, cores))")
-METHODS_FLAG = flags.DEFINE_list("methods", list(METHODS), "subset of the methods to run")
-EXPLORE = flags.DEFINE_bool("explore", True, "exploration-strategy runs (Figures 10-11)")
-PROTOCOL = flags.DEFINE_enum("protocol", _C.protocol, list(build.PROTOCOLS),
-                             "the envs: paper (a user model per split) or peer (EasyRL4Rec / "
-                             "DORL: the fitted model trains, --true_matrix evaluates)")
-TRUE_MATRIX = flags.DEFINE_string("true_matrix", "", "--protocol=peer: the ground-truth "
-                                  "rating matrix (text or .npy; synthetic: the generator's)")
+config.define_flags(PaperConfig)
 
 
 def config_from_flags() -> PaperConfig:
-  return PaperConfig(dataset=data_flags.DATASET.value, data_dir=data_flags.DATA_DIR.value or "",
-                     labeler=LABELER.value, model=MODEL.value, seeds=SEEDS.value,
-                     workdir=WORKDIR.value or "", preset=PRESET.value, workers=WORKERS.value,
-                     methods=tuple(METHODS_FLAG.value), explore=EXPLORE.value,
-                     protocol=PROTOCOL.value, true_matrix=TRUE_MATRIX.value)
+  return config.from_flags(PaperConfig, dataset=data_flags.DATASET.value,
+                           data_dir=data_flags.DATA_DIR.value or "")
 
 
 def synthetic_from_flags(preset_name: str) -> synthetic.SyntheticConfig:

@@ -23,10 +23,12 @@ from absl import flags
 from jaxrec.errors import ConfigError
 
 
-def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None):  # noqa: A002
+def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,  # noqa: A002
+           flag: str = ""):
   """A config field that is also a flag: `help` is its help text; a str field with `choices`
-  becomes an enum flag."""
-  return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+  becomes an enum flag; `flag` names the flag where it differs from the field."""
+  return dataclasses.field(default=default,
+                           metadata={"help": help, "choices": choices, "flag": flag})
 
 
 def nested(default: Any, prefix: str = ""):
@@ -42,7 +44,7 @@ def _walk(cls, prefix: str = "") -> Iterator[tuple[str, str, dataclasses.Field]]
       for path, name, g in _walk(type(f.default), prefix + f.metadata["prefix"]):
         yield f"{f.name}.{path}", name, g
     elif "help" in f.metadata:
-      yield f.name, prefix + f.name, f
+      yield f.name, prefix + (f.metadata["flag"] or f.name), f
 
 
 def options(cls, skip: tuple[str, ...] = ()) -> dict[str, str]:
@@ -62,10 +64,12 @@ def _define(name: str, f: dataclasses.Field, fv: flags.FlagValues) -> None:
     flags.DEFINE_string(name, default, help_, flag_values=fv)
   elif kind == "bool":
     flags.DEFINE_bool(name, default, help_, flag_values=fv)
-  elif kind == "int":
+  elif kind in ("int", "int|None"):
     flags.DEFINE_integer(name, default, help_, flag_values=fv)
   elif kind in ("float", "float|None"):
     flags.DEFINE_float(name, default, help_, flag_values=fv)
+  elif kind == "tuple[str,...]":
+    flags.DEFINE_list(name, list(default), help_, flag_values=fv)
   else:
     raise TypeError(f"option {name}: no flag type for {f.type}")
 
@@ -95,8 +99,9 @@ def from_flags(cls, flag_values: flags.FlagValues = flags.FLAGS, _prefix: str = 
       continue
     if "prefix" in f.metadata:
       kwargs[f.name] = from_flags(type(f.default), flag_values, _prefix + f.metadata["prefix"])
-    elif "help" in f.metadata and _prefix + f.name in flag_values:
-      kwargs[f.name] = flag_values[_prefix + f.name].value
+    elif "help" in f.metadata and _prefix + (f.metadata["flag"] or f.name) in flag_values:
+      value = flag_values[_prefix + (f.metadata["flag"] or f.name)].value
+      kwargs[f.name] = tuple(value) if isinstance(f.default, tuple) else value
   return cls(**kwargs, **override)
 
 

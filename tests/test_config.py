@@ -139,3 +139,14 @@ def test_run_flags_written_before_the_nested_oracle_still_load(tmp_path):
   assert read_train_config(str(tmp_path)) == cfg
   (tmp_path / "flags.json").write_text(json.dumps(dataclasses.asdict(cfg)))
   assert read_train_config(str(tmp_path)) == cfg
+
+
+def test_list_and_renamed_options():
+  from experiments.paper import PaperConfig
+  from jaxrec.envs.build import BuildConfig
+  fv = _parsed(PaperConfig, ["--methods=A2C,DQN", "--noexplore"])
+  got = config.from_flags(PaperConfig, fv, dataset="coat")
+  assert got.methods == ("A2C", "DQN") and not got.explore and got.dataset == "coat"
+  fv = _parsed(BuildConfig, ["--env_kind=matrix", "--mf_negatives=3"])
+  assert config.from_flags(BuildConfig, fv) == BuildConfig(kind="matrix", mf_negatives=3)
+  assert "kind" not in fv and "reward_max" not in fv

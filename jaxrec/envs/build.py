@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec.data.dataset import Dataset
+from jaxrec.config import option
 from jaxrec.data.preprocess import split as split_dataset
 from jaxrec.envs import calibrate
 from jaxrec.envs.base import QuitParams
@@ -46,47 +47,53 @@ QUIT_SPACES = ("own", "train")
 
 @dataclasses.dataclass(frozen=True)
 class BuildConfig:
-  kind: str = "auto"  # sequential | matrix | auto (matrix for coat, sequential otherwise)
-  # paper: train / test user models on an 80/20 (or chrono) split; peer: EasyRL4Rec / DORL,
-  # the fitted model trains, a ground-truth matrix evaluates (jaxrec.envs.peer)
-  protocol: str = "paper"
-  leave_threshold: float | None = None  # peer: None = Coat's 6.0 on coat, else calibrated
-  leave_window: int = 7  # peer: num_leave_compute
-  # matrix envs: the user's token starts (and stays first in) the observed history, the paper's
-  # "user as the initial state" (Sec. 4.2.1); off: items only, as the peer's published runs
-  # (use_userEmbedding false)
-  user_token: bool = False
-  # sequential reward mapping + low-reward quit: random (the paper's random-policy statistics,
-  # jaxrec.envs.calibrate) | heldout (the median random logged-history item earns calib_neg,
-  # the quit at quit_reward_quantile; the calibration of earlier releases)
-  calibration: str = "random"
-  split: str = "user"  # user (core paper, 80/20) | chrono (BiLLP, 50/50)
-  # the test env's similarity quit (item vectors and beta): train (the train env's: one item
-  # geometry and tolerance for both envs, as the peer protocol's one distance matrix; the
-  # envs differ in the users' rewards) | own (its own user model's item embeddings and a beta
-  # calibrated on them, BiLLP Eq. 19; a policy that survives in the train env then quits
-  # within ~3 steps in the test env: docs/protocol.md)
-  quit_space: str = "train"
-  train_frac: float | None = None
-  history_len: int = 10
-  quit_window: int = 4
-  max_len: int = 30
-  quit_reward_quantile: float = 0.2
-  min_reward: float | None = None
-  beta_quantile: float = 0.01
-  beta: float | None = None
+  """`python -m experiments.build_envs`' config; its options are the flags (jaxrec.config)."""
+  kind: str = option("auto", "simulator kind; auto = matrix for coat, sequential otherwise",
+                     choices=("auto", *KINDS), flag="env_kind")
+  protocol: str = option("paper", "paper: user models fitted on a train / test split; peer: "
+                         "EasyRL4Rec / DORL (fitted model trains, --true_matrix evaluates; "
+                         "jaxrec.envs.peer)", choices=PROTOCOLS)
+  leave_threshold: float | None = option(None, "peer: leave distance (default: 6.0 on coat, "
+                                         "else calibrated to a random policy's length)")
+  leave_window: int = option(7, "peer: W of the leave rule (num_leave_compute)")
+  # Off: items only, as the peer's published runs (use_userEmbedding false).
+  user_token: bool = option(False, "matrix envs: the user's token starts the observed history "
+                            "(the paper's 'user as the initial state', Sec. 4.2.1); off: items "
+                            "only")
+  # heldout: the median random logged-history item earns calib_neg, the quit at
+  # quit_reward_quantile (the calibration of earlier releases).
+  calibration: str = option("random", "sequential reward scale and low-reward quit: random "
+                            "(the paper's random-policy R / Len / Ravg; jaxrec.envs.calibrate) "
+                            "or heldout (earlier releases)", choices=calibrate.CALIBRATIONS)
+  split: str = option("user", "user: 80/20 by user (core paper); chrono: 50/50 by time (BiLLP)",
+                      choices=("user", "chrono"))
+  # own: a policy that survives in the train env then quits within ~3 steps in the test env
+  # (docs/protocol.md).
+  quit_space: str = option("train", "the test env's similarity quit (item vectors and beta): "
+                           "train (the train env's: one item geometry for both envs, as the "
+                           "peer protocol's one distance matrix) or own (its user model's, "
+                           "BiLLP Eq. 19)", choices=QUIT_SPACES)
+  train_frac: float | None = option(None, "train share (default 0.8 user, 0.5 chrono)")
+  history_len: int = option(10, "L: items a state holds")
+  quit_window: int = option(4, "W of the similarity quit")
+  max_len: int = option(30, "episode truncation length")
+  quit_reward_quantile: float = option(0.2, "min_reward = this quantile of random "
+                                       "recommendations' rewards")
+  min_reward: float | None = option(None, "absolute min_reward (overrides quantile)")
+  beta_quantile: float = option(0.01, "beta = this quantile of random item pairs' distances")
+  beta: float | None = option(None, "absolute beta (overrides quantile)")
   reward_max: float = 5.0
   calib_pos: float = 4.0
   calib_neg: float = 1.0
-  seq_dim: int = 32
-  seq_layers: int = 2
-  seq_steps: int = 500
-  mf_dim: int = 16
-  mf_steps: int = 2000
-  # DeepFM sampled negatives per rated pair (MatrixConfig.explicit_negatives); None: the peer's
-  # neg_K = 5 under --protocol=peer (its user model's "pointneg" loss), 0 otherwise
-  mf_negatives: int | None = None
-  seed: int = 0
+  seq_dim: int = option(32, "SASRec user model width")
+  seq_layers: int = option(2, "SASRec user model blocks")
+  seq_steps: int = option(500, "SASRec fit steps (x100 rounded)")
+  mf_dim: int = option(16, "DeepFM embedding width")
+  mf_steps: int = option(2000, "DeepFM fit steps (x200 rounded)")
+  mf_negatives: int | None = option(None, "DeepFM: sampled unrated pairs per rating, fitted to "
+                                    "1 (default 5 under --protocol=peer, the peer's neg_K "
+                                    "'pointneg' loss; else 0)")
+  seed: int = option(0, "split and fit seed")
 
   def resolved_mf_negatives(self) -> int:
     if self.mf_negatives is not None:
