@@ -39,10 +39,10 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from jaxrec.agents import acting, optim
+from jaxrec.agents import optim
 from jaxrec.agents.types import AgentState, Transition
 from jaxrec.errors import ConfigError
-from jaxrec.nets.networks import ActorCritic, ActorValue, NetConfig, init_params
+from jaxrec.nets.networks import ActorCritic, ActorValue, NetConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +177,7 @@ def with_value_head(actor_critic_params, value_params):
   return {"params": inner | {"value": value_params["params"]["value"]}}
 
 
-class A2C:
+class A2C(optim.GradientAgent):
   """The agent API (jaxrec.agents.types.Agent) for A2C."""
 
   def __init__(self, cfg: A2CConfig):
@@ -188,21 +188,9 @@ class A2C:
     self.unroll_len = cfg.unroll_len or default_unroll(cfg.critic)
     self.optimizer = optim.adam(cfg.learning_rate, cfg.max_grad_norm)
 
-  def init_params(self, key: jax.Array):
-    return init_params(self.net, key)
-
-  def init(self, key: jax.Array, params=None) -> AgentState:
-    params = self.init_params(key) if params is None else params
-    return AgentState(params=params, opt_state=self.optimizer.init(params), step=jnp.int32(0))
-
-  def policy_params(self, state: AgentState):
-    return state.params
-
   def logits(self, params, history: jax.Array) -> jax.Array:
     return self.net.apply(params, history)[0]
 
-  def act(self, params, history, key, strategy, epsilon=0.0, allowed=None):
-    return acting.select(key, self.logits(params, history), strategy, epsilon, allowed)
 
   def update(self, state: AgentState, batch: Transition, key: jax.Array):
     del key

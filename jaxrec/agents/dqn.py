@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrec.agents import acting, optim
+from jaxrec.agents import optim
 from jaxrec.agents.types import AgentState, Transition, strong_types
 from jaxrec.errors import ConfigError
-from jaxrec.nets.networks import NetConfig, QNetwork, init_params
+from jaxrec.nets.networks import NetConfig, QNetwork
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +107,7 @@ class _Learner(NamedTuple):
   step: jax.Array
 
 
-class DQN:
+class DQN(optim.GradientAgent):
   """The agent API (jaxrec.agents.types.Agent) for DQN."""
 
   def __init__(self, cfg: DQNConfig):
@@ -122,9 +122,6 @@ class DQN:
     """One transition with the dtypes the buffer stores (`update` casts to them)."""
     return optim.example_transition(self.cfg.net.history_len)
 
-  def init_params(self, key: jax.Array):
-    return init_params(self.net, key)
-
   def init(self, key: jax.Array, params=None) -> AgentState:
     params = self.init_params(key) if params is None else params
     extra = DQNExtra(target_params=params,
@@ -132,15 +129,11 @@ class DQN:
     return AgentState(params=params, opt_state=self.optimizer.init(params), step=jnp.int32(0),
                       extra=extra)
 
-  def policy_params(self, state: AgentState):
-    return state.params
-
   def q_values(self, params, history: jax.Array) -> jax.Array:
     """history [N, L] -> Q [N, I]."""
     return self.net.apply(params, history)
 
-  def act(self, params, history, key, strategy, epsilon=0.0, allowed=None):
-    return acting.select(key, self.q_values(params, history), strategy, epsilon, allowed)
+  logits = q_values  # acting scores (greedy / epsilon / categorical over Q)
 
   def _flatten(self, batch: Transition) -> Transition:
     """[T, N, ...] rollout -> [T * N, ...] items with the buffer's dtypes."""

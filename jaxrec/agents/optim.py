@@ -14,7 +14,29 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrec.agents.types import Transition
+from jaxrec import nets
+from jaxrec.agents import acting
+from jaxrec.agents.types import AgentState, Transition
+
+
+class GradientAgent:
+  """What every agent with one parameter set and one optimizer shares. A subclass sets
+  `self.net` (a flax module over histories) and `self.optimizer`, and defines `logits(params,
+  history) -> [N, I]` (the scores it acts on) and `update`; it overrides `init` to add its
+  `extra` state."""
+
+  def init_params(self, key: jax.Array):
+    return nets.init_params(self.net, key)
+
+  def init(self, key: jax.Array, params=None) -> AgentState:
+    params = self.init_params(key) if params is None else params
+    return AgentState(params=params, opt_state=self.optimizer.init(params), step=jnp.int32(0))
+
+  def policy_params(self, state: AgentState):
+    return state.params
+
+  def act(self, params, history, key, strategy, epsilon=0.0, allowed=None):
+    return acting.select(key, self.logits(params, history), strategy, epsilon, allowed)
 
 
 def adam(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:

@@ -30,10 +30,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxrec.agents import acting, optim
+from jaxrec.agents import optim
 from jaxrec.agents.types import AgentState, Transition
 from jaxrec.errors import ConfigError
-from jaxrec.nets.networks import NetConfig, StateEncoder, init_params
+from jaxrec.nets.networks import NetConfig, StateEncoder
 
 _EPS = 1e-8
 
@@ -114,8 +114,10 @@ def pg_loss(net: PolicyNetwork, params, batch: Transition, advantages: jax.Array
   return loss, {"policy_loss": losses.mean(), "entropy": entropy}
 
 
-class PG:
-  """The agent API (jaxrec.agents.types.Agent) for REINFORCE."""
+class PG(optim.GradientAgent):
+  """The agent API (jaxrec.agents.types.Agent) for REINFORCE. It is on-policy: "categorical"
+  acting samples the policy it learns; greedy / epsilon acting makes the gradient off-policy
+  (biased), kept for the exploration comparison."""
 
   def __init__(self, cfg: PGConfig):
     if cfg.unroll_len <= 0:
@@ -125,24 +127,10 @@ class PG:
     self.unroll_len = cfg.unroll_len
     self.optimizer = optim.adam(cfg.learning_rate, cfg.max_grad_norm)
 
-  def init_params(self, key: jax.Array):
-    return init_params(self.net, key)
-
-  def init(self, key: jax.Array, params=None) -> AgentState:
-    params = self.init_params(key) if params is None else params
-    return AgentState(params=params, opt_state=self.optimizer.init(params), step=jnp.int32(0))
-
-  def policy_params(self, state: AgentState):
-    return state.params
-
   def logits(self, params, history: jax.Array) -> jax.Array:
     """history [N, L] -> logits [N, I]."""
     return self.net.apply(params, history)
 
-  def act(self, params, history, key, strategy, epsilon=0.0, allowed=None):
-    # REINFORCE is on-policy: "categorical" samples the policy it learns; greedy / epsilon
-    # acting makes the gradient off-policy (biased), kept for the exploration comparison.
-    return acting.select(key, self.logits(params, history), strategy, epsilon, allowed)
 
   def advantages(self, batch: Transition) -> tuple[jax.Array, jax.Array]:
     """-> (returns G [T, N], advantages [T, N]) for a rollout."""
