@@ -34,7 +34,8 @@ import os
 
 import numpy as np
 
-from jaxrec.data.dataset import Dataset, from_interactions
+from jaxrec.data.dataset import Dataset
+from jaxrec.data.interactions import from_interactions
 from jaxrec.data.loaders._common import (UNKNOWN, find_file, iter_lines, require_dir, to_float)
 from jaxrec.errors import DataError
 

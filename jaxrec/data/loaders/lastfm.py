@@ -23,7 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxrec.data.dataset import Dataset, from_interactions
+from jaxrec.data.dataset import Dataset
+from jaxrec.data.interactions import from_interactions
 from jaxrec.data.loaders._common import (UNKNOWN, clean_text, find_file, iter_lines,
                                          read_int_columns, require_dir, split_fields, to_int)
 

@@ -35,7 +35,8 @@ import glob
 import os
 import re
 
-from jaxrec.data.dataset import Dataset, from_interactions
+from jaxrec.data.dataset import Dataset
+from jaxrec.data.interactions import from_interactions
 from jaxrec.data.loaders._common import (UNKNOWN, clean_text, find_file, iter_lines,
                                          read_int_columns, require_dir, split_fields, to_float,
                                          to_int)
