@@ -44,10 +44,9 @@ def random_model(path: str, dtype: str, device: str):
   return tok, lm.eval()
 
 
-def matmul_tflops(torch, device, dtype, n: int = 4096, reps: int = 20) -> float:
+def matmul_tflops(torch, device, dtype, sync, n: int = 4096, reps: int = 20) -> float:
   a = torch.randn(n, n, device=device, dtype=dtype)
   b = torch.randn(n, n, device=device, dtype=dtype)
-  sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
   for _ in range(3):
     a @ b
   sync()
@@ -95,7 +94,8 @@ def main(argv):
       "mean_prompt_tokens": backend.prompt_tokens / NUM.value,
       "prompts_per_s": NUM.value / secs, "prompt_tokens_per_s": tokens_per_s,
       "model_tflops_per_s": 2 * params * tokens_per_s / 1e12,
-      "matmul_tflops_per_s": matmul_tflops(torch, backend.device, getattr(torch, DTYPE.value))}
+      "matmul_tflops_per_s": matmul_tflops(torch, backend.device, getattr(torch, DTYPE.value),
+                                           sync)}
   benchlib.report(result, OUT.value)
 
 

@@ -36,6 +36,10 @@ def nested(default: Any, prefix: str = ""):
   return dataclasses.field(default=default, metadata={"prefix": prefix})
 
 
+def _flag_name(prefix: str, f: dataclasses.Field) -> str:
+  return prefix + (f.metadata["flag"] or f.name)
+
+
 def _walk(cls, prefix: str = "") -> Iterator[tuple[str, str, dataclasses.Field]]:
   """(path, flag name, field) of every option of `cls`, nested configs included; path is the
   dotted field path ("agent_cfg.oracle.temperature")."""
@@ -44,7 +48,7 @@ def _walk(cls, prefix: str = "") -> Iterator[tuple[str, str, dataclasses.Field]]
       for path, name, g in _walk(type(f.default), prefix + f.metadata["prefix"]):
         yield f"{f.name}.{path}", name, g
     elif "help" in f.metadata:
-      yield f.name, prefix + (f.metadata["flag"] or f.name), f
+      yield f.name, _flag_name(prefix, f), f
 
 
 def options(cls, skip: tuple[str, ...] = ()) -> dict[str, str]:
@@ -99,8 +103,8 @@ def from_flags(cls, flag_values: flags.FlagValues = flags.FLAGS, _prefix: str = 
       continue
     if "prefix" in f.metadata:
       kwargs[f.name] = from_flags(type(f.default), flag_values, _prefix + f.metadata["prefix"])
-    elif "help" in f.metadata and _prefix + (f.metadata["flag"] or f.name) in flag_values:
-      value = flag_values[_prefix + (f.metadata["flag"] or f.name)].value
+    elif "help" in f.metadata and _flag_name(_prefix, f) in flag_values:
+      value = flag_values[_flag_name(_prefix, f)].value
       kwargs[f.name] = tuple(value) if isinstance(f.default, tuple) else value
   return cls(**kwargs, **override)
 

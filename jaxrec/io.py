@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from jaxrec.errors import DataError
+from jaxrec.faults import failpoint
 
 
 @functools.cache
@@ -33,35 +34,43 @@ def umask() -> int:
   return mask
 
 
-def write_temp(directory: str, data: bytes, suffix: str = "", prefix: str = ".tmp-") -> str:
-  """`data` in a new fsynced temp file of `directory`, with the mode a plain open() would give
-  (mkstemp's 0600 would hide it from other users); returns its path. The caller renames it into
-  place or removes it."""
+@contextlib.contextmanager
+def _temp_file(directory: str, suffix: str, prefix: str, mode: str = "wb") -> Iterator:
+  """A new temp file of `directory` with the mode a plain open() would give (mkstemp's 0600
+  would hide it from other users): yields (file, path); flushed and fsynced when the body
+  ends, removed if it raises."""
   fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
   try:
     os.fchmod(fd, 0o666 & ~umask())
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
+    with os.fdopen(fd, mode) as f:
+      yield f, tmp
       f.flush()
       os.fsync(f.fileno())
   except BaseException:
     with contextlib.suppress(FileNotFoundError):
       os.unlink(tmp)
     raise
+
+
+def write_temp(directory: str, data: bytes, suffix: str = "", prefix: str = ".tmp-") -> str:
+  """`data` in a new fsynced temp file of `directory`; returns its path. The caller renames it
+  into place or removes it."""
+  with _temp_file(directory, suffix, prefix) as (f, tmp):
+    f.write(data)
   return tmp
 
 
 @contextlib.contextmanager
-def atomic_open(path: str, mode: str = "wb") -> Iterator:
+def atomic_open(path: str, mode: str = "wb", prefix: str = ".tmp-", point: str = "") -> Iterator:
+  """Writes `path` through a temp file (`prefix`) renamed into place once the body is done;
+  `point`: a failpoint (jaxrec.faults) between the two."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
+  with _temp_file(directory, os.path.splitext(path)[1], prefix, mode) as (f, tmp):
+    yield f
   try:
-    os.fchmod(fd, 0o666 & ~umask())
-    with os.fdopen(fd, mode) as f:
-      yield f
-      f.flush()
-      os.fsync(f.fileno())
+    if point:
+      failpoint(point)
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):

@@ -1,9 +1,7 @@
 """Dataset -> (train env, test env): fit one user model per split, calibrate, save with orbax.
 
-An env directory (what every training CLI takes as --env; read back by jaxrec.envs.store):
-  env.json       format, dataset name + fingerprint, env kind, build config, fit reports
-  dataset.npz    the preprocessed dataset (item catalog for prompts, sequences)
-  train/, test/  params/ (orbax checkpoint of the env params) + env.json (static shapes)
+It writes an env directory, what every training CLI takes as --env; its layout and loading are
+jaxrec.envs.store's.
 
 Scale-free defaults make one config fit every dataset:
   - sequential reward: r = reward_max * sigmoid((s - c) / tau), with c, tau set so the median

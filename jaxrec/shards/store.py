@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxrec.errors import DataError
 from jaxrec.faults import failpoint
-from jaxrec.io import read_json_object, read_npz, write_temp
+from jaxrec.io import atomic_open, read_json_object, read_npz, write_temp
 from jaxrec.shards.format import (CONSISTENT_KEYS, DONE, FORMAT, KINDS, MANIFEST, LabelShard,
                                   RequestShard, ShardExistsError, as_label, as_request,
                                   check_label, check_name, check_request, encode, fields_of,
@@ -39,15 +39,8 @@ def _temp_prefix() -> str:
 def atomic_write(path: str, data: bytes, point: str = "") -> None:
   """`data` into `path` by a temp file of this host and process (`remove_stale_temps` knows
   them) renamed into place; `point`: a failpoint between the two."""
-  tmp = write_temp(os.path.dirname(path), data, os.path.splitext(path)[1], _temp_prefix())
-  try:
-    if point:
-      failpoint(point)
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.unlink(tmp)
-    raise
+  with atomic_open(path, "wb", _temp_prefix(), point) as f:
+    f.write(data)
 
 
 @contextlib.contextmanager
