@@ -344,7 +344,7 @@ class Drills:
 def _pretrain_net(run_dir: str):
   from jaxrec.nets.networks import NetConfig
   with open(os.path.join(run_dir, "policy", "policy.json")) as f:
-    return NetConfig(**json.load(f)["net"])
+    return NetConfig.from_dict(json.load(f)["net"])
 
 
 def run_drills(workdir: str, names: list[str], seed: int = 0, max_reruns: int = 4,

@@ -59,6 +59,8 @@ def _dataclass_from_dict(cls, d, where: str):
       default = fields[name].default
       want = "number or null" if default is None else type(default).__name__
       raise DataError(f"{where}: field {name}: expected a {want}, got {value!r}")
+  # JSON has no tuples: a list field comes back as a list.
+  d = {k: tuple(v) if isinstance(fields[k].default, tuple) else v for k, v in d.items()}
   return cls(**d)
 
 
@@ -67,7 +69,14 @@ def _same_kind(value, field: dataclasses.Field) -> bool:
   when the default is None)."""
   default = field.default
   if default is None:
-    return value is None or ("float" in str(field.type) and _is_number(value))
+    kind = str(field.type)
+    return value is None or ("float" in kind and _is_number(value)) or (
+        "int" in kind and isinstance(value, int) and not isinstance(value, bool))
+  if isinstance(default, tuple):
+    kind = str(field.type).replace(" ", "")
+    item = {"tuple[int,...]": int, "tuple[str,...]": str}.get(kind, object)
+    return isinstance(value, list) and all(
+        isinstance(v, item) and not isinstance(v, bool) for v in value)
   if isinstance(default, bool):
     return isinstance(value, bool)
   if isinstance(default, int):

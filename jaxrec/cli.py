@@ -63,4 +63,14 @@ def run(main) -> None:
       logging.set_verbosity(logging.WARNING)
     return main(argv)
 
-  app.run(one_line_errors(quiet_main))
+  app.run(one_line_errors(quiet_main), flags_parser=parse_flags)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag value (an unknown choice, a non-number) reported as
+  every other bad input is: one line on stderr, exit code 2 (absl prints two and exits 1)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {one_line(e)}", file=sys.stderr)
+    sys.exit(2)

@@ -74,6 +74,8 @@ def _define(name: str, f: dataclasses.Field, fv: flags.FlagValues) -> None:
     flags.DEFINE_float(name, default, help_, flag_values=fv)
   elif kind == "tuple[str,...]":
     flags.DEFINE_list(name, list(default), help_, flag_values=fv)
+  elif kind == "tuple[int,...]":
+    flags.DEFINE_list(name, [str(d) for d in default], help_, flag_values=fv)
   else:
     raise TypeError(f"option {name}: no flag type for {f.type}")
 
@@ -104,9 +106,20 @@ def from_flags(cls, flag_values: flags.FlagValues = flags.FLAGS, _prefix: str = 
     if "prefix" in f.metadata:
       kwargs[f.name] = from_flags(type(f.default), flag_values, _prefix + f.metadata["prefix"])
     elif "help" in f.metadata and _flag_name(_prefix, f) in flag_values:
-      value = flag_values[_flag_name(_prefix, f)].value
+      name = _flag_name(_prefix, f)
+      value = flag_values[name].value
+      if str(f.type).replace(" ", "") == "tuple[int,...]":
+        value = _ints(name, value)
       kwargs[f.name] = tuple(value) if isinstance(f.default, tuple) else value
   return cls(**kwargs, **override)
+
+
+def _ints(name: str, values: list[str]) -> tuple[int, ...]:
+  try:
+    return tuple(int(v) for v in values)
+  except ValueError:
+    raise ConfigError(f"--{name} must be a comma-separated list of integers, got "
+                      f"{','.join(values)!r}") from None
 
 
 def set_on_command_line(cls, flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, str]:

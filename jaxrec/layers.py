@@ -62,6 +62,26 @@ class CausalBlock(nn.Module):
     y = jnp.einsum("hij,jhd->ihd", attn, v).reshape(t, self.dim)
     return self._ffn(x + self.out(y))
 
+  def last(self, x: jax.Array, valid: jax.Array) -> jax.Array:
+    """`__call__(x, valid)[-1]` computed for the newest position only: keys and values of all
+    T positions, the query, attention, output projection and FFN of the last (the same params,
+    the query's columns of the fused projection applied to one row). x: [T, d]; returns [d]."""
+    t, d = x.shape[0], self.dim
+    h = self.ln_attn(x)
+    self.qkv(h[-1:])  # creates the projection's params at init; dead code (removed) otherwise
+    w, b = self.qkv.variables["params"]["kernel"], self.qkv.variables["params"]["bias"]
+    heads = (self.num_heads, d // self.num_heads)
+    q = (h[-1] @ w[:, :d] + b[:d]).reshape(heads)  # the newest position's query only
+    k, v = jnp.split(h @ w[:, d:] + b[d:], 2, axis=-1)
+    k, v = k.reshape((t,) + heads), v.reshape((t,) + heads)
+    dist = (t - 1) - jnp.arange(t)
+    allowed = (dist < self.window) & valid
+    logits = jnp.einsum("hd,jhd->hj", q, k) / math.sqrt(q.shape[-1])
+    logits = logits - self.slopes[:, None] * dist[None].astype(logits.dtype)
+    attn = jax.nn.softmax(jnp.where(allowed[None], logits, NEG_INF), axis=-1)
+    y = jnp.einsum("hj,jhd->hd", attn, v).reshape(self.dim)
+    return self._ffn(x[-1] + self.out(y))
+
   def step(self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, valid: jax.Array,
            slot: jax.Array):
     """Encodes one new item against a ring-buffer cache of the previous window-1 items.

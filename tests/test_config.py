@@ -150,3 +150,23 @@ def test_list_and_renamed_options():
   fv = _parsed(BuildConfig, ["--env_kind=matrix", "--mf_negatives=3"])
   assert config.from_flags(BuildConfig, fv) == BuildConfig(kind="matrix", mf_negatives=3)
   assert "kind" not in fv and "reward_max" not in fv
+
+
+def test_integer_list_and_optional_int_options_parse_and_round_trip(tmp_path):
+  from jaxrec.checkpoint import read_train_config
+  fv = _parsed(AgentConfig, ["--hidden_sizes=64,32", "--window=3", "--tracker=avg"])
+  got = config.from_flags(AgentConfig, fv)
+  assert (got.hidden_sizes, got.window, got.tracker) == ((64, 32), 3, "avg")
+  assert config.from_flags(AgentConfig, _parsed(AgentConfig, [])).window is None
+  with pytest.raises(ConfigError, match="--hidden_sizes must be a comma-separated list of "
+                     "integers, got '64,x'"):
+    config.from_flags(AgentConfig, _parsed(AgentConfig, ["--hidden_sizes=64,x"]))
+  cfg = TrainConfig(env="/e", agent_cfg=got)
+  (tmp_path / "flags.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+  assert read_train_config(str(tmp_path)) == cfg  # JSON lists come back as tuples
+  bad = dataclasses.asdict(cfg)
+  bad["agent_cfg"]["hidden_sizes"] = [64, "32"]
+  (tmp_path / "flags.json").write_text(json.dumps(bad))
+  from jaxrec.errors import DataError
+  with pytest.raises(DataError, match="field hidden_sizes"):
+    read_train_config(str(tmp_path))

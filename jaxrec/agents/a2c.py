@@ -28,18 +28,27 @@ one-step target reaches 1 step ahead: the quit that ends a session later is invi
 actor until the bootstrap chain has carried it back. The value critic's lambda-returns carry
 the return of the next 10 steps and V beyond (docs/protocol.md has both on the same envs).
 The entropy bonus 0.01 is the peer's Coat A2C script's (--ent-coef 0.01).
+
+Update schedules (`schedule`, value critic):
+  step     one gradient step on each rollout of T steps x N sessions (the default).
+  collect  tianshou's / PureJaxRL's: the advantages and value targets of the rollout are
+           computed once with the parameters that collected it, then `update_epochs` passes,
+           each over a fresh permutation of the T * N transitions split into `num_minibatches`
+           minibatches, one gradient step per minibatch. EasyRL4Rec's on-policy trainer runs
+           `repeat_per_collect` = 1 pass in minibatches of `batch_size` = 1024 (A2CPolicy.learn).
+Both run inside the fused scan of `jaxrec.train.loop`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
 
-from jaxrec.agents import optim
+from jaxrec.agents import acting, optim
 from jaxrec.agents.types import AgentState, Transition
 from jaxrec.errors import ConfigError
 from jaxrec.nets.networks import ActorCritic, ActorValue, NetConfig
@@ -64,6 +73,9 @@ class A2CConfig:
   gae_lambda: float = 1.0  # EasyRL4Rec run_A2C.py --gae-lambda
   value_coef: float = 0.5  # EasyRL4Rec run_A2C.py --vf-coef
   normalize_advantages: bool = False  # tianshou A2C does not; PPO implementations do
+  schedule: str = "step"  # one of SCHEDULES (module docstring)
+  num_minibatches: int = 1  # schedule "collect": minibatches per pass over the rollout
+  update_epochs: int = 1  # schedule "collect": passes over the rollout
 
 
 def a2c_loss_single(logp_a: jax.Array, q_sa: jax.Array, q_next_max: jax.Array,
@@ -77,6 +89,7 @@ def a2c_loss_single(logp_a: jax.Array, q_sa: jax.Array, q_next_max: jax.Array,
 
 
 CRITIC_TARGETS = ("max", "expected")
+SCHEDULES = ("step", "collect")
 
 
 def _log_softmax(logits: jax.Array, history: jax.Array) -> jax.Array:
@@ -111,28 +124,66 @@ def lambda_advantages(reward: jax.Array, done: jax.Array, value: jax.Array,
   return adv
 
 
-def a2c_value_losses(net: ActorValue, params, batch: Transition, gamma: float, lam: float,
-                     entropy_coef: float, value_coef: float, normalize_advantages: bool,
-                     log_policy: Callable | None = None):
-  """Mean losses over a rollout [T, N] with a state-value critic (module docstring);
-  `log_policy(logits, history) -> log pi` as in `a2c_losses`."""
+def value_advantages(net: ActorValue, params, batch: Transition, gamma: float, lam: float):
+  """(logits [T, N, I], V(s) [T, N], advantages [T, N], value targets [T, N]) of a rollout
+  [T, N]; advantages and targets carry no gradient (module docstring). Where the rollout
+  carries the acting forward's values (`batch.value`), only the last next state is encoded
+  and logits is None."""
   chex.assert_rank(batch.action, 2)
-  log_policy = log_policy or _log_softmax
-  logits, value = net.apply(params, batch.history)  # [T, N, I], [T, N]
+  if batch.value is None:
+    logits, value = net.apply(params, batch.history)  # [T, N, I], [T, N]
+  else:
+    logits, value = None, batch.value
   _, last_value = net.apply(params, batch.next_history[-1])  # [N]
   adv = jax.vmap(lambda_advantages, in_axes=(1, 1, 1, 0, None, None), out_axes=1)(
       batch.reward, batch.done, value, last_value, gamma, lam)
-  target = adv + jax.lax.stop_gradient(value)
-  if normalize_advantages:
-    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-  logp = log_policy(logits, batch.history)
-  logp_a = jnp.take_along_axis(logp, batch.action[..., None], axis=-1)[..., 0]
+  return logits, value, adv, adv + jax.lax.stop_gradient(value)
+
+
+def value_loss_terms(logits: jax.Array, value: jax.Array, history: jax.Array,
+                     action: jax.Array, adv: jax.Array, target: jax.Array,
+                     entropy_coef: float, value_coef: float, log_policy: Callable | None):
+  """The value critic's A2C loss from the network's outputs at `history` [..., L] and fixed
+  advantages / targets [...]: (loss, metrics)."""
+  logp = (log_policy or _log_softmax)(logits, history)
+  logp_a = jnp.take_along_axis(logp, action[..., None], axis=-1)[..., 0]
   actor = -(logp_a * adv).mean()
   critic = 0.5 * jnp.square(target - value).mean()
   entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1).mean()
   loss = actor + value_coef * critic - entropy_coef * entropy
   return loss, {"actor_loss": actor, "critic_loss": critic, "adv_abs": jnp.abs(adv).mean(),
                 "entropy": entropy}
+
+
+def standardized(adv: jax.Array) -> jax.Array:
+  return (adv - adv.mean()) / (adv.std() + 1e-8)
+
+
+def a2c_value_losses(net: ActorValue, params, batch: Transition, gamma: float, lam: float,
+                     entropy_coef: float, value_coef: float, normalize_advantages: bool,
+                     log_policy: Callable | None = None):
+  """Mean losses over a rollout [T, N] with a state-value critic (module docstring);
+  `log_policy(logits, history) -> log pi` as in `a2c_losses`."""
+  logits, value, adv, target = value_advantages(net, params, batch, gamma, lam)
+  if normalize_advantages:
+    adv = standardized(adv)
+  return value_loss_terms(logits, value, batch.history, batch.action, adv, target,
+                          entropy_coef, value_coef, log_policy)
+
+
+class Minibatch(NamedTuple):
+  """One transition of the collect schedule, its advantage and target fixed at collection."""
+  history: jax.Array
+  action: jax.Array
+  adv: jax.Array
+  target: jax.Array
+
+
+def minibatch_loss(net: ActorValue, params, mb: Minibatch, entropy_coef: float,
+                   value_coef: float, log_policy: Callable | None = None):
+  logits, value = net.apply(params, mb.history)
+  return value_loss_terms(logits, value, mb.history, mb.action, mb.adv, mb.target,
+                          entropy_coef, value_coef, log_policy)
 
 
 def a2c_losses(net: ActorCritic, params, batch: Transition, gamma: float, entropy_coef: float,
@@ -164,6 +215,19 @@ def a2c_losses(net: ActorCritic, params, batch: Transition, gamma: float, entrop
                 "td_abs": jnp.abs(td).mean(), "entropy": entropy}
 
 
+def check_schedule(schedule: str, critic: str, num_minibatches: int, update_epochs: int) -> None:
+  if schedule not in SCHEDULES:
+    raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
+  if num_minibatches <= 0 or update_epochs <= 0:
+    raise ConfigError(f"--num_minibatches ({num_minibatches}) and --update_epochs "
+                      f"({update_epochs}) must be positive")
+  if schedule == "collect" and critic != "v":
+    raise ConfigError("--schedule=collect needs --critic=v (minibatch epochs over fixed "
+                      "advantages; the Q critic's one-step target is recomputed per step)")
+  if schedule == "step" and (num_minibatches, update_epochs) != (1, 1):
+    raise ConfigError("--num_minibatches and --update_epochs apply to --schedule=collect")
+
+
 def default_unroll(critic: str) -> int:
   """Env steps per session per update when not set: 10 for the value critic's lambda-returns,
   1 for the paper's Q critic (an update after every env step)."""
@@ -183,6 +247,7 @@ class A2C(optim.GradientAgent):
   def __init__(self, cfg: A2CConfig):
     if cfg.critic not in CRITICS:
       raise ConfigError(f"--critic must be one of {', '.join(CRITICS)}; got {cfg.critic!r}")
+    check_schedule(cfg.schedule, cfg.critic, cfg.num_minibatches, cfg.update_epochs)
     self.cfg = cfg
     self.net = ActorValue(cfg.net) if cfg.critic == "v" else ActorCritic(cfg.net)
     self.unroll_len = cfg.unroll_len or default_unroll(cfg.critic)
@@ -191,13 +256,62 @@ class A2C(optim.GradientAgent):
   def logits(self, params, history: jax.Array) -> jax.Array:
     return self.net.apply(params, history)[0]
 
+  @property
+  def acts_with_values(self) -> bool:
+    """The collect schedule's advantages need V(s_t) under the parameters that collected the
+    rollout: exactly what the acting forward computed, so the loop keeps it (Transition.value)
+    instead of the update re-encoding T x N histories. Subclasses that act otherwise (a
+    mixture, an oracle) do not."""
+    return (self.cfg.schedule == "collect" and self.cfg.critic == "v"
+            and type(self).act is A2C.act)
+
+  def act_value(self, params, history, key, strategy, epsilon=0.0):
+    logits, value = self.net.apply(params, history)
+    return acting.select(key, logits, strategy, epsilon), value
+
 
   def update(self, state: AgentState, batch: Transition, key: jax.Array):
-    del key
-    params, opt_state, loss, metrics = optim.apply_gradients(
-        self.optimizer, self.loss, state.params, state.opt_state, batch)
+    params, opt_state, loss, metrics = self.fit(state.params, state.opt_state, batch, key)
     return state._replace(params=params, opt_state=opt_state, step=state.step + 1), (
         metrics | {"loss": loss})
+
+  def fit(self, params, opt_state, batch: Transition, key: jax.Array,
+          log_policy: Callable | None = None):
+    """The configured schedule's gradient steps on one rollout [T, N]: -> (params, opt_state,
+    loss, metrics); loss and metrics are means over the steps taken."""
+    if self.cfg.schedule == "step":
+      return optim.apply_gradients(self.optimizer, self.loss, params, opt_state, batch,
+                                   log_policy)
+    c = self.cfg
+    _, _, adv, target = value_advantages(self.net, params, batch, c.gamma, c.gae_lambda)
+    if c.normalize_advantages:
+      adv = standardized(adv)
+    flat = jax.tree_util.tree_map(
+        lambda x: x.reshape((-1,) + x.shape[2:]),
+        Minibatch(batch.history, batch.action, jax.lax.stop_gradient(adv),
+                  jax.lax.stop_gradient(target)))
+    if flat.action.shape[0] % c.num_minibatches:
+      raise ConfigError(f"--num_minibatches ({c.num_minibatches}) must divide the rollout's "
+                        f"{flat.action.shape[0]} transitions")
+    size = flat.action.shape[0] // c.num_minibatches
+    loss_fn = lambda p, mb: minibatch_loss(self.net, p, mb, c.entropy_coef, c.value_coef,
+                                           log_policy)
+
+    def minibatch_step(carry, mb: Minibatch):
+      p, o = carry
+      p, o, loss, metrics = optim.apply_gradients(self.optimizer, loss_fn, p, o, mb)
+      return (p, o), metrics | {"loss": loss}
+
+    def epoch(carry, k):
+      perm = jax.random.permutation(k, flat.action.shape[0])
+      mbs = jax.tree_util.tree_map(
+          lambda x: x[perm].reshape((c.num_minibatches, size) + x.shape[1:]), flat)
+      return jax.lax.scan(minibatch_step, carry, mbs)
+
+    (params, opt_state), metrics = jax.lax.scan(epoch, (params, opt_state),
+                                                jax.random.split(key, c.update_epochs))
+    metrics = jax.tree_util.tree_map(jnp.mean, metrics)
+    return params, opt_state, metrics.pop("loss"), metrics
 
   def loss(self, params, batch: Transition, log_policy: Callable | None = None):
     """(loss, metrics) of the configured critic; log_policy: see `a2c_losses`."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -24,6 +26,33 @@ def masked(scores: jax.Array, allowed: jax.Array | None) -> jax.Array:
   return jnp.where(keep, scores, -jnp.inf)
 
 
+def categorical(key: jax.Array, logits: jax.Array) -> jax.Array:
+  """One sample of softmax(logits) per row: logits [N, I] -> [N] int32.
+
+  Two-level inverse-CDF sampling: the items are cut into B blocks of S ~ sqrt(I); one uniform
+  picks a block by the cumulative block weights, a second an item within it. Two uniforms per
+  row instead of `jax.random.categorical`'s I Gumbel draws: on a 2-core CPU at I = 993 and
+  N = 100, 0.19 ms against 2.3 ms, which was 70% of a small agent's env step. Items of zero
+  probability (-inf logits) are never drawn: where float rounding would select one, the row
+  falls back to its argmax.
+  """
+  n, num = logits.shape
+  size = max(1, math.isqrt(num - 1) + 1)  # S = ceil(sqrt(I))
+  blocks = -(-num // size)
+  w = jnp.exp(logits - logits.max(axis=-1, keepdims=True))
+  w = jnp.pad(w, ((0, 0), (0, blocks * size - num))).reshape(n, blocks, size)
+  u = jax.random.uniform(key, (n, 2))
+  block_cdf = jnp.cumsum(w.sum(axis=-1), axis=-1)  # [N, B]
+  b = jnp.sum(block_cdf <= u[:, :1] * block_cdf[:, -1:], axis=-1)
+  b = jnp.minimum(b, blocks - 1)
+  wb = jnp.take_along_axis(w, b[:, None, None], axis=1)[:, 0]  # [N, S]
+  cdf = jnp.cumsum(wb, axis=-1)
+  j = jnp.minimum(jnp.sum(cdf <= u[:, 1:] * cdf[:, -1:], axis=-1), size - 1)
+  item = b * size + j
+  ok = (item < num) & (jnp.take_along_axis(wb, j[:, None], axis=1)[:, 0] > 0)
+  return jnp.where(ok, item, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
+
+
 def select(key: jax.Array, scores: jax.Array, strategy: str,
            epsilon: float | jax.Array = 0.0, allowed: jax.Array | None = None) -> jax.Array:
   """scores [N, I] (actor logits, or Q values for DQN) -> actions [N] int32.
@@ -36,7 +65,7 @@ def select(key: jax.Array, scores: jax.Array, strategy: str,
   if strategy == "greedy":
     return jnp.argmax(scores, axis=-1).astype(jnp.int32)
   if strategy == "categorical":
-    return jax.random.categorical(key, scores, axis=-1).astype(jnp.int32)
+    return categorical(key, scores)
   k_explore, k_item = jax.random.split(key)
   n, num_items = scores.shape
   explore = jax.random.uniform(k_explore, (n,)) < epsilon

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrec.agents import acting, optim
+from jaxrec.agents import acting
 from jaxrec.agents.a2c import A2C, A2CConfig, with_value_head
 from jaxrec.agents.types import AgentState, Transition
 from jaxrec.errors import ConfigError
@@ -155,7 +155,6 @@ class AdaptivePolicy(A2C):
     return acting.select(key, self.log_policy(params, history), strategy, epsilon, allowed)
 
   def update(self, state: AgentState, batch: Transition, key: jax.Array):
-    del key
     theta = state.params["theta"]
     alpha = self.schedule(state.step)
 
@@ -163,7 +162,7 @@ class AdaptivePolicy(A2C):
       logits_theta = jax.lax.stop_gradient(self.theta_net.apply(theta, history)[0])
       return mixture_log_probs(logits_theta, logits_beta, alpha)
 
-    beta, opt_state, loss, metrics = optim.apply_gradients(
-        self.optimizer, self.loss, state.params["beta"], state.opt_state, batch, log_policy)
+    beta, opt_state, loss, metrics = self.fit(state.params["beta"], state.opt_state, batch,
+                                              key, log_policy)
     return state._replace(params={"theta": theta, "beta": beta}, opt_state=opt_state,
                           step=state.step + 1), metrics | {"loss": loss, "alpha": alpha}

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrec import oracle
-from jaxrec.agents import acting, ialp, optim
+from jaxrec.agents import acting, ialp
 from jaxrec.agents.a2c import A2C, A2CConfig
 from jaxrec.agents.types import AgentState, Transition
 from jaxrec.envs.base import RecEnv
@@ -66,9 +66,7 @@ class LLMOnline(A2C):
     return action
 
   def update(self, state: AgentState, batch: Transition, key: jax.Array):
-    del key
-    actor = state.params["actor"]
-    actor, opt_state, loss, metrics = optim.apply_gradients(
-        self.optimizer, self.loss, actor, state.opt_state, batch)
+    actor, opt_state, loss, metrics = self.fit(state.params["actor"], state.opt_state, batch,
+                                               key)
     return state._replace(params=state.params | {"actor": actor}, opt_state=opt_state,
                           step=state.step + 1), metrics | {"loss": loss}

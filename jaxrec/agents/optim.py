@@ -40,8 +40,11 @@ class GradientAgent:
 
 
 def adam(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:
-  """Adam on gradients clipped to a global norm of max_grad_norm."""
-  return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate))
+  """Adam on gradients clipped to a global norm of max_grad_norm (0: not clipped, as the
+  peer's A2C, whose --max-grad-norm defaults to None; the optimizer state has the same
+  structure either way)."""
+  clip = optax.clip_by_global_norm(max_grad_norm) if max_grad_norm else optax.identity()
+  return optax.chain(clip, optax.adam(learning_rate))
 
 
 def apply_gradients(optimizer: optax.GradientTransformation, loss_fn: Callable, params,

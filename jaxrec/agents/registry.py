@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from jaxrec.agents.a2c import CRITIC_TARGETS, CRITICS, default_unroll
+from jaxrec.agents.a2c import CRITIC_TARGETS, CRITICS, SCHEDULES, check_schedule, default_unroll
 from jaxrec.config import nested, option, refuse
 from jaxrec.errors import ConfigError
-from jaxrec.nets.networks import NetConfig
+from jaxrec.nets.networks import TRACKERS, NetConfig
 from jaxrec.oracle import OracleConfig
 
 AGENTS = ("a2c", "dqn", "pg", "ialp", "ialp_ft", "ialp_ap", "llm_online")
@@ -16,9 +16,10 @@ AGENTS = ("a2c", "dqn", "pg", "ialp", "ialp_ft", "ialp_ap", "llm_online")
 PRETRAINED = ("ialp", "ialp_ft", "ialp_ap")
 
 # The AgentConfig fields each agent reads (make_agent below); "oracle" is the nested config.
-_NET = ("dim", "num_layers", "num_heads", "learning_rate", "gamma", "unroll_len")
+_NET = ("dim", "num_layers", "num_heads", "tracker", "window", "hidden_sizes", "learning_rate",
+        "max_grad_norm", "gamma", "unroll_len")
 _A2C = _NET + ("entropy_coef", "critic_target", "critic", "gae_lambda", "value_coef",
-               "normalize_advantages")
+               "normalize_advantages", "schedule", "num_minibatches", "update_epochs")
 FIELDS = {
     "a2c": _A2C, "ialp": _A2C, "ialp_ft": _A2C,
     "ialp_ap": _A2C + ("alpha0", "alpha_delay", "alpha_steps", "alpha_shape", "beta_init"),
@@ -44,7 +45,15 @@ class AgentConfig:
   dim: int = option(64, "SASRec encoder width")
   num_layers: int = option(2, "SASRec blocks (0: the state is the last item's embedding)")
   num_heads: int = option(2, "attention heads")
+  tracker: str = option("sasrec", "state tracker: SASRec (the paper's), the mean of the last "
+                        "--window item embeddings (EasyRL4Rec's avg), or a GRU over them",
+                        choices=TRACKERS)
+  window: int | None = option(None, "newest history items the tracker reads (default: the "
+                              "whole history)")
+  hidden_sizes: tuple[int, ...] = option((), "MLP widths between the tracker and the heads "
+                                         "(tianshou's Net; EasyRL4Rec: 64,64)")
   learning_rate: float = option(1e-3, "Adam learning rate")
+  max_grad_norm: float = option(10.0, "clip gradients to this global norm (0 = no clipping)")
   gamma: float = option(0.9, "discount")
   unroll_len: int = option(0, "env steps per update; 0 = the agent's default (a2c family 10, "
                            "--critic=q 1, dqn 1, pg 32)")
@@ -61,6 +70,12 @@ class AgentConfig:
   value_coef: float = option(0.5, "--critic=v: weight of the value loss")
   normalize_advantages: bool = option(False, "--critic=v: standardise advantages over each "
                                       "unroll")
+  schedule: str = option("step", "a2c family: one gradient step per rollout (step), or "
+                         "minibatch epochs over it (collect: tianshou's, PureJaxRL's; "
+                         "--critic=v)", choices=SCHEDULES)
+  num_minibatches: int = option(1, "--schedule=collect: minibatches per pass over the "
+                                "rollout (must divide --num_sessions x unroll)")
+  update_epochs: int = option(1, "--schedule=collect: passes over each rollout")
   buffer_size: int = option(100_000, "dqn replay capacity")
   batch_size: int = option(256, "dqn minibatch")
   min_buffer: int = option(1_000, "dqn: items before updates")
@@ -84,7 +99,7 @@ class AgentConfig:
               "updates_per_iteration", "num_candidates"):
       if getattr(self, f) <= 0:
         raise ConfigError(f"--{f} must be positive, got {getattr(self, f)}")
-    for f in ("num_layers", "unroll_len", "min_buffer"):
+    for f in ("num_layers", "unroll_len", "min_buffer", "max_grad_norm"):
       if getattr(self, f) < 0:
         raise ConfigError(f"--{f} must be >= 0, got {getattr(self, f)}")
     if self.huber_delta < 0:
@@ -96,6 +111,13 @@ class AgentConfig:
       raise ConfigError(f"--critic must be {' or '.join(CRITICS)}; got {self.critic!r}")
     if not 0.0 <= self.gae_lambda <= 1.0 or self.value_coef < 0:
       raise ConfigError("need 0 <= --gae_lambda <= 1 and --value_coef >= 0")
+    if self.tracker not in TRACKERS:
+      raise ConfigError(f"--tracker must be one of {', '.join(TRACKERS)}; got {self.tracker!r}")
+    if self.window is not None and self.window <= 0:
+      raise ConfigError(f"--window must be positive, got {self.window}")
+    if any(h <= 0 for h in self.hidden_sizes):
+      raise ConfigError(f"--hidden_sizes must be positive widths, got {self.hidden_sizes}")
+    check_schedule(self.schedule, self.critic, self.num_minibatches, self.update_epochs)
     if self.dim % self.num_heads:
       raise ConfigError(f"--dim ({self.dim}) must be a multiple of --num_heads ({self.num_heads})")
     if not 0.0 <= self.gamma <= 1.0 or self.learning_rate <= 0:
@@ -106,7 +128,8 @@ class AgentConfig:
     """num_tokens: the env's (RecEnv.num_tokens) where it exceeds num_items, else 0."""
     return NetConfig(num_items=num_items, history_len=history_len, dim=self.dim,
                      num_layers=self.num_layers, num_heads=self.num_heads,
-                     num_tokens=num_tokens if num_tokens > num_items else 0)
+                     num_tokens=num_tokens if num_tokens > num_items else 0,
+                     tracker=self.tracker, window=self.window or 0, hidden=self.hidden_sizes)
 
 
 def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
@@ -127,12 +150,13 @@ def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
       shapes); `jaxrec.train.run` refuses to train these agents without --init_from.
   """
   common = {"net": cfg.net(num_items, history_len, num_tokens), "learning_rate": cfg.learning_rate,
-            "gamma": cfg.gamma}
+            "gamma": cfg.gamma, "max_grad_norm": cfg.max_grad_norm}
   if cfg.unroll_len:
     common["unroll_len"] = cfg.unroll_len
   a2c_kw = {"entropy_coef": cfg.entropy_coef, "critic_target": cfg.critic_target,
             "critic": cfg.critic, "gae_lambda": cfg.gae_lambda, "value_coef": cfg.value_coef,
-            "normalize_advantages": cfg.normalize_advantages}
+            "normalize_advantages": cfg.normalize_advantages, "schedule": cfg.schedule,
+            "num_minibatches": cfg.num_minibatches, "update_epochs": cfg.update_epochs}
   if name in ("a2c", "ialp", "ialp_ft"):
     from jaxrec.agents import adaptive
     from jaxrec.agents.a2c import A2C, A2CConfig

@@ -17,6 +17,9 @@ class Transition(NamedTuple):
   reward: jax.Array  # [...] float32
   done: jax.Array  # [...] bool: the episode ended at this step (no bootstrap)
   next_history: jax.Array  # [..., L] int32 (a fresh episode's where done; masked by done)
+  # [...] float32 V(history) as the acting forward computed it, for agents whose `act_value`
+  # the loop calls (their update then need not re-encode the rollout); None otherwise.
+  value: Any = None
 
 
 class AgentState(NamedTuple):
@@ -48,6 +51,9 @@ class Agent(Protocol):
   def policy_params(self, state: AgentState):
     """The params `act` needs (what export saves)."""
     ...
+
+  # Optional: `act_value(params, history, key, strategy, epsilon) -> (actions [N], values [N])`
+  # where `acts_with_values` is True; the loop then stores the values in Transition.value.
 
 
 def strong_types(tree):

@@ -83,14 +83,19 @@ def make_train(cfg: LoopConfig, agent: Agent, env):
 
   def _env_step(runner: RunnerState, env_params):
     key, k_act, k_env = jax.random.split(runner.key, 3)
-    action = agent.act(agent.policy_params(runner.agent), runner.history, k_act, cfg.strategy,
-                       cfg.epsilon)
+    acting_params = agent.policy_params(runner.agent)
+    if getattr(agent, "acts_with_values", False):
+      action, value = agent.act_value(acting_params, runner.history, k_act, cfg.strategy,
+                                      cfg.epsilon)
+    else:
+      action = agent.act(acting_params, runner.history, k_act, cfg.strategy, cfg.epsilon)
+      value = None
     obs, env_state, reward, done, info = vstep(jax.random.split(k_env, n), runner.env_state,
                                                action, env_params)
     rets, lens, count = _push_finished(runner.recent_returns, runner.recent_lengths,
                                        runner.num_finished, info["episode_return"],
                                        info["episode_length"], done)
-    transition = Transition(runner.history, action, reward, done, obs.history)
+    transition = Transition(runner.history, action, reward, done, obs.history, value)
     runner = runner._replace(env_state=env_state, history=obs.history, key=key,
                              recent_returns=rets, recent_lengths=lens, num_finished=count,
                              env_steps=runner.env_steps + n)

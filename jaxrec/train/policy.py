@@ -51,7 +51,7 @@ def load_policy(workdir: str, net: NetConfig, fingerprint: str | None = None):
                       f"python -m jaxrec.pretrain --workdir={workdir} ... to the end first")
   try:
     info = read_json_object(path, "policy.json")
-    have = NetConfig(**info["net"])
+    have = NetConfig.from_dict(info["net"])
   except (DataError, KeyError, TypeError) as e:
     raise ConfigError(f"--init_from={workdir}: unreadable {path} ({type(e).__name__}: "
                       f"{one_line(e)})") from None

@@ -58,9 +58,10 @@ LABELERS = ("inproc", "dir", "shards")
 
 # The AgentConfig options pre-training reads (the actor-critic of Alg. 1 with the paper's Q
 # critic); jaxrec.pretrain defines these flags only, and refuses ONLINE_ONLY's.
-AGENT_FIELDS = ("dim", "num_layers", "num_heads", "learning_rate", "gamma", "entropy_coef",
-                "critic_target")
-ONLINE_ONLY = ("critic", "gae_lambda", "value_coef", "normalize_advantages")
+AGENT_FIELDS = ("dim", "num_layers", "num_heads", "tracker", "window", "hidden_sizes",
+                "learning_rate", "max_grad_norm", "gamma", "entropy_coef", "critic_target")
+ONLINE_ONLY = ("critic", "gae_lambda", "value_coef", "normalize_advantages", "schedule",
+               "num_minibatches", "update_epochs")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxrec.agents.a2c import default_unroll
 from jaxrec.agents.registry import AGENTS, PRETRAINED, AgentConfig, make_agent
 from jaxrec.agents.acting import check_strategy
 from jaxrec.agents.types import STRATEGIES
@@ -79,6 +80,15 @@ class TrainConfig:
       check_strategy(self.eval_explore)
     eval_modes(self.eval_mode)
     self.agent_cfg.validate()
+    a = self.agent_cfg
+    if a.schedule == "collect":
+      rollout = self.num_sessions * (a.unroll_len or default_unroll(a.critic))
+      if self.steps_per_epoch % rollout:
+        raise ConfigError(f"--steps_per_epoch ({self.steps_per_epoch}) must be a multiple of "
+                          f"the collect length --num_sessions x unroll ({rollout})")
+      if rollout % a.num_minibatches:
+        raise ConfigError(f"--num_minibatches ({a.num_minibatches}) must divide the collect "
+                          f"length --num_sessions x unroll ({rollout})")
 
 
 def nonfinite_update(points: dict, epoch: int) -> str | None:

@@ -237,6 +237,11 @@ class ShardedActing:
     action = self._agent.act(params, history, key, strategy, epsilon, allowed=allowed)
     return constrain_sessions(action, self._mesh)
 
+  def act_value(self, params, history, key, strategy, epsilon=0.0):
+    action, value = self._agent.act_value(params, constrain_sessions(history, self._mesh), key,
+                                          strategy, epsilon)
+    return constrain_sessions(action, self._mesh), constrain_sessions(value, self._mesh)
+
 
 def jit_loop(mesh: Mesh, init_runner: Callable, train_epoch: Callable, env_params):
   """jit of make_train's pair with shardings -> (init_runner, train_epoch, runner_shardings).

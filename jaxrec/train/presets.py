@@ -1,0 +1,78 @@
+"""`python -m jaxrec.train --config=NAME`: named flag sets that reproduce another framework's
+training setup, so that its results and its speed can be compared on equal work.
+
+A preset *fixes* the flags that define the algorithm and the work per env step (passing one of
+them as well is refused: the run would no longer be the preset), and *suggests* the budget and
+evaluation flags (any of those may be passed to override it).
+
+`easyrl4rec`: EasyRL4Rec's A2C on Coat as its published script runs it
+(`visual_results/result_script/Coat.sh`: `run_A2C.py --which_tracker avg --reward_handle cat
+--window_size 3 --lr 0.005 --ent-coef 0.01`, the other values from the defaults of
+`examples/policy/policy_utils.py:get_args_all` and `run_A2C.py:get_args_A2C`; the update is
+tianshou's `A2CPolicy.learn`, the loop its `onpolicy_trainer`). Differences that remain, each
+named where the value is set: the peer's state also concatenates the normalised last rewards
+(`reward_handle=cat`, one input dimension) and starts from the user model's pre-trained item
+embeddings; it collects 100 whole episodes per update (one per env) where the fused loop
+collects a fixed 30 steps of each session (3,000 transitions = 100 episodes at the peer's
+converged length of 30); its minibatches are 1,024 transitions with the remainder merged
+(2 steps per 3,000), here 3 of 1,000.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from jaxrec.config import refuse
+
+# flag -> (value, its source in the peer's code)
+EASYRL4REC_FIXED = {
+    "agent": ("a2c", "run_A2C.py"),
+    "tracker": ("avg", "Coat.sh --which_tracker avg"),
+    "window": (3, "Coat.sh --window_size 3"),
+    "dim": (32, "get_args_all --embedding_dim 32"),
+    "hidden_sizes": ((64, 64), "get_args_all --hidden-sizes 64 64 (tianshou Net, shared by "
+                     "actor and critic)"),
+    "learning_rate": (0.005, "Coat.sh --lr 0.005 (one Adam for the actor-critic, one for the "
+                      "tracker, same rate)"),
+    "entropy_coef": (0.01, "Coat.sh --ent-coef 0.01"),
+    # tianshou: vf_coef * F.mse_loss; jaxrec's value loss carries a 1/2, so 2 x 0.5.
+    "value_coef": (1.0, "get_args_A2C --vf-coef 0.5 on the mean squared error"),
+    "gae_lambda": (1.0, "get_args_A2C --gae-lambda 1"),
+    "gamma": (0.9, "get_args_all --gamma 0.9"),
+    "max_grad_norm": (0.0, "get_args_A2C --max-grad-norm None (no clipping)"),
+    "normalize_advantages": (False, "tianshou A2CPolicy (no advantage normalisation; "
+                             "--rew-norm False)"),
+    "critic": ("v", "tianshou A2CPolicy: Critic(net) -> V(s)"),
+    "schedule": ("collect", "onpolicy_trainer: collect, then A2CPolicy.learn"),
+    "unroll_len": (30, "--episode-per-collect 100 with --training-num 100 envs, episodes of "
+                   "at most 30 turns"),
+    "num_minibatches": (3, "--batch-size 1024 over ~3,000 transitions"),
+    "update_epochs": (1, "--repeat-per-collect 1"),
+    "num_sessions": (100, "--training-num 100"),
+    "explore": ("categorical", "A2CPolicy samples its Categorical; no exploration noise"),
+}
+EASYRL4REC_DEFAULTS = {
+    "total_steps": (10_200_000, "--epoch 100 x --step-per-epoch 100000, rounded up to whole "
+                    "collects as onpolicy_trainer does (its Coat log: 10.1M)"),
+    "steps_per_epoch": (102_000, "--step-per-epoch 100000, rounded up to whole collects"),
+    "eval_sessions": (100, "--test-num 100"),
+    "eval_mode": ("FB,NX_0,NX_10", "prepare_test_envs: FB, NX_0, NX_{force_length=10}"),
+}
+PRESETS = {"easyrl4rec": (EASYRL4REC_FIXED, EASYRL4REC_DEFAULTS)}
+
+
+def _flag_value(value):
+  return [str(v) for v in value] if isinstance(value, tuple) else value
+
+
+def apply(name: str, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Sets the preset's flags in `flag_values` (parsed); a fixed flag given on the command line
+  is a one-line ConfigError."""
+  fixed, defaults = PRESETS[name]
+  refuse([f for f in fixed if flag_values[f].present],
+         f"to --config={name}: the preset fixes it")
+  for flag, (value, _) in fixed.items():
+    flag_values[flag].value = _flag_value(value)
+  for flag, (value, _) in defaults.items():
+    if not flag_values[flag].present:
+      flag_values[flag].value = _flag_value(value)

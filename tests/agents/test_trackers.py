@@ -1,0 +1,132 @@
+"""State trackers (avg, GRU, SASRec): shapes, padding and window masking, the avg tracker
+against NumPy, the GRU against its cell stepped by hand, the last-position SASRec block against
+the full one, and the two-level categorical sampler's distribution."""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrec.agents import acting
+from jaxrec.layers import CausalBlock
+from jaxrec.nets.networks import TRACKERS, ActorValue, NetConfig, StateEncoder, init_params
+
+ITEMS, L, D = 12, 6, 8
+
+
+def encoder(tracker, window=0, hidden=()):
+  cfg = NetConfig(num_items=ITEMS, history_len=L, dim=D, num_layers=2, num_heads=2,
+                  tracker=tracker, window=window, hidden=hidden)
+  enc = StateEncoder(cfg)
+  return enc, enc.init(jax.random.PRNGKey(0), jnp.full((1, L), -1, jnp.int32))
+
+
+HIST = jnp.asarray([[-1, -1, -1, -1, -1, 4],
+                    [-1, -1, 3, 7, 1, 9],
+                    [0, 1, 2, 3, 4, 5],
+                    [-1] * L], jnp.int32)
+
+
+@pytest.mark.parametrize("tracker", TRACKERS)
+@pytest.mark.parametrize("hidden", [(), (5, 3)])
+def test_shapes_over_leading_axes(tracker, hidden):
+  enc, params = encoder(tracker, 3, hidden)
+  out = enc.apply(params, jnp.broadcast_to(HIST, (2,) + HIST.shape))
+  assert out.shape == (2, 4, hidden[-1] if hidden else D)
+  assert np.isfinite(np.asarray(out)).all()
+  net = ActorValue(NetConfig(num_items=ITEMS, history_len=L, dim=D, tracker=tracker, window=3,
+                             hidden=hidden))
+  logits, value = net.apply(init_params(net, jax.random.PRNGKey(1)), HIST)
+  assert logits.shape == (4, ITEMS) and value.shape == (4,)
+
+
+@pytest.mark.parametrize("tracker", TRACKERS)
+def test_items_outside_the_window_do_not_matter(tracker):
+  enc, params = encoder(tracker, window=3)
+  other = HIST.at[:, :3].set(jnp.asarray([[5, 6, 7]] * 4))  # only positions before the window
+  np.testing.assert_array_equal(enc.apply(params, HIST), enc.apply(params, other))
+  moved = HIST.at[:, -1].set(11)  # the newest item is inside it
+  assert not np.allclose(enc.apply(params, HIST)[:3], enc.apply(params, moved)[:3])
+
+
+@pytest.mark.parametrize("tracker", ("avg", "gru"))
+def test_padding_is_ignored(tracker):
+  """A history's padding and a shorter window of the same items give the same state."""
+  enc, params = encoder(tracker)
+  short = jnp.asarray([[-1, -1, -1, 3, 7, 1]], jnp.int32)
+  enc3, params3 = encoder(tracker, window=3)
+  np.testing.assert_allclose(enc.apply(params, short), enc3.apply(params3, short), rtol=1e-6)
+
+
+def test_avg_tracker_is_the_mean_of_the_window_embeddings():
+  enc, params = encoder("avg", window=4)
+  table = np.asarray(params["params"]["items"]["embedding"])
+  empty = np.asarray(params["params"]["empty"])
+  want = []
+  for row in np.asarray(HIST):
+    items = [i for i in row[-4:] if i >= 0]
+    want.append(table[items].mean(axis=0) if items else empty)
+  np.testing.assert_allclose(enc.apply(params, HIST), np.stack(want), rtol=1e-6, atol=1e-7)
+
+
+def test_gru_tracker_steps_its_cell_over_the_items_only():
+  enc, params = encoder("gru", window=4)
+  table = params["params"]["items"]["embedding"]
+  cell = nn.GRUCell(D)
+  cell_params = {"params": params["params"]["gru"]}
+  row = HIST[1]  # window [3, 7, 1, 9]
+  h = jnp.zeros((D,))
+  for item in np.asarray(row[-4:]):
+    h, _ = cell.apply(cell_params, h, table[item])
+  np.testing.assert_allclose(enc.apply(params, HIST[1:2])[0], h, rtol=1e-5, atol=1e-6)
+  # no item at all: the zero state
+  np.testing.assert_array_equal(enc.apply(params, HIST[3:4])[0], np.zeros(D))
+
+
+def test_last_position_block_equals_the_full_block():
+  blk = CausalBlock(D, 2, window=4)
+  x = jax.random.normal(jax.random.PRNGKey(2), (L, D))
+  for valid in (jnp.ones(L, bool), jnp.arange(L) >= 3):
+    p = blk.init(jax.random.PRNGKey(3), x, valid)
+    np.testing.assert_allclose(blk.apply(p, x, valid, method=CausalBlock.last),
+                               blk.apply(p, x, valid)[-1], rtol=1e-5, atol=1e-6)
+
+
+def test_sasrec_state_is_the_full_encoding_at_the_newest_position():
+  enc, params = encoder("sasrec")
+  p = params["params"]
+  emb = p["items"]["embedding"]
+  blocks = [CausalBlock(D, 2, L) for _ in range(2)]
+  ln = nn.LayerNorm()
+  for row in np.asarray(HIST[:3]):
+    valid = jnp.asarray(row >= 0)
+    x = emb[np.maximum(row, 0)] * valid[:, None]
+    for i, blk in enumerate(blocks):
+      x = blk.apply({"params": p[f"block_{i}"]}, x, valid)
+    want = ln.apply({"params": p["ln_f"]}, x[-1])
+    got = enc.apply(params, jnp.asarray(row)[None])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_trackers_trace_once():
+  enc, params = encoder("gru", 3, (4,))
+  f = jax.jit(chex.assert_max_traces(lambda p, h: enc.apply(p, h), n=1))
+  f(params, HIST)
+  f(params, HIST.at[0, -1].set(2))  # new values, same shapes: no retrace
+
+
+def test_categorical_sampler_matches_softmax_and_never_draws_masked_items():
+  logits = jnp.asarray(np.random.default_rng(0).normal(size=(2, 37)) * 2, jnp.float32)
+  logits = logits.at[1, ::3].set(-jnp.inf)  # masked items
+  keys = jax.random.split(jax.random.PRNGKey(4), 40_000)
+  draws = np.asarray(jax.jit(jax.vmap(acting.categorical, in_axes=(0, None)))(keys, logits))
+  for row in range(2):
+    p = np.asarray(jax.nn.softmax(logits[row]))
+    freq = np.bincount(draws[:, row], minlength=37) / len(keys)
+    assert 0.5 * np.abs(freq - p).sum() < 0.03  # sampling noise at 40k draws: ~0.015
+  assert not np.isin(draws[:, 1], np.arange(0, 37, 3)).any()
+  one_hot = jnp.full((1, 37), -jnp.inf).at[0, 36].set(0.0)  # the last, padded block
+  assert set(np.asarray(jax.vmap(acting.categorical, in_axes=(0, None))(
+      keys[:500], one_hot))[:, 0]) == {36}
