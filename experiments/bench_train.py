@@ -44,7 +44,7 @@ ENV_DIR = flags.DEFINE_string("env_dir", None, "env directory (default: build th
 SIZES = flags.DEFINE_list("sizes", ["100", "4096"], "num_sessions values")
 CONFIGS = flags.DEFINE_list("configs", ["paper", "default", "easyrl4rec", "easyrl4rec_gru",
                                         "easyrl4rec_sasrec"], "configurations to time")
-STEPS = flags.DEFINE_integer("steps", 60, "env steps of each session per timed call (rounded "
+STEPS = flags.DEFINE_integer("steps", 30, "env steps of each session per timed call (rounded "
                              "up to whole updates)")
 MIN_TIME = flags.DEFINE_float("min_time", 2.0, "seconds to time each configuration per round")
 ROUNDS = flags.DEFINE_integer("rounds", 2, "interleaved timing rounds (matmul included)")
