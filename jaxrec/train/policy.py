@@ -58,8 +58,8 @@ def load_policy(workdir: str, net: NetConfig, fingerprint: str | None = None):
   for f in dataclasses.fields(NetConfig):
     a, b = getattr(have, f.name), getattr(net, f.name)
     if a != b:
-      flag = {"num_items": "env's num_items", "history_len": "env's history_len"}.get(
-          f.name, f"--{f.name}")
+      flag = {"num_items": "env's num_items", "history_len": "env's history_len",
+              "hidden": "--hidden_sizes"}.get(f.name, f"--{f.name}")
       raise ConfigError(f"--init_from={workdir}: pre-trained with {f.name}={a}, this run has "
                         f"{flag}={b}")
   if fingerprint is not None and info.get("fingerprint") not in (None, fingerprint):

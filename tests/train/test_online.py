@@ -62,10 +62,15 @@ def test_init_from_errors(kw, message, best_item_env_dir, tmp_path):
   assert not (tmp_path / "w").exists()
 
 
-def test_init_from_incompatible_net(best_item_env_dir, pretrained_dir, tmp_path):
+@pytest.mark.parametrize("kw, message", [
+    ({"dim": 32}, "pre-trained with dim=16, this run has --dim=32"),
+    ({"tracker": "avg"}, "pre-trained with tracker=sasrec, this run has --tracker=avg"),
+    ({"hidden_sizes": (8,)}, r"pre-trained with hidden=\(\), this run has --hidden_sizes=\(8,\)"),
+])
+def test_init_from_incompatible_net(kw, message, best_item_env_dir, pretrained_dir, tmp_path):
   cfg = _cfg(best_item_env_dir, agent="ialp_ft", init_from=pretrained_dir,
-             agent_cfg=tiny_agent_config(dim=32))
-  with pytest.raises(ConfigError, match="pre-trained with dim=16, this run has --dim=32"):
+             agent_cfg=tiny_agent_config(**kw))
+  with pytest.raises(ConfigError, match=message):
     train_and_evaluate(cfg, str(tmp_path / "w"), log=quiet)
 
 
