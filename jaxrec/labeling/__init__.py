@@ -5,9 +5,11 @@
   oracle_backend  the `oracle` labeler backend: jaxrec.oracle's SIMULATED judge over request
                   shards (not an LLM); llm_labeler builds it through `make_oracle_backend(...)`
   catalog_of_env  the item catalog of an env directory's dataset
+  heldout         labeled prompts (history, k candidates, the true next item's letter or
+                  None) from the env's train split (LoRA tuning) or test split (label quality)
 
 llm_labeler imports from jaxrec only the shard format (jaxrec.shards), errors, faults, io, the
-CLI and config helpers, and, lazily where a user asks for them, the two entry points here.
+CLI and config helpers, and, lazily where a user asks for them, the entry points here.
 """
 
 from __future__ import annotations
