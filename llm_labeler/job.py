@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import time
 import zlib
 
@@ -237,8 +238,8 @@ def label_directory(cfg: LabelConfig, log=print, backend=None) -> dict:
           try:
             backend = make_backend(cfg, manifest["meta"])
           except JaxrecError:  # e.g. an adapter of another base model: leave nothing behind
-            if created and not os.listdir(cfg.out):
-              os.rmdir(cfg.out)
+            if created and set(os.listdir(cfg.out)) <= {".lock"}:
+              shutil.rmtree(cfg.out, ignore_errors=True)
             raise
           if backend.name == "oracle":
             log("backend oracle: a SIMULATED judge on the env's user model, not an LLM")
