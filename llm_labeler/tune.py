@@ -88,13 +88,9 @@ def checkpoint_dir(out: str) -> str:
 
 def train_examples(cfg: TuneConfig):
   """(Examples of the env's train split, catalog): checked before any model is loaded."""
-  from jaxrec.labeling import catalog_of_env
-  from jaxrec.labeling.heldout import ExampleConfig, make_examples, split_of_env
-  side, ds = split_of_env(cfg.env, "train")
-  ex = make_examples(side, ds.num_items, side.item_popularity(), ExampleConfig(
-      num=cfg.num, k=cfg.k, history_len=cfg.history, none_frac=cfg.none_frac,
-      negatives=cfg.negatives, seed=cfg.seed))
-  return ex, catalog_of_env(cfg.env)
+  from jaxrec.labeling import heldout_examples
+  return heldout_examples(cfg.env, "train", num=cfg.num, k=cfg.k, history_len=cfg.history,
+                          none_frac=cfg.none_frac, negatives=cfg.negatives, seed=cfg.seed)
 
 
 def render(cfg: TuneConfig, ex, catalog, tokenizer) -> tuple[list[str], np.ndarray]:

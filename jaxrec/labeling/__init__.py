@@ -27,3 +27,13 @@ def make_oracle_backend(env_dir: str, oracle_cfg, seed: int):
   """The oracle labeler backend (jaxrec.labeling.oracle_backend.OracleBackend)."""
   from jaxrec.labeling.oracle_backend import OracleBackend
   return OracleBackend(env_dir, oracle_cfg, seed=seed)
+
+
+def heldout_examples(env_dir: str, which: str, **example_cfg):
+  """(heldout.Examples, catalog) of the env's `which` split; example_cfg: ExampleConfig's
+  fields (num, k, history_len, none_frac, negatives, seed). Popular negatives are weighted by
+  the split's own interaction counts."""
+  from jaxrec.labeling.heldout import ExampleConfig, make_examples, split_of_env
+  side, ds = split_of_env(env_dir, which)
+  ex = make_examples(side, ds.num_items, side.item_popularity(), ExampleConfig(**example_cfg))
+  return ex, catalog_of_env(env_dir)
