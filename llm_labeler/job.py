@@ -12,6 +12,12 @@ each shard labeled exactly once; a committed label shard is never rewritten.
 Backends: vllm (GPU hosts: --model, --lora_path, --tensor_parallel_size, --max_num_seqs,
 --dtype, --gpu_memory_utilization), hf (transformers on CPU or --device=cuda), oracle (a SIMULATED
 judge on the --env train user model: not an LLM; for CPU-only runs and labeler-quality studies).
+
+  --lora=ADAPTER_DIR    hf/vllm: an adapter of llm_labeler.tune; its manifest is checked (files,
+                        template version, k, chat template; hf: base weights and tokenizer)
+                        before anything is written (llm_labeler.lora)
+  --permutations=P      score every request under P rotated candidate orders and average the
+                        label probabilities back onto the items (llm_labeler.debias; P x cost)
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import time
 import zlib
 
 from jaxrec import faults, shards
 from jaxrec.config import nested, option
-from jaxrec.errors import ConfigError, DataError
+from jaxrec.errors import ConfigError, DataError, JaxrecError
 from jaxrec.oracle_config import OracleConfig
 from llm_labeler.backends import BACKENDS
 from llm_labeler.prompts import TEMPLATE_VERSION
@@ -38,7 +45,10 @@ class LabelConfig:
   backend: str = option("oracle", "labeler backend", choices=BACKENDS)
   env: str = option("", "env directory: the oracle's judge; catalog fallback")
   model: str = option("", "vllm/hf: local model directory (hf: or a .gguf file)")
-  lora_path: str = option("", "vllm: LoRA adapter directory")
+  lora_path: str = option("", "vllm: LoRA adapter directory, unchecked (prefer --lora)")
+  lora: str = option("", "hf/vllm: adapter directory written by llm_labeler.tune (manifest "
+                     "checked against the model, template and k)")
+  permutations: int = option(1, "candidate orders averaged per request (position debiasing)")
   tensor_parallel_size: int = option(1, "vllm: GPUs per model")
   max_num_seqs: int = option(256, "vllm: concurrent sequences")
   dtype: str = option("auto", "model dtype (auto, bfloat16, float16, float32)")
@@ -79,6 +89,10 @@ class LabelConfig:
                         f"{self.num_workers}")
     if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
       raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
+    if self.lora and (self.backend not in ("hf", "vllm") or self.lora_path):
+      raise ConfigError("--lora needs --backend=hf or vllm, and not --lora_path as well")
+    if self.permutations < 1:
+      raise ConfigError(f"--permutations must be >= 1, got {self.permutations}")
     if self.batch_size < 1 or self.poll_seconds <= 0 or self.max_shards < 0:
       raise ConfigError("--batch_size and --poll_seconds must be positive, --max_shards >= 0")
 
@@ -105,7 +119,17 @@ def load_catalog(cfg: LabelConfig, request_meta: dict) -> shards.Catalog:
 
 
 def make_backend(cfg: LabelConfig, request_meta: dict):
-  """Builds the backend (imports vLLM / transformers / the env only now)."""
+  """Builds the backend (imports vLLM / transformers / the env only now), debiased over
+  --permutations candidate orders when P > 1."""
+  backend = _make_backend(cfg, request_meta)
+  if cfg.permutations > 1:
+    from llm_labeler.debias import Debiased, shifts
+    shifts(int(request_meta["k"]), cfg.permutations)  # P <= k
+    backend = Debiased(backend, cfg.permutations)
+  return backend
+
+
+def _make_backend(cfg: LabelConfig, request_meta: dict):
   k = int(request_meta["k"])
   if cfg.backend == "oracle":
     from jaxrec.labeling import make_oracle_backend
@@ -119,10 +143,13 @@ def make_backend(cfg: LabelConfig, request_meta: dict):
   if cfg.backend == "hf":
     from llm_labeler.backends.hf_backend import HFBackend
     return HFBackend(cfg.model, catalog, k, cfg.batch_size, cfg.chat_template,
-                     "float32" if cfg.dtype == "auto" else cfg.dtype, cfg.device)
+                     "float32" if cfg.dtype == "auto" else cfg.dtype, cfg.device, lora=cfg.lora)
   from llm_labeler.backends.vllm_backend import VLLMBackend, VLLMConfig
+  if cfg.lora:  # vLLM: files, template and k are checked; the base weights are not (docs)
+    from llm_labeler import lora
+    lora.check_files(cfg.lora, k, cfg.chat_template)
   return VLLMBackend(VLLMConfig(
-      model=cfg.model, lora_path=cfg.lora_path, tensor_parallel_size=cfg.tensor_parallel_size,
+      model=cfg.model, lora_path=cfg.lora or cfg.lora_path, tensor_parallel_size=cfg.tensor_parallel_size,
       max_num_seqs=cfg.max_num_seqs, dtype=cfg.dtype,
       gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
       constraint=cfg.constraint, enable_prefix_caching=cfg.prefix_caching,
@@ -176,6 +203,12 @@ def label_directory(cfg: LabelConfig, log=print, backend=None) -> dict:
   cfg.validate()
   if not cfg.follow and not os.path.isdir(cfg.requests):
     raise DataError(f"--requests {cfg.requests}: no such directory")
+  created = not os.path.exists(cfg.out)
+  if cfg.lora and os.path.isdir(cfg.requests):  # refuse a wrong adapter before writing
+    from llm_labeler import lora
+    k = shards.read_manifest(cfg.requests)["meta"].get("k")
+    if k is not None:
+      lora.check_files(cfg.lora, int(k), cfg.chat_template)
   os.makedirs(cfg.out, exist_ok=True)
   for fn in shards.remove_stale_temps(cfg.out):
     log(f"removed {fn}, left by a killed labeler")
@@ -202,7 +235,12 @@ def label_directory(cfg: LabelConfig, log=print, backend=None) -> dict:
         if cfg.max_shards and len(labeled) >= cfg.max_shards:
           return _summary(labeled, skipped, progress)
         if backend is None:
-          backend = make_backend(cfg, manifest["meta"])
+          try:
+            backend = make_backend(cfg, manifest["meta"])
+          except JaxrecError:  # e.g. an adapter of another base model: leave nothing behind
+            if created and set(os.listdir(cfg.out)) <= {".lock"}:
+              shutil.rmtree(cfg.out, ignore_errors=True)
+            raise
           if backend.name == "oracle":
             log("backend oracle: a SIMULATED judge on the env's user model, not an LLM")
         if meta is None:

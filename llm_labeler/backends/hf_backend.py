@@ -43,13 +43,19 @@ class HFBackend:
 
   def __init__(self, model: str, catalog: Catalog, k: int, batch_size: int = 16,
                chat_template: bool = False, dtype: str = "float32", device: str = "cpu",
-               loaded=None):
+               loaded=None, lora: str = ""):
     """`loaded`: an already built (tokenizer, model) pair, e.g. a benchmark's randomly
-    initialised one; `model` then only names it."""
+    initialised one; `model` then only names it. `lora`: an adapter directory of
+    llm_labeler.tune, checked against the model, template and k, merged into the weights."""
     import torch
+    from llm_labeler import lora as lora_lib
     self._torch = torch
     self.device = torch.device(device)
+    manifest = lora_lib.check_files(lora, k, chat_template) if lora else None
     self.tokenizer, self.lm = loaded if loaded is not None else load_model(model, dtype)
+    if lora:
+      lora_lib.check_base(manifest, lora, self.tokenizer, self.lm)
+      self.lm = lora_lib.apply(self.lm, lora)
     self.lm.to(self.device)
     self.tokenizer.padding_side = "left"
     if self.tokenizer.pad_token is None:
@@ -60,6 +66,9 @@ class HFBackend:
     self.batch_size = batch_size
     self.model = os.path.abspath(model)
     self.meta = {"chat_template": chat_template, "dtype": dtype, "label_token_ids": self.label_ids}
+    if lora:  # the model name is a consistent key: tuned and untuned labels never mix
+      self.model += " " + lora_lib.describe(lora, manifest)
+      self.meta["lora"] = {"path": os.path.abspath(lora), "files": manifest["files"]}
     # The device is not in meta: labels do not depend on it beyond float rounding, and shards
     # labeled on CPU and GPU hosts may share one --out.
     self.prompt_tokens = 0

@@ -1,0 +1,274 @@
+"""python -m llm_labeler.tune --env=ENV_DIR --model=PATH --out=ADAPTER_DIR [...]
+
+LoRA-tunes the labeling model on logged interactions of the env's *train* split (paper Sec.
+5.1: "we first tune the LLM with LoRA (PEFT) on 1000 randomly sampled interactions"). Each
+example is a Table 1 prompt rendered by the labeler's own PromptRenderer: the last --history
+items before a logged interaction, k candidates with the true next item at a uniformly random
+letter among sampled negatives (--negatives), or, for --none_frac of the prompts, negatives
+only with the target "None" (jaxrec.labeling.heldout). The loss is the cross-entropy of the
+label token at the end of the prompt, and the forward pass computes logits there only
+(logits_to_keep=1): the vocabulary projection at every other position, most of a small
+model's training cost, is never computed. --history and --k shorten the prompt on CPUs.
+
+ADAPTER_DIR (peft's files + manifest.json, llm_labeler.lora) appears only when training is
+complete: it is written to a temp directory beside it and renamed. Until then the state of
+training (LoRA weights, AdamW moments, step, loss curve; safetensors + JSON, no pickle) is
+checkpointed every --save_every steps into `.ADAPTER_DIR.tune-ckpt` beside it; rerunning the
+same command resumes there. SIGTERM saves a checkpoint after the step in flight and exits 143.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+from jaxrec import cli, config, faults
+from jaxrec.config import option
+from jaxrec.errors import ConfigError, DataError
+from jaxrec.io import atomic_open, atomic_write_text
+from llm_labeler import lora
+from llm_labeler.prompts import TEMPLATE_VERSION
+
+# Flags that do not change the result: a checkpoint resumes under other values of these.
+_RUN_ONLY = ("out", "log_every", "save_every", "threads")
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig:
+  env: str = option("", "env directory: tuning prompts from its train split")
+  model: str = option("", "base model: local directory or .gguf file")
+  out: str = option("", "adapter directory to write (appears when complete)")
+  num: int = option(1000, "tuning examples (logged interactions of the train split)")
+  k: int = option(10, "candidates per prompt")
+  history: int = option(10, "history items shown per prompt")
+  none_frac: float = option(0.1, "share of prompts whose candidates exclude the true item "
+                            "(target None), in [0, 1)")
+  negatives: str = option("random", "negative candidates: uniform or popularity-weighted",
+                          choices=("random", "popular"))
+  rank: int = option(8, "LoRA rank")
+  alpha: float = option(16.0, "LoRA alpha")
+  targets: str = option("q_proj,v_proj", "comma-separated modules LoRA adapts")
+  lr: float = option(1e-3, "AdamW learning rate")
+  epochs: int = option(1, "passes over the examples")
+  batch_size: int = option(8, "prompts per step")
+  chat_template: bool = option(False, "wrap prompts in the tokenizer's chat template")
+  seed: int = option(0, "examples, their order and the LoRA init")
+  threads: int = option(0, "torch threads (0 = torch's default)")
+  log_every: int = option(5, "steps between progress lines")
+  save_every: int = option(25, "steps between checkpoints")
+
+  def validate(self) -> None:
+    if not self.env or not self.model or not self.out:
+      raise ConfigError("--env, --model and --out are required")
+    if not 0.0 <= self.none_frac < 1.0:
+      raise ConfigError(f"--none_frac must be in [0, 1), got {self.none_frac}")
+    for f in ("num", "history", "rank", "epochs", "batch_size", "log_every", "save_every"):
+      if getattr(self, f) < 1:
+        raise ConfigError(f"--{f} must be positive, got {getattr(self, f)}")
+    if self.lr <= 0 or self.alpha <= 0 or self.threads < 0:
+      raise ConfigError("--lr and --alpha must be positive, --threads >= 0")
+    if not 2 <= self.k <= 25:
+      raise ConfigError(f"--k must be in 2..25, got {self.k}")
+
+  def result_flags(self) -> dict:
+    return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RUN_ONLY}
+
+
+def checkpoint_dir(out: str) -> str:
+  out = os.path.abspath(out)
+  return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.tune-ckpt")
+
+
+def train_examples(cfg: TuneConfig):
+  """(Examples of the env's train split, catalog): checked before any model is loaded."""
+  from jaxrec.labeling import heldout_examples
+  return heldout_examples(cfg.env, "train", num=cfg.num, k=cfg.k, history_len=cfg.history,
+                          none_frac=cfg.none_frac, negatives=cfg.negatives, seed=cfg.seed)
+
+
+def render(cfg: TuneConfig, ex, catalog, tokenizer) -> tuple[list[str], np.ndarray]:
+  """(prompts [N], target token ids [N]) by the labeler's PromptRenderer and label tokens."""
+  from llm_labeler.backends.base import label_token_ids
+  from llm_labeler.prompts import PromptRenderer, chat_wrapper, letters, special_strings
+  chat = chat_wrapper(tokenizer) if cfg.chat_template else None
+  renderer = PromptRenderer(catalog, cfg.k, chat, special_strings(tokenizer))
+  ids = np.asarray(label_token_ids(tokenizer, letters(cfg.k)))
+  return renderer.render(ex.history, ex.candidates), ids[ex.target]
+
+
+def _batches(num: int, batch_size: int, epochs: int, seed: int) -> list[np.ndarray]:
+  """Example indices of every step: a seeded permutation per epoch, cut into batches."""
+  out = []
+  for e in range(epochs):
+    perm = np.random.default_rng([seed, 3, e]).permutation(num)
+    out += [perm[s:s + batch_size] for s in range(0, num, batch_size)]
+  return out
+
+
+def _save(ckpt: str, step: int, model, opt, state: dict) -> None:
+  """One checkpoint: step-N.safetensors (LoRA weights + AdamW state), then state.json naming
+  it (the commit), then older step files removed."""
+  from peft import get_peft_model_state_dict
+  from safetensors.torch import save
+  os.makedirs(ckpt, exist_ok=True)
+  tensors = {f"lora.{k}": v.detach().contiguous() for k, v in
+             get_peft_model_state_dict(model).items()}
+  for i, s in opt.state_dict()["state"].items():
+    for key, v in s.items():
+      tensors[f"opt.{i}.{key}"] = v.detach().reshape(v.shape).contiguous()
+  name = f"step-{step:06d}.safetensors"
+  with atomic_open(os.path.join(ckpt, name), "wb") as f:
+    f.write(save(tensors))
+  atomic_write_text(os.path.join(ckpt, "state.json"),
+                    json.dumps(state | {"step": step, "file": name}) + "\n")
+  for fn in os.listdir(ckpt):
+    if fn.startswith("step-") and fn != name:
+      os.unlink(os.path.join(ckpt, fn))
+
+
+def _restore(ckpt: str, cfg: TuneConfig, model, opt) -> dict | None:
+  """The checkpoint's state (weights and optimizer loaded), or None when there is none."""
+  from peft import set_peft_model_state_dict
+  from safetensors.torch import load_file
+  path = os.path.join(ckpt, "state.json")
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path) as f:
+      state = json.load(f)
+    tensors = load_file(os.path.join(ckpt, state["file"]))
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise DataError(f"{ckpt}: unreadable tune checkpoint ({type(e).__name__}); remove it to "
+                    "start over") from None
+  if state.get("flags") != cfg.result_flags():
+    diff = sorted(k for k, v in cfg.result_flags().items() if state.get("flags", {}).get(k) != v)
+    raise ConfigError(f"{ckpt}: a checkpoint of a run with other flags ({', '.join(diff)}); "
+                      "rerun with those or remove it")
+  set_peft_model_state_dict(model, {k[5:]: v for k, v in tensors.items() if k.startswith("lora.")})
+  sd = opt.state_dict()
+  sd["state"] = {}
+  for k, v in tensors.items():
+    if k.startswith("opt."):
+      _, i, key = k.split(".", 2)
+      sd["state"].setdefault(int(i), {})[key] = v
+  opt.load_state_dict(sd)
+  return state
+
+
+def tune(cfg: TuneConfig, log=print) -> dict:
+  """Trains (or resumes) and writes cfg.out; returns its manifest. See the module docstring."""
+  import torch
+  from peft import LoraConfig, get_peft_model
+  from llm_labeler.backends.hf_backend import load_model
+  cfg.validate()
+  out = os.path.abspath(cfg.out)
+  if os.path.exists(out):
+    manifest = lora.read_manifest(out, "--out")
+    log(f"{out}: already complete (rerun with another --out to tune again)")
+    return manifest
+  if cfg.threads:
+    torch.set_num_threads(cfg.threads)
+  t_load = time.perf_counter()
+  ex, catalog = train_examples(cfg)
+  tokenizer, lm = load_model(cfg.model, "float32")
+  base = {"path": os.path.abspath(cfg.model), "weights_sha256": lora.weights_sha256(lm),
+          "class": type(lm).__name__}
+  prompts, target_ids = render(cfg, ex, catalog, tokenizer)
+  enc = [tokenizer.encode(p, add_special_tokens=True) for p in prompts]
+  log(f"loaded {cfg.model} and rendered {len(enc)} train-split prompts in "
+      f"{time.perf_counter() - t_load:.1f}s (mean {np.mean([len(e) for e in enc]):.0f} tokens, "
+      f"target None in {(ex.target == cfg.k).mean():.1%})")
+  torch.manual_seed(cfg.seed)
+  model = get_peft_model(lm, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0,
+                                        target_modules=cfg.targets.split(","),
+                                        task_type="CAUSAL_LM"))
+  model.train()
+  opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                          weight_decay=0.0)
+  ckpt = checkpoint_dir(out)
+  state = _restore(ckpt, cfg, model, opt) or {"step": 0, "losses": [], "seconds": 0.0}
+  batches = _batches(cfg.num, cfg.batch_size, cfg.epochs, cfg.seed)
+  if state["step"]:
+    log(f"resumed from {ckpt} at step {state['step']}/{len(batches)}")
+  state["flags"] = cfg.result_flags()
+  pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+  t0, done_examples, tokens = time.perf_counter(), 0, 0
+  with faults.Preemption() as preemption:
+    for step in range(state["step"], len(batches)):
+      idx = batches[step]
+      length = max(len(enc[i]) for i in idx)
+      ids = torch.full((len(idx), length), pad, dtype=torch.long)
+      mask = torch.zeros((len(idx), length), dtype=torch.long)
+      for r, i in enumerate(idx):  # left padding: the label position is the last one
+        ids[r, length - len(enc[i]):] = torch.tensor(enc[i])
+        mask[r, length - len(enc[i]):] = 1
+      pos = (mask.cumsum(-1) - 1).clamp(min=0)
+      logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                     logits_to_keep=1).logits[:, -1, :]
+      loss = torch.nn.functional.cross_entropy(logits.float(),
+                                               torch.as_tensor(target_ids[idx]))
+      opt.zero_grad(set_to_none=True)
+      loss.backward()
+      opt.step()
+      value = float(loss.detach())
+      if not math.isfinite(value):
+        raise DataError(f"--lr={cfg.lr}: the loss is {value} at step {step + 1}; lower --lr")
+      state["losses"].append(value)
+      state["step"] = step + 1
+      done_examples += len(idx)
+      tokens += int(mask.sum())
+      dt = time.perf_counter() - t0
+      last = step + 1 == len(batches)
+      if (step + 1) % cfg.log_every == 0 or last:
+        rate = done_examples / dt
+        left = sum(len(b) for b in batches[step + 1:])
+        log(f"step {step + 1}/{len(batches)} loss {np.mean(state['losses'][-cfg.log_every:]):.4f}"
+            f" | {rate:.3g} examples/s, {tokens / dt:.4g} tokens/s, ETA {left / rate:.0f}s")
+      if preemption.requested or (step + 1) % cfg.save_every == 0:
+        _save(ckpt, step + 1, model, opt, state | {"seconds": state["seconds"] + dt})
+        if preemption.requested:
+          raise faults.Preempted(f"{ckpt}: tuning stopped after step {step + 1} (checkpoint "
+                                 "saved); rerun the same command to resume")
+  seconds = state["seconds"] + time.perf_counter() - t0
+  trained = sum(len(b) for b in batches)
+  manifest = {
+      "kind": "jaxrec-lora", "base_model": base, "tokenizer_sha256": lora.tokenizer_sha256(tokenizer),
+      "template_version": TEMPLATE_VERSION, "k": cfg.k, "chat_template": cfg.chat_template,
+      "history": cfg.history, "dataset": {"name": catalog.dataset, "fingerprint":
+                                          catalog.fingerprint, "env": os.path.abspath(cfg.env),
+                                          "split": "train"},
+      "flags": dataclasses.asdict(cfg), "steps": len(batches), "examples_seen": trained,
+      "loss_curve": state["losses"], "seconds": round(seconds, 2),
+      "examples_per_s": round(done_examples / max(time.perf_counter() - t0, 1e-9), 4)}
+  tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(out)}-", dir=os.path.dirname(out))
+  try:
+    model.save_pretrained(tmp)
+    lora.write_manifest(tmp, manifest)
+    os.rename(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  shutil.rmtree(ckpt, ignore_errors=True)
+  log(f"wrote {out}: loss {np.mean(state['losses'][:cfg.log_every]):.4f} (first "
+      f"{cfg.log_every} steps) -> {np.mean(state['losses'][-cfg.log_every:]):.4f} (last), "
+      f"{len(batches)} steps in {seconds:.0f}s")
+  return lora.read_manifest(out, "--out")
+
+
+def main(argv):
+  cli.reject_extra_args(argv)
+  tune(config.from_flags(TuneConfig), log=lambda s: print(s, flush=True))
+
+
+if __name__ == "__main__":
+  # Flags are defined only when run as the program: the library shares a process with
+  # label's and label_quality's flags in tests, and some names (batch_size) differ in default.
+  config.define_flags(TuneConfig)
+  cli.run(main)

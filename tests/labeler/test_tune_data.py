@@ -1,0 +1,253 @@
+"""Tuning and label-quality data (jaxrec.labeling.heldout), position debiasing on a fake scorer,
+label_quality's metrics on hand-made labels, and the bad-input refusals of tune / --lora /
+label_quality that need no model."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import label_quality as lq
+from jaxrec import shards
+from jaxrec.errors import ConfigError, DataError
+from jaxrec.labeling import heldout
+from llm_labeler import debias, lora
+from llm_labeler.backends.base import choose
+from llm_labeler.job import LabelConfig, label_directory
+from llm_labeler.prompts import TEMPLATE_VERSION
+from train.conftest import seq_env_dir  # noqa: F401 - the session fixture
+
+K = 4
+
+
+@pytest.fixture(scope="module")
+def sides(seq_env_dir):  # noqa: F811
+  train, ds = heldout.split_of_env(seq_env_dir, "train")
+  test, _ = heldout.split_of_env(seq_env_dir, "test")
+  return train, test, ds
+
+
+def _examples(side, ds, **kw):
+  cfg = heldout.ExampleConfig(**({"num": 1000, "k": K, "history_len": 3} | kw))
+  return heldout.make_examples(side, ds.num_items, side.item_popularity(), cfg)
+
+
+def test_the_true_items_letter_is_uniform_and_none_rows_exclude_it(sides):
+  train, _, ds = sides
+  ex = _examples(train, ds, none_frac=0.2)
+  n = len(ex.target)
+  for row in ex.candidates:
+    assert len(set(row.tolist())) == K  # distinct candidates
+  shown = ex.target < K
+  np.testing.assert_array_equal(ex.candidates[shown, ex.target[shown]], ex.true_item[shown])
+  assert not (ex.candidates[~shown] == ex.true_item[~shown, None]).any()
+  assert 0.15 < (~shown).mean() < 0.25
+  counts = np.bincount(ex.target[shown], minlength=K)
+  expect = shown.sum() / K  # uniform letters: every count within 4 standard deviations
+  assert np.all(np.abs(counts - expect) < 4 * np.sqrt(expect)), counts
+  assert n == 1000 and ex.history.shape == (n, 3)
+
+
+def test_histories_are_the_items_logged_before_the_true_item(sides):
+  train, _, ds = sides
+  ex = _examples(train, ds, num=200)
+  seqs = {int(u): train.sequence(int(u)).tolist() for u in np.unique(ex.user)}
+  for h, item, u in zip(ex.history, ex.true_item, ex.user):
+    seq, hist = seqs[int(u)], [int(x) for x in h if x >= 0]
+    assert hist, "every example has a history (positions >= 1)"
+    starts = [i for i in range(len(seq) - len(hist)) if seq[i:i + len(hist)] == hist
+              and seq[i + len(hist)] == item]
+    assert starts
+
+
+def test_tuning_and_quality_data_come_from_disjoint_splits(sides, seq_env_dir):  # noqa: F811
+  train, test, ds = sides
+  assert not set(train.user_keys.tolist()) & set(test.user_keys.tolist())
+  assert train.num_interactions + test.num_interactions == ds.num_interactions
+  assert train.num_interactions == json.load(open(os.path.join(
+      seq_env_dir, "env.json")))["reports"]["train"]["interactions"]
+
+
+def test_examples_are_deterministic_given_the_seed(sides):
+  train, _, ds = sides
+  a, b, c = (_examples(train, ds, num=100, seed=s, negatives="popular") for s in (3, 3, 4))
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)
+  assert not np.array_equal(a.candidates, c.candidates)
+
+
+@pytest.mark.parametrize("kw, match", [({"num": 10**6}, "--num"), ({"none_frac": 1.0}, "none_frac"),
+                                       ({"none_frac": -0.1}, "none_frac"),
+                                       ({"negatives": "hard"}, "negatives")])
+def test_bad_example_flags_are_one_line_errors(sides, kw, match):
+  train, _, ds = sides
+  with pytest.raises(ConfigError, match=match):
+    _examples(train, ds, **kw)
+
+
+def test_an_env_without_item_text_is_refused(sides):
+  _, _, ds = sides
+  blank = ds.item_text.copy()
+  blank[3] = ""
+  with pytest.raises(DataError, match="without text"):
+    heldout.check_item_text(dataclasses.replace(ds, item_text=blank), "ENV")
+
+
+# --- position debiasing -----------------------------------------------------------------------
+def _fake_backend(letter_bias, item_value):
+  """Scores letter j of a row as letter_bias[j] + item_value[candidate at j]; None scores 0."""
+  def label(req, shard=""):
+    del shard
+    scores = np.asarray(letter_bias)[None, :] + np.asarray(item_value)[req.candidates]
+    choice, logprobs = choose(np.concatenate([scores, np.zeros((len(scores), 1))], axis=1))
+    return shards.LabelShard(choice, np.ones(len(choice), bool), logprobs)
+  return label
+
+
+def _requests(n=50, k=K, items=12, seed=0):
+  rng = np.random.default_rng(seed)
+  cands = np.argsort(rng.random((n, items)), axis=1)[:, :k].astype(np.int32)
+  z = np.zeros(n, np.int32)
+  return shards.RequestShard(z, z, np.full((n, 2), -1, np.int32), cands, z - 1)
+
+
+def test_one_permutation_is_the_backends_own_labels():
+  req, label = _requests(), _fake_backend([3.0, 0, 0, 0], np.linspace(0, 2, 12))
+  a, b = label(req), debias.average(label, req, 1)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_rotations_cancel_a_pure_letter_bias():
+  req, label = _requests(), _fake_backend([5.0, 1.0, 0.0, -1.0], np.zeros(12))
+  assert (label(req).choice == 0).all()  # the biased model answers "a" every time
+  lab = debias.average(label, req, K)
+  p = np.exp(lab.logprobs)
+  np.testing.assert_allclose(p[:, :K], p[:, :1] * np.ones(K), rtol=1e-5)  # no item preferred
+  np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+
+
+def test_averaging_maps_letters_back_to_items():
+  req, value = _requests(n=20), np.linspace(-1, 1, 12)
+  label = _fake_backend([2.0, 0.5, 0.0, 0.0], value)
+  lab = debias.average(label, req, 2)
+  assert debias.shifts(K, 2) == [0, 2]
+  want = np.zeros((20, K + 1))
+  for s in (0, 2):
+    order = (np.arange(K) + s) % K
+    p = np.exp(label(req._replace(candidates=req.candidates[:, order])).logprobs)
+    want[:, order] += p[:, :K] / 2
+    want[:, K] += p[:, K] / 2
+  np.testing.assert_allclose(np.exp(lab.logprobs), want, rtol=1e-5)
+  np.testing.assert_array_equal(lab.choice, want.argmax(1))
+  # a position-free model is unchanged by averaging
+  free = _fake_backend(np.zeros(K), value)
+  np.testing.assert_array_equal(debias.average(free, req, K).choice, free(req).choice)
+
+
+def test_permutations_beyond_k_are_refused():
+  with pytest.raises(ConfigError, match="--permutations"):
+    debias.shifts(K, K + 1)
+
+
+# --- label_quality metrics ----------------------------------------------------------------------
+def test_quality_metrics_on_hand_made_labels():
+  # k = 2: labels a, b, None (= 2)
+  probs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.25, 0.25]])
+  choice = np.array([0, 1, 2, 0])
+  target = np.array([0, 0, 2, 1])
+  m = lq.metrics(choice, probs, target, oracle_choice=np.array([0, 0, 0, 0]))
+  assert m["hit_at_1"] == 0.5
+  assert m["p_true"] == pytest.approx((1.0 + 0.0 + 1.0 + 0.25) / 4)
+  assert m["none_rate"] == 0.25
+  assert m["letter_share_max"] == 0.5 and m["letter_share"] == [0.5, 0.25, 0.25]
+  assert m["agree_oracle"] == 0.5
+  # bins: confidence 1.0 (3 rows, 2 right: |2/3 - 1| * 3/4) and 0.5 (1 row, wrong: 0.5 * 1/4)
+  assert m["ece"] == pytest.approx(0.25 + 0.125)
+  assert lq.metrics(choice, probs, target)["agree_oracle"] is None
+
+
+def test_label_quality_references_on_the_test_split(seq_env_dir, tmp_path):  # noqa: F811
+  out = str(tmp_path / "q.json")
+  res = lq.run(lq.QualityConfig(env=seq_env_dir, out=out, num=300, k=K, seed=2), log=lambda s: None)
+  saved = json.load(open(out))
+  assert set(saved["rows"]) == {"random", "popularity", "oracle"}
+  assert saved["k"] == K and saved["num"] == 300 and saved["split"] == "test"
+  for row in saved["rows"].values():
+    assert set(lq.METRICS) <= set(row)
+  assert abs(saved["rows"]["random"]["hit_at_1"] - 1 / K) < 0.08
+  assert saved["rows"]["random"]["p_true"] == pytest.approx(1 / K)
+  assert saved["rows"]["oracle"]["agree_oracle"] == 1.0
+  assert open(str(tmp_path / "q.md")).read() == res["table"]
+  assert "| popularity |" in res["table"]
+
+
+def test_label_quality_cli_refuses_a_num_beyond_the_split(seq_env_dir, tmp_path):  # noqa: F811
+  out = tmp_path / "q.json"
+  res = subprocess.run([sys.executable, "-m", "experiments.label_quality", f"--env={seq_env_dir}",
+                        f"--out={out}", "--num=100000"], capture_output=True, text=True,
+                       timeout=300)
+  assert res.returncode == 2 and res.stderr.strip().count("\n") == 0, res.stderr
+  assert "--num=100000" in res.stderr and not out.exists()
+
+
+# --- adapter refusals that need no model ----------------------------------------------------------
+def _fake_adapter(directory, k=K, template=TEMPLATE_VERSION):
+  os.makedirs(directory)
+  for name in lora.ADAPTER_FILES:
+    with open(os.path.join(directory, name), "w") as f:
+      f.write("{}" if name.endswith(".json") else "not weights")
+  lora.write_manifest(directory, {"base_model": {"weights_sha256": "0"}, "tokenizer_sha256": "0",
+                                  "template_version": template, "k": k, "chat_template": False})
+  return directory
+
+
+@pytest.fixture
+def request_dir(tmp_path):
+  d = str(tmp_path / "req")
+  meta = {"dataset": "x", "fingerprint": "0" * 16, "k": K, "history_len": 2, "num_items": 12}
+  shards.write_requests(d, "requests-00000", _requests(n=4), meta)
+  return d
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda d: os.remove(os.path.join(d, "adapter_model.safetensors")), "missing"),
+    (lambda d: open(os.path.join(d, "adapter_model.safetensors"), "a").write("x"), "sha256"),
+    (lambda d: open(os.path.join(d, "manifest.json"), "w").write("{"), "not valid JSON"),
+])
+def test_missing_or_corrupt_adapter_files_are_refused(tmp_path, request_dir, mutate, match):
+  adapter = _fake_adapter(str(tmp_path / "ad"))
+  mutate(adapter)
+  out = str(tmp_path / "lab")
+  with pytest.raises(DataError, match=match):
+    label_directory(LabelConfig(requests=request_dir, out=out, backend="hf", model="m",
+                                lora=adapter), log=lambda s: None)
+  assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("kw, match", [({"k": K + 1}, "k=5"), ({"template": "table1-v0"}, "template")])
+def test_an_adapter_for_another_k_or_template_is_refused_by_the_cli(tmp_path, request_dir, kw,
+                                                                    match):
+  adapter = _fake_adapter(str(tmp_path / "ad"), **kw)
+  out = tmp_path / "lab"
+  res = subprocess.run([sys.executable, "-m", "llm_labeler.label", f"--requests={request_dir}",
+                        f"--out={out}", "--backend=hf", "--model=nonexistent", f"--lora={adapter}"],
+                       capture_output=True, text=True, timeout=300)
+  assert res.returncode == 2 and res.stderr.startswith("error: "), res.stderr
+  assert res.stderr.strip().count("\n") == 0 and match in res.stderr
+  assert not out.exists()
+
+
+def test_tune_refuses_bad_flags_before_loading_a_model(seq_env_dir, tmp_path):  # noqa: F811
+  for flag, match in (("--none_frac=1.0", "--none_frac"), ("--num=1000000", "--num")):
+    out = tmp_path / "ad"
+    res = subprocess.run([sys.executable, "-m", "llm_labeler.tune", f"--env={seq_env_dir}",
+                          "--model=nonexistent", f"--out={out}", flag], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 2 and match in res.stderr, res.stderr
+    assert res.stderr.strip().count("\n") == 0 and not out.exists()
+    assert not [f for f in os.listdir(tmp_path) if "tune-ckpt" in f or f.startswith(".tmp")]

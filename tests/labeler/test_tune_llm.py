@@ -1,0 +1,136 @@
+"""Real-model tests of LoRA tuning (marker `llm`; README "Real-model tests"): a short tune of
+SmolLM2-135M-Instruct lowers the label loss and writes its manifest, the hf backend serves the
+adapter, an adapter of another base model is refused, and SIGTERM + rerun of the tune CLI ends
+as an uninterrupted run (on a tiny random model with SmolLM2's tokenizer, to be quick)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxrec import shards
+from jaxrec.errors import ConfigError
+from jaxrec.labeling import sampling
+from labeler.test_llm import OFFLINE, gguf_path, offline, smol_dir  # noqa: F401 - fixtures
+from llm_labeler import lora
+from llm_labeler.job import LabelConfig, label_directory
+from llm_labeler.tune import TuneConfig, checkpoint_dir, tune
+from train.conftest import seq_env_dir  # noqa: F401 - the session fixture
+
+pytestmark = pytest.mark.llm
+K = 4
+FLAGS = dict(num=48, k=K, history=3, batch_size=4, lr=2e-3, threads=2, log_every=3)
+
+
+@pytest.fixture(scope="module")
+def adapter(seq_env_dir, smol_dir, tmp_path_factory):  # noqa: F811
+  out = str(tmp_path_factory.mktemp("tune") / "adapter")
+  lines = []
+  manifest = tune(TuneConfig(env=seq_env_dir, model=smol_dir, out=out, **FLAGS), log=lines.append)
+  assert any("examples/s" in s and "ETA" in s for s in lines), lines
+  return out, manifest
+
+
+def test_a_short_tune_lowers_the_label_loss_and_writes_its_manifest(adapter, smol_dir):
+  out, m = adapter
+  curve = m["loss_curve"]
+  assert len(curve) == m["steps"] == 12 and m["examples_seen"] == 48
+  assert np.mean(curve[-3:]) < 0.5 * np.mean(curve[:3]), curve
+  assert m["k"] == K and m["history"] == 3 and m["template_version"] == lora.TEMPLATE_VERSION
+  assert m["base_model"]["path"] == smol_dir and len(m["base_model"]["weights_sha256"]) == 64
+  assert m["dataset"]["split"] == "train" and m["flags"]["lr"] == FLAGS["lr"]
+  assert set(lora.ADAPTER_FILES + (lora.MANIFEST,)) <= set(os.listdir(out))  # + peft's README
+  assert not os.path.exists(checkpoint_dir(out))  # removed once the adapter is complete
+  assert tune(TuneConfig(env="x", model="y", out=out, **FLAGS), log=print)["files"] == m["files"]
+
+
+@pytest.fixture(scope="module")
+def request_dir(seq_env_dir, tmp_path_factory):  # noqa: F811
+  d = str(tmp_path_factory.mktemp("req") / "req")
+  sampling.sample_requests(sampling.SampleConfig(num=8, k=K, shard_size=8, num_sessions=8), d,
+                           env_dir=seq_env_dir, log=lambda s: None)
+  return d
+
+
+def test_the_hf_backend_serves_the_adapter(adapter, smol_dir, request_dir, tmp_path):
+  out = str(tmp_path / "tuned")
+  summary = label_directory(LabelConfig(requests=request_dir, out=out, backend="hf",
+                                        model=smol_dir, lora=adapter[0]), log=lambda s: None)
+  assert summary["labeled"] == ["requests-00000"]
+  meta = shards.directory_meta(out)
+  assert "LoRA" in meta["model"] and meta["backend_meta"]["lora"]["path"] == adapter[0]
+  tuned = shards.read_labels(out, "requests-00000")
+  label_directory(LabelConfig(requests=request_dir, out=str(tmp_path / "base"), backend="hf",
+                              model=smol_dir), log=lambda s: None)
+  base = shards.read_labels(str(tmp_path / "base"), "requests-00000")
+  assert tuned.valid.all() and np.exp(tuned.logprobs).sum(1) == pytest.approx(1.0, abs=1e-4)
+  assert np.abs(np.exp(tuned.logprobs) - np.exp(base.logprobs)).max() > 0.05  # it is applied
+  debiased = str(tmp_path / "debiased")
+  label_directory(LabelConfig(requests=request_dir, out=debiased, backend="hf", model=smol_dir,
+                              lora=adapter[0], permutations=K), log=lambda s: None)
+  assert "[4 rotations]" in shards.directory_meta(debiased)["model"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(smol_dir, tmp_path_factory):
+  """A 2-layer random Llama with SmolLM2's tokenizer: another base model, quick to train."""
+  import torch
+  from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+  tok = AutoTokenizer.from_pretrained(smol_dir, local_files_only=True)
+  torch.manual_seed(0)
+  lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                    num_hidden_layers=2, num_attention_heads=2,
+                                    num_key_value_heads=2, tie_word_embeddings=True))
+  d = str(tmp_path_factory.mktemp("tiny") / "tiny")
+  lm.save_pretrained(d)
+  tok.save_pretrained(d)
+  return d
+
+
+def test_an_adapter_of_another_base_model_is_refused(adapter, tiny_dir, request_dir, tmp_path):
+  from llm_labeler.backends.hf_backend import HFBackend
+  with pytest.raises(ConfigError, match="another base model"):
+    HFBackend(tiny_dir, shards.read_catalog(request_dir), K, lora=adapter[0])
+  out = tmp_path / "lab"
+  res = subprocess.run([sys.executable, "-m", "llm_labeler.label", f"--requests={request_dir}",
+                        f"--out={out}", "--backend=hf", f"--model={tiny_dir}",
+                        f"--lora={adapter[0]}"], capture_output=True, text=True, timeout=600,
+                       env=os.environ | OFFLINE)
+  assert res.returncode == 2 and "another base model" in res.stderr.splitlines()[-1]
+  assert not out.exists()
+
+
+def _tune_cli(env, model, out, *extra):
+  return [sys.executable, "-m", "llm_labeler.tune", f"--env={env}", f"--model={model}",
+          f"--out={out}", "--num=64", f"--k={K}", "--history=3", "--batch_size=4", "--threads=1",
+          "--log_every=1", "--save_every=100", *extra]
+
+
+def test_sigterm_saves_and_a_rerun_ends_as_an_uninterrupted_tune(seq_env_dir, tiny_dir,  # noqa: F811
+                                                                 tmp_path):
+  whole, cut = tmp_path / "whole", tmp_path / "cut"
+  env = os.environ | OFFLINE
+  assert subprocess.run(_tune_cli(seq_env_dir, tiny_dir, whole), capture_output=True,
+                        timeout=600, env=env).returncode == 0
+  proc = subprocess.Popen(_tune_cli(seq_env_dir, tiny_dir, cut), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=env)
+  for line in proc.stdout:
+    if line.startswith("step 3/"):
+      proc.send_signal(signal.SIGTERM)
+      break
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 143 and "preempted:" in err, err
+  assert not cut.exists() and os.path.isfile(os.path.join(checkpoint_dir(str(cut)), "state.json"))
+  res = subprocess.run(_tune_cli(seq_env_dir, tiny_dir, cut), capture_output=True, text=True,
+                       timeout=600, env=env)
+  assert res.returncode == 0 and "resumed from" in res.stdout, res.stderr
+  a, b = (json.load(open(os.path.join(d, lora.MANIFEST))) for d in (whole, cut))
+  np.testing.assert_allclose(a["loss_curve"], b["loss_curve"], rtol=1e-5)
+  from safetensors.numpy import load_file
+  wa, wb = (load_file(os.path.join(d, "adapter_model.safetensors")) for d in (whole, cut))
+  for name in wa:
+    np.testing.assert_allclose(wa[name], wb[name], rtol=1e-5, atol=1e-7)
