@@ -78,7 +78,10 @@ class TuneConfig:
       raise ConfigError(f"--k must be in 2..25, got {self.k}")
 
   def result_flags(self) -> dict:
-    return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RUN_ONLY}
+    """The flags a checkpoint must agree on to resume; paths as absolute paths, so a rerun
+    from another directory or with a relative path resumes the same tune."""
+    flags = {k: v for k, v in dataclasses.asdict(self).items() if k not in _RUN_ONLY}
+    return flags | {k: os.path.abspath(flags[k]) for k in ("env", "model")}
 
 
 def checkpoint_dir(out: str) -> str:

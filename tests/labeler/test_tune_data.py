@@ -251,3 +251,12 @@ def test_tune_refuses_bad_flags_before_loading_a_model(seq_env_dir, tmp_path):  
     assert res.returncode == 2 and match in res.stderr, res.stderr
     assert res.stderr.strip().count("\n") == 0 and not out.exists()
     assert not [f for f in os.listdir(tmp_path) if "tune-ckpt" in f or f.startswith(".tmp")]
+
+
+def test_tune_resume_key_uses_absolute_paths(tmp_path, monkeypatch):
+  from llm_labeler.tune import TuneConfig
+  monkeypatch.chdir(tmp_path)
+  rel = TuneConfig(env="env", model="model.gguf", out="a")
+  absolute = TuneConfig(env=str(tmp_path / "env"), model=str(tmp_path / "model.gguf"), out="b")
+  assert rel.result_flags() == absolute.result_flags()  # --out is not part of the key
+  assert rel.result_flags() != TuneConfig(env="other", model="model.gguf").result_flags()
