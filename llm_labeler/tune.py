@@ -167,19 +167,23 @@ def _restore(ckpt: str, cfg: TuneConfig, model, opt) -> dict | None:
 
 def tune(cfg: TuneConfig, log=print) -> dict:
   """Trains (or resumes) and writes cfg.out; returns its manifest. See the module docstring."""
-  import torch
-  from peft import LoraConfig, get_peft_model
-  from llm_labeler.backends.hf_backend import load_model
   cfg.validate()
   out = os.path.abspath(cfg.out)
   if os.path.exists(out):
     manifest = lora.read_manifest(out, "--out")
     log(f"{out}: already complete (rerun with another --out to tune again)")
     return manifest
+  t_load = time.perf_counter()
+  ex, catalog = train_examples(cfg)  # bad --env / --num refused before torch is imported
+  try:
+    import torch
+    from peft import LoraConfig, get_peft_model
+  except ImportError as e:
+    raise ConfigError(f"llm_labeler.tune needs torch, transformers and peft (pip install -e "
+                      f"'.[hf]'): {e}") from None
+  from llm_labeler.backends.hf_backend import load_model
   if cfg.threads:
     torch.set_num_threads(cfg.threads)
-  t_load = time.perf_counter()
-  ex, catalog = train_examples(cfg)
   tokenizer, lm = load_model(cfg.model, "float32")
   base = {"path": os.path.abspath(cfg.model), "weights_sha256": lora.weights_sha256(lm),
           "class": type(lm).__name__}

@@ -47,11 +47,12 @@ class HFBackend:
     """`loaded`: an already built (tokenizer, model) pair, e.g. a benchmark's randomly
     initialised one; `model` then only names it. `lora`: an adapter directory of
     llm_labeler.tune, checked against the model, template and k, merged into the weights."""
-    import torch
     from llm_labeler import lora as lora_lib
+    # The adapter's files, template and k are checked before torch is imported or a model read.
+    manifest = lora_lib.check_files(lora, k, chat_template) if lora else None
+    import torch
     self._torch = torch
     self.device = torch.device(device)
-    manifest = lora_lib.check_files(lora, k, chat_template) if lora else None
     self.tokenizer, self.lm = loaded if loaded is not None else load_model(model, dtype)
     if lora:
       lora_lib.check_base(manifest, lora, self.tokenizer, self.lm)
