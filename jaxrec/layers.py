@@ -46,6 +46,13 @@ class CausalBlock(nn.Module):
     shape = x.shape[:-1] + (self.num_heads, self.dim // self.num_heads)
     return q.reshape(shape), k.reshape(shape), v.reshape(shape)
 
+  def _weights(self, logits: jax.Array, dist: jax.Array, allowed: jax.Array) -> jax.Array:
+    """Attention weights from query-key logits [H, ..., J]: the ALiBi bias -slope_h * dist
+    [..., J] (key age), keys not `allowed` [..., J] masked, softmax over the keys."""
+    slopes = self.slopes.reshape((-1,) + (1,) * dist.ndim)
+    biased = logits - slopes * dist[None].astype(logits.dtype)
+    return jax.nn.softmax(jnp.where(allowed[None], biased, NEG_INF), axis=-1)
+
   def _ffn(self, x):
     return x + self.ff_out(nn.gelu(self.ff_in(self.ln_ffn(x))))
 
@@ -55,10 +62,8 @@ class CausalBlock(nn.Module):
     q, k, v = self._split(x)  # [T, H, dh]
     dist = jnp.arange(t)[:, None] - jnp.arange(t)[None, :]  # i - j
     allowed = (dist >= 0) & (dist < self.window) & valid[None, :]
-    logits = jnp.einsum("ihd,jhd->hij", q, k) / math.sqrt(q.shape[-1])
-    logits = logits - self.slopes[:, None, None] * dist[None].astype(logits.dtype)
-    logits = jnp.where(allowed[None], logits, NEG_INF)
-    attn = jax.nn.softmax(logits, axis=-1)
+    attn = self._weights(jnp.einsum("ihd,jhd->hij", q, k) / math.sqrt(q.shape[-1]), dist,
+                         allowed)
     y = jnp.einsum("hij,jhd->ihd", attn, v).reshape(t, self.dim)
     return self._ffn(x + self.out(y))
 
@@ -76,9 +81,8 @@ class CausalBlock(nn.Module):
     k, v = k.reshape((t,) + heads), v.reshape((t,) + heads)
     dist = (t - 1) - jnp.arange(t)
     allowed = (dist < self.window) & valid
-    logits = jnp.einsum("hd,jhd->hj", q, k) / math.sqrt(q.shape[-1])
-    logits = logits - self.slopes[:, None] * dist[None].astype(logits.dtype)
-    attn = jax.nn.softmax(jnp.where(allowed[None], logits, NEG_INF), axis=-1)
+    attn = self._weights(jnp.einsum("hd,jhd->hj", q, k) / math.sqrt(q.shape[-1]), dist,
+                         allowed)
     y = jnp.einsum("hj,jhd->hd", attn, v).reshape(self.dim)
     return self._ffn(x[-1] + self.out(y))
 
@@ -98,8 +102,7 @@ class CausalBlock(nn.Module):
     k_cache = jnp.where(here, k[:, None], k_cache)
     v_cache = jnp.where(here, v[:, None], v_cache)
     dist = ((slot - jnp.arange(self.window)) % self.window).astype(x.dtype)
-    logits = jnp.einsum("hd,hjd->hj", q, k_cache) / math.sqrt(q.shape[-1])
-    logits = jnp.where(valid[None], logits - self.slopes[:, None] * dist[None], NEG_INF)
-    attn = jax.nn.softmax(logits, axis=-1)
+    attn = self._weights(jnp.einsum("hd,hjd->hj", q, k_cache) / math.sqrt(q.shape[-1]), dist,
+                         valid)
     y = jnp.einsum("hj,hjd->hd", attn, v_cache).reshape(self.dim)
     return self._ffn(x + self.out(y)), k_cache, v_cache
