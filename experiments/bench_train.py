@@ -73,12 +73,6 @@ def agent_configs() -> dict[str, AgentConfig]:
   }
 
 
-def _flops(fn, *args) -> float:
-  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get("flops", float("nan")))
-
-
 def flops_per_transition(agent, env, params, n: int) -> float:
   """XLA's flops of one transition: the acting forward and env step of one session-step plus
   its share of one update over a [T, n] rollout (a scan's body is counted once by XLA, so the
@@ -93,9 +87,9 @@ def flops_per_transition(agent, env, params, n: int) -> float:
   batch = Transition(rollout, jnp.zeros((t, n), jnp.int32), jnp.zeros((t, n)),
                      jnp.zeros((t, n), bool), rollout,
                      jnp.zeros((t, n)) if getattr(agent, "acts_with_values", False) else None)
-  per_step = (_flops(act, agent.policy_params(state), hist, key)
+  per_step = (benchlib.xla_flops(act, agent.policy_params(state), hist, key)
               + benchlib.env_step_flops(env, params, n, key))
-  return (per_step * t + _flops(agent.update, state, batch, key)) / (t * n)
+  return (per_step * t + benchlib.xla_flops(agent.update, state, batch, key)) / (t * n)
 
 
 def scan_fn(agent, env, params, n: int, steps: int):

@@ -128,7 +128,13 @@ def env_step_flops(env, params, num_sessions: int, key: jax.Array) -> float:
   keys = jax.random.split(key, num_sessions)
   _, state = jax.vmap(env.reset, in_axes=(0, None))(keys, params)
   actions = jnp.zeros((num_sessions,), jnp.int32)
-  cost = jax.jit(vstep).lower(keys, state, actions, params).compile().cost_analysis()
+  return xla_flops(vstep, keys, state, actions, params)
+
+
+def xla_flops(fn, *args) -> float:
+  """XLA's flop count of jit(fn)(*args), compiled for these arguments (a loop's body counts
+  once, whatever its trip count)."""
+  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost.get("flops", float("nan")))
 
