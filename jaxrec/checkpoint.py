@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import jax
 
+from jaxrec import config
 from jaxrec.agents.registry import AgentConfig
 from jaxrec.envs import build
 from jaxrec.envs.store import EnvMeta
@@ -68,12 +69,11 @@ def _same_kind(value, field: dataclasses.Field) -> bool:
   """Whether a JSON value fits a config field (judged by its default, or by its annotation
   when the default is None)."""
   default = field.default
+  kind = config.field_kind(field)
   if default is None:
-    kind = str(field.type)
     return value is None or ("float" in kind and _is_number(value)) or (
         "int" in kind and isinstance(value, int) and not isinstance(value, bool))
   if isinstance(default, tuple):
-    kind = str(field.type).replace(" ", "")
     item = {"tuple[int,...]": int, "tuple[str,...]": str}.get(kind, object)
     return isinstance(value, list) and all(
         isinstance(v, item) and not isinstance(v, bool) for v in value)

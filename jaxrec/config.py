@@ -60,8 +60,14 @@ def _skipped(path: str, skip: tuple[str, ...]) -> bool:
   return any(path == s or path.startswith(s + ".") for s in skip)
 
 
+def field_kind(f: dataclasses.Field) -> str:
+  """A field's annotation as one spaceless string ("int|None", "tuple[int,...]"): the
+  annotations are strings here (`from __future__ import annotations`)."""
+  return str(f.type).replace(" ", "")
+
+
 def _define(name: str, f: dataclasses.Field, fv: flags.FlagValues) -> None:
-  help_, default, kind = f.metadata["help"], f.default, str(f.type).replace(" ", "")
+  help_, default, kind = f.metadata["help"], f.default, field_kind(f)
   if kind == "str" and f.metadata.get("choices"):
     flags.DEFINE_enum(name, default, list(f.metadata["choices"]), help_, flag_values=fv)
   elif kind == "str":
@@ -108,7 +114,7 @@ def from_flags(cls, flag_values: flags.FlagValues = flags.FLAGS, _prefix: str = 
     elif "help" in f.metadata and _flag_name(_prefix, f) in flag_values:
       name = _flag_name(_prefix, f)
       value = flag_values[name].value
-      if str(f.type).replace(" ", "") == "tuple[int,...]":
+      if field_kind(f) == "tuple[int,...]":
         value = _ints(name, value)
       kwargs[f.name] = tuple(value) if isinstance(f.default, tuple) else value
   return cls(**kwargs, **override)

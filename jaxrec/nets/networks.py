@@ -44,12 +44,10 @@ class NetConfig:
 
   @classmethod
   def from_dict(cls, d: dict) -> "NetConfig":
-    """From its `dataclasses.asdict` (a JSON round trip turns `hidden` into a list); fields a
+    """From its `dataclasses.asdict` (a JSON round trip turns tuples into lists); fields a
     file written before they existed lacks keep their defaults."""
-    d = dict(d)
-    if "hidden" in d:
-      d["hidden"] = tuple(int(h) for h in d["hidden"])
-    return cls(**d)
+    tuples = {f.name for f in dataclasses.fields(cls) if isinstance(f.default, tuple)}
+    return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
 
   @property
   def span(self) -> int:
