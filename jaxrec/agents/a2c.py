@@ -262,8 +262,7 @@ class A2C(optim.GradientAgent):
     rollout: exactly what the acting forward computed, so the loop keeps it (Transition.value)
     instead of the update re-encoding T x N histories. Subclasses that act otherwise (a
     mixture, an oracle) do not."""
-    return (self.cfg.schedule == "collect" and self.cfg.critic == "v"
-            and type(self).act is A2C.act)
+    return self.cfg.schedule == "collect" and type(self).act is A2C.act  # collect: critic v
 
   def act_value(self, params, history, key, strategy, epsilon=0.0):
     logits, value = self.net.apply(params, history)
@@ -288,8 +287,7 @@ class A2C(optim.GradientAgent):
       adv = standardized(adv)
     flat = jax.tree_util.tree_map(
         lambda x: x.reshape((-1,) + x.shape[2:]),
-        Minibatch(batch.history, batch.action, jax.lax.stop_gradient(adv),
-                  jax.lax.stop_gradient(target)))
+        Minibatch(batch.history, batch.action, adv, target))
     if flat.action.shape[0] % c.num_minibatches:
       raise ConfigError(f"--num_minibatches ({c.num_minibatches}) must divide the rollout's "
                         f"{flat.action.shape[0]} transitions")
