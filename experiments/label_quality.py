@@ -103,15 +103,14 @@ def table(result: dict) -> str:
 def run(cfg: QualityConfig, log=print) -> dict:
   from jaxrec import shards
   from jaxrec.labeling import catalog_of_env
-  from jaxrec.labeling.heldout import ExampleConfig, make_examples, split_of_env
+  from jaxrec.labeling.heldout import ExampleConfig, make_examples, splits_of_env
   cfg.validate()
   history = cfg.history
   if cfg.lora and not history:
     from llm_labeler import lora
     history = int(lora.read_manifest(cfg.lora).get("history", 10))
   history = history or 10
-  test, ds = split_of_env(cfg.env, "test")
-  train, _ = split_of_env(cfg.env, "train")
+  train, test, ds = splits_of_env(cfg.env)
   env_hist = _env_history(cfg.env)
   # One window long enough for both: the prompt shows its last `history` items, the oracle
   # judges on the env's own window.

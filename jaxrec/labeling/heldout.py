@@ -57,6 +57,15 @@ class ExampleConfig:
 def split_of_env(env_dir: str, which: str):
   """(dataset side `which` of the env directory's split, the whole dataset): the same users
   or interactions the env's `which` user model was fitted on."""
+  if which not in ("train", "test"):
+    raise ConfigError(f"which must be train or test, got {which!r}")
+  train, test, ds = splits_of_env(env_dir)
+  return (train if which == "train" else test), ds
+
+
+def splits_of_env(env_dir: str):
+  """(train side, test side, the whole dataset) of the env directory's split, each side
+  checked against the interaction count the build recorded."""
   from jaxrec.data.preprocess import split
   from jaxrec.envs import build
   meta = build.read_meta(env_dir)
@@ -64,17 +73,15 @@ def split_of_env(env_dir: str, which: str):
   if meta.protocol != "paper":
     raise DataError(f"{env_dir}: a --protocol={meta.protocol} env has no train/test split of "
                     "interactions; build one with --protocol=paper")
-  if which not in ("train", "test"):
-    raise ConfigError(f"which must be train or test, got {which!r}")
   b = meta.build
-  train, test = split(ds, b.get("split", "user"), b.get("train_frac"), int(b.get("seed", 0)))
-  side = train if which == "train" else test
-  want = meta.reports.get(which, {}).get("interactions")
-  if want is not None and int(want) != side.num_interactions:
-    raise DataError(f"{env_dir}: its {which} split had {want} interactions, rebuilding it gives "
-                    f"{side.num_interactions} (built by another version?)")
+  sides = split(ds, b.get("split", "user"), b.get("train_frac"), int(b.get("seed", 0)))
+  for which, side in zip(("train", "test"), sides):
+    want = meta.reports.get(which, {}).get("interactions")
+    if want is not None and int(want) != side.num_interactions:
+      raise DataError(f"{env_dir}: its {which} split had {want} interactions, rebuilding it "
+                      f"gives {side.num_interactions} (built by another version?)")
   check_item_text(ds, env_dir)
-  return side, ds
+  return (*sides, ds)
 
 
 def check_item_text(ds, where: str) -> None:
