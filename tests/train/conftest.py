@@ -81,3 +81,12 @@ def pretrained_dir(best_item_env_dir, tmp_path_factory):
   pretrain(PretrainConfig(env=best_item_env_dir, agent_cfg=tiny_agent_config(), **PRETRAIN_TINY),
            out, log=lambda s: None)
   return out
+
+
+def metric_rows(path):
+  """The rows of a run's metrics.jsonl / curve.jsonl without the wall-clock field, for
+  comparing runs."""
+  rows = [json.loads(line) for line in open(path)]
+  for r in rows:
+    r.pop("steps_per_s", None)
+  return rows

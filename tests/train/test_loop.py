@@ -1,6 +1,5 @@
 """The fused training loop: agents learn, runs are deterministic, resume equals uninterrupted."""
 
-import json
 import subprocess
 import sys
 
@@ -14,6 +13,7 @@ from jaxrec.envs import MatrixEnv, MatrixParams, QuitParams
 from jaxrec.errors import ConfigError, DataError
 from jaxrec.train.loop import LoopConfig, _push_finished, evaluate, make_train
 from jaxrec.train.run import TrainConfig, train_and_evaluate
+from tests.train.conftest import metric_rows
 
 NUM_ITEMS, MAX_LEN = 20, 10
 
@@ -99,13 +99,6 @@ def _cfg(env_dir, **kw):
   return TrainConfig(**(base | kw))
 
 
-def _rows(path):
-  rows = [json.loads(l) for l in open(path)]
-  for r in rows:
-    r.pop("steps_per_s", None)
-  return rows
-
-
 @pytest.fixture(scope="module")
 def runs(seq_env_dir, tmp_path_factory):
   """Four CLI-equivalent runs: seed 1 uninterrupted (twice: once killed after epoch 2 and
@@ -124,17 +117,17 @@ def runs(seq_env_dir, tmp_path_factory):
 
 def test_same_seed_same_metrics_other_seed_differs(runs):
   root, _ = runs
-  full = _rows(root / "full" / "metrics.jsonl")
+  full = metric_rows(root / "full" / "metrics.jsonl")
   assert len(full) == 5 and [r["epoch"] for r in full] == [0, 1, 2, 3, 4]
-  assert full == _rows(root / "again" / "metrics.jsonl")
-  assert [r["R"] for r in full] != [r["R"] for r in _rows(root / "other" / "metrics.jsonl")]
+  assert full == metric_rows(root / "again" / "metrics.jsonl")
+  assert [r["R"] for r in full] != [r["R"] for r in metric_rows(root / "other" / "metrics.jsonl")]
 
 
 def test_resume_equals_uninterrupted(runs):
   root, resumed_log = runs
   assert any("resumed from epoch 2" in l for l in resumed_log)
-  assert _rows(root / "full" / "metrics.jsonl") == _rows(root / "part" / "metrics.jsonl")
-  assert _rows(root / "full" / "curve.jsonl") == _rows(root / "part" / "curve.jsonl")
+  assert metric_rows(root / "full" / "metrics.jsonl") == metric_rows(root / "part" / "metrics.jsonl")
+  assert metric_rows(root / "full" / "curve.jsonl") == metric_rows(root / "part" / "curve.jsonl")
 
 
 @pytest.mark.parametrize("kw, message", [

@@ -17,7 +17,7 @@ from jaxrec.agents.types import Transition
 from jaxrec.errors import ConfigError
 from jaxrec.train.loop import LoopConfig, evaluate, make_train
 from jaxrec.train.run import TrainConfig, train_and_evaluate
-from tests.train.conftest import MAX_LEN, NUM_ITEMS, best_item_env
+from tests.train.conftest import MAX_LEN, NUM_ITEMS, best_item_env, metric_rows
 
 COLLECT = dict(dim=16, num_layers=1, num_heads=1, tracker="avg", window=2, hidden_sizes=(16,),
                learning_rate=5e-3, schedule="collect", unroll_len=5, num_minibatches=4,
@@ -115,13 +115,6 @@ def _cfg(env_dir, **kw):
   return TrainConfig(**(base | kw))
 
 
-def _rows(path):
-  rows = [json.loads(l) for l in open(path)]
-  for r in rows:
-    r.pop("steps_per_s", None)
-  return rows
-
-
 def test_collect_schedule_resumes_exactly(seq_env_dir, tmp_path):
   quiet = lambda s: None
   train_and_evaluate(_cfg(seq_env_dir), str(tmp_path / "full"), log=quiet)
@@ -129,8 +122,8 @@ def test_collect_schedule_resumes_exactly(seq_env_dir, tmp_path):
                      log=quiet)
   train_and_evaluate(_cfg(seq_env_dir), str(tmp_path / "part"), log=quiet)
   for name in ("metrics.jsonl", "curve.jsonl"):
-    assert _rows(tmp_path / "full" / name) == _rows(tmp_path / "part" / name)
-  assert len(_rows(tmp_path / "full" / "metrics.jsonl")) == 5
+    assert metric_rows(tmp_path / "full" / name) == metric_rows(tmp_path / "part" / name)
+  assert len(metric_rows(tmp_path / "full" / "metrics.jsonl")) == 5
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -188,5 +181,5 @@ def test_preset_runs_the_peer_setup_and_keeps_overridable_flags(best_item_env_di
   assert (a["schedule"], a["unroll_len"], a["num_minibatches"], a["critic"]) == (
       "collect", 30, 3, "v")
   assert (flags["num_sessions"], flags["eval_sessions"], flags["seed"]) == (100, 100, 3)
-  rows = _rows(tmp_path / "w" / "metrics.jsonl")
+  rows = metric_rows(tmp_path / "w" / "metrics.jsonl")
   assert [r["env_steps"] for r in rows] == [0, 3000]
