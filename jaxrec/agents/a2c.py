@@ -134,7 +134,7 @@ def value_advantages(net: ActorValue, params, batch: Transition, gamma: float, l
     logits, value = net.apply(params, batch.history)  # [T, N, I], [T, N]
   else:
     logits, value = None, batch.value
-  _, last_value = net.apply(params, batch.next_history[-1])  # [N]
+  _, last_value = net.apply(params, jax.tree_util.tree_map(lambda x: x[-1], batch.next_history))
   adv = jax.vmap(lambda_advantages, in_axes=(1, 1, 1, 0, None, None), out_axes=1)(
       batch.reward, batch.done, value, last_value, gamma, lam)
   return logits, value, adv, adv + jax.lax.stop_gradient(value)

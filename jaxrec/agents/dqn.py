@@ -120,7 +120,7 @@ class DQN(optim.GradientAgent):
 
   def _example_item(self) -> Transition:
     """One transition with the dtypes the buffer stores (`update` casts to them)."""
-    return optim.example_transition(self.cfg.net.history_len)
+    return optim.example_transition(self.cfg.net.example_input())
 
   def init(self, key: jax.Array, params=None) -> AgentState:
     params = self.init_params(key) if params is None else params

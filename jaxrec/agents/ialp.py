@@ -126,7 +126,7 @@ class Pretrainer:
 
   def init(self, key: jax.Array) -> PretrainState:
     return PretrainState(agent=self.agent.init(key), buffer=strong_types(
-        self.buffer.init(optim.example_transition(self.env.history_len))))
+        self.buffer.init(optim.example_transition(jnp.full((self.env.history_len,), -1, jnp.int32)))))
 
   def start(self, key: jax.Array, env_params) -> tuple[jax.Array, jax.Array]:
     """-> (history [N, L], user [N]) of N fresh sessions of the train env."""

@@ -56,9 +56,9 @@ def apply_gradients(optimizer: optax.GradientTransformation, loss_fn: Callable, 
   return optax.apply_updates(params, updates), opt_state, loss, metrics
 
 
-def example_transition(history_len: int) -> Transition:
-  """One transition with the dtypes the buffers store."""
-  history = jnp.full((history_len,), -1, jnp.int32)
+def example_transition(history) -> Transition:
+  """One transition with the dtypes the buffers store; history: one observation (the agent's
+  input: items [L], or (items, rewards) where its network reads rewards)."""
   return Transition(history=history, action=jnp.int32(0), reward=jnp.float32(0.0),
                     done=jnp.bool_(False), next_history=history)
 

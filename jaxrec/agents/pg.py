@@ -104,7 +104,7 @@ def reinforce_loss_single(logits_t: jax.Array, a_t: jax.Array, adv_t: jax.Array)
 def pg_loss(net: PolicyNetwork, params, batch: Transition, advantages: jax.Array,
             entropy_coef: float):
   """Mean REINFORCE loss over a rollout; batch [T, N, ...], advantages [T, N]."""
-  history = batch.history.reshape((-1, batch.history.shape[-1]))
+  history = jax.tree_util.tree_map(lambda x: x.reshape((-1, x.shape[-1])), batch.history)
   logits = net.apply(params, history)
   losses = jax.vmap(reinforce_loss_single)(logits, batch.action.reshape(-1),
                                            advantages.reshape(-1))

@@ -8,7 +8,7 @@ import math
 from jaxrec.agents.a2c import CRITIC_TARGETS, CRITICS, SCHEDULES, check_schedule, default_unroll
 from jaxrec.config import nested, option, refuse
 from jaxrec.errors import ConfigError
-from jaxrec.nets.networks import TRACKERS, NetConfig
+from jaxrec.nets.networks import REWARD_HANDLES, TRACKERS, NetConfig
 from jaxrec.oracle import OracleConfig
 
 AGENTS = ("a2c", "dqn", "pg", "ialp", "ialp_ft", "ialp_ap", "llm_online")
@@ -20,13 +20,15 @@ _NET = ("dim", "num_layers", "num_heads", "tracker", "window", "hidden_sizes", "
         "max_grad_norm", "gamma", "unroll_len")
 _A2C = _NET + ("entropy_coef", "critic_target", "critic", "gae_lambda", "value_coef",
                "normalize_advantages", "schedule", "num_minibatches", "update_epochs")
+# A reward input only where no pre-training is involved: label shards hold no reward histories.
+_REWARDS = ("reward_handle",)
 FIELDS = {
-    "a2c": _A2C, "ialp": _A2C, "ialp_ft": _A2C,
+    "a2c": _A2C + _REWARDS, "ialp": _A2C, "ialp_ft": _A2C,
     "ialp_ap": _A2C + ("alpha0", "alpha_delay", "alpha_steps", "alpha_shape", "beta_init"),
     "llm_online": _A2C + ("num_candidates", "oracle"),
     "dqn": _NET + ("buffer_size", "batch_size", "min_buffer", "target_period",
-                   "updates_per_iteration", "huber_delta"),
-    "pg": _NET + ("entropy_coef", "normalize_returns"),
+                   "updates_per_iteration", "huber_delta") + _REWARDS,
+    "pg": _NET + ("entropy_coef", "normalize_returns") + _REWARDS,
 }
 
 
@@ -52,6 +54,9 @@ class AgentConfig:
                               "whole history)")
   hidden_sizes: tuple[int, ...] = option((), "MLP widths between the tracker and the heads "
                                          "(tianshou's Net; EasyRL4Rec: 64,64)")
+  reward_handle: str = option("none", "a2c, dqn, pg: the rewards of the history's items as a "
+                              "network input too (cat: EasyRL4Rec's --reward_handle cat, "
+                              "normalised by the env's reward bounds)", choices=REWARD_HANDLES)
   learning_rate: float = option(1e-3, "Adam learning rate")
   max_grad_norm: float = option(10.0, "clip gradients to this global norm (0 = no clipping)")
   gamma: float = option(0.9, "discount")
@@ -113,6 +118,9 @@ class AgentConfig:
       raise ConfigError("need 0 <= --gae_lambda <= 1 and --value_coef >= 0")
     if self.tracker not in TRACKERS:
       raise ConfigError(f"--tracker must be one of {', '.join(TRACKERS)}; got {self.tracker!r}")
+    if self.reward_handle not in REWARD_HANDLES:
+      raise ConfigError(f"--reward_handle must be one of {', '.join(REWARD_HANDLES)}; got "
+                        f"{self.reward_handle!r}")
     if self.window is not None and self.window <= 0:
       raise ConfigError(f"--window must be positive, got {self.window}")
     if any(h <= 0 for h in self.hidden_sizes):
@@ -129,7 +137,8 @@ class AgentConfig:
     return NetConfig(num_items=num_items, history_len=history_len, dim=self.dim,
                      num_layers=self.num_layers, num_heads=self.num_heads,
                      num_tokens=num_tokens if num_tokens > num_items else 0,
-                     tracker=self.tracker, window=self.window or 0, hidden=self.hidden_sizes)
+                     tracker=self.tracker, window=self.window or 0, hidden=self.hidden_sizes,
+                     reward_handle=self.reward_handle)
 
 
 def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,

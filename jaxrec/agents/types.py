@@ -12,11 +12,13 @@ STRATEGIES = ("greedy", "epsilon", "categorical")
 
 class Transition(NamedTuple):
   """One env step of a batch of sessions; leading axes [T, N] in a rollout."""
-  history: jax.Array  # [..., L] int32 the observed history before acting
+  # [..., L] int32 the observed history before acting; a pytree (items, rewards [..., L]) for
+  # networks with a reward input (NetConfig.reward_handle)
+  history: Any
   action: jax.Array  # [...] int32
   reward: jax.Array  # [...] float32
   done: jax.Array  # [...] bool: the episode ended at this step (no bootstrap)
-  next_history: jax.Array  # [..., L] int32 (a fresh episode's where done; masked by done)
+  next_history: Any  # as history (a fresh episode's where done; masked by done)
   # [...] float32 V(history) as the acting forward computed it, for agents whose `act_value`
   # the loop calls (their update then need not re-encode the rollout); None otherwise.
   value: Any = None

@@ -14,7 +14,7 @@ bubble), or after `max_len` steps (truncation). The reward of the quitting step 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +57,34 @@ def uniform_index(key: jax.Array, n: jax.Array | int) -> jax.Array:
   session, and the PRNG is most of a cheap env step's cost.
   """
   return (jax.random.bits(key, (), jnp.uint32) % jnp.uint32(n)).astype(jnp.int32)
+
+
+# The reward of the episode's first item (logged, never recommended) in a reward input:
+# EasyRL4Rec's StateTracker sets the initial reward to 1 before normalising ("todo: define init
+# reward as 1").
+INIT_REWARD = 1.0
+
+
+def normalise_rewards(reward: jax.Array, bounds: tuple[jax.Array, jax.Array]) -> jax.Array:
+  """EasyRL4Rec's (r - min) / (max - min), capped at 1 (its initial reward can exceed max)."""
+  lo, hi = bounds
+  return jnp.minimum((reward - lo) / jnp.maximum(hi - lo, 1e-12), 1.0)
+
+
+def reward_history(history_len: int, bounds) -> tuple[jax.Array, Callable]:
+  """-> (a fresh episode's rewards [L], step(rewards, reward, done) -> rewards): the reward
+  buffer beside the observed items, right-aligned like them; a fresh episode holds the
+  normalised INIT_REWARD in its newest slot (its first, logged item)."""
+  fresh = jnp.zeros((history_len,), jnp.float32).at[-1].set(
+      normalise_rewards(jnp.float32(INIT_REWARD), bounds))
+
+  def step(rewards: jax.Array, reward: jax.Array, done: jax.Array) -> jax.Array:
+    """rewards [..., L], reward [...], done [...] -> the next observation's rewards."""
+    r = normalise_rewards(reward, bounds)[..., None].astype(jnp.float32)
+    cont = jnp.concatenate([rewards[..., 1:], r], axis=-1)
+    return jnp.where(done[..., None], fresh, cont)
+
+  return fresh, step
 
 
 WINDOW_RULES = ("last", "peer")
@@ -120,6 +148,11 @@ class RecEnv:
   def all_rewards(self, params, state: EnvState) -> jax.Array:
     """[I] the reward every item would earn in `state` (one session): what the reference
     policies (greedy, planner) read from the true user model."""
+    raise NotImplementedError
+
+  def reward_bounds(self, params) -> tuple[jax.Array, jax.Array]:
+    """(min, max) of the rewards the env can pay: what a reward input is normalised by (the
+    peer's train_min / train_max, test_min / test_max). Not for per-step use where costly."""
     raise NotImplementedError
 
   def quit_params(self, params) -> QuitParams:

@@ -59,6 +59,9 @@ class MatrixEnv(RecEnv):
   def all_rewards(self, params: MatrixParams, state):
     return params.table[state.user]
 
+  def reward_bounds(self, params: MatrixParams):
+    return params.table.min(), params.table.max()
+
   def _advance(self, params, state, action):
     return ()
 

@@ -70,6 +70,9 @@ class SequentialEnv(RecEnv):
   def _reward(self, params: SequentialParams, state, action):
     return self.reward_of_score(params, self.score(params, state.model.h, action))
 
+  def reward_bounds(self, params: SequentialParams):
+    return jnp.float32(0.0), params.reward_max
+
   def all_rewards(self, params: SequentialParams, state):
     p = params.model["params"]
     s = state.model.h @ p["item_emb"]["embedding"].T + p["item_bias"]

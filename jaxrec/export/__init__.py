@@ -9,7 +9,11 @@ Export directory (`export_run`, CLI `python -m jaxrec.export --workdir=RUN --out
   act_<strategy>.jaxexport `jax.export`-serialized act(params, history, key, allowed) -> actions,
                            one per strategy in greedy, epsilon, categorical:
                              params   list of the leaves of params.npz
-                             history  int32 [n, L] (item ids, right-aligned, -1 = padding)
+                             history  int32 [n, L] (item ids, right-aligned, -1 = padding);
+                                      for a policy with a reward input (config.json
+                                      act.rewards true) the pair (items, rewards float32
+                                      [n, L]: each item's reward normalised by the env's
+                                      bounds, jaxrec.envs.base.reward_history)
                              key      uint32 [2] (a raw threefry key, jax.random.PRNGKey)
                              allowed  bool [n, I] items the policy may pick (all True: free;
                                       the NX evaluation modes mask recommended items)
@@ -71,8 +75,11 @@ def export_policy(agent, params, out: str, *, epsilon: float, strategy: str, met
   paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   history_len = int(meta["env"]["history_len"])
   (n,) = jax_export.symbolic_shape("n")
-  args = ([jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves],
-          jax.ShapeDtypeStruct((n, history_len), jnp.int32),
+  rewards = bool(agent.cfg.net.with_rewards)
+  history = jax.ShapeDtypeStruct((n, history_len), jnp.int32)
+  if rewards:
+    history = (history, jax.ShapeDtypeStruct((n, history_len), jnp.float32))
+  args = ([jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves], history,
           jax.ShapeDtypeStruct((2,), jnp.uint32),
           jax.ShapeDtypeStruct((n, int(meta["env"]["num_items"])), jnp.bool_))
   blobs = {}
@@ -96,8 +103,10 @@ def export_policy(agent, params, out: str, *, epsilon: float, strategy: str, met
         **meta,
         "strategy": strategy,
         "epsilon": float(epsilon),
-        "act": {"signature": "act(params: list[leaf], history: int32[n, L], key: uint32[2], "
-                             "allowed: bool[n, I]) -> int32[n]", "platforms": list(PLATFORMS),
+        "act": {"signature": "act(params: list[leaf], history: "
+                             + ("(int32[n, L], float32[n, L])" if rewards else "int32[n, L]")
+                             + ", key: uint32[2], allowed: bool[n, I]) -> int32[n]",
+                "rewards": rewards, "platforms": list(PLATFORMS),
                 "files": {s: act_file(s) for s in STRATEGIES}},
         "params": [{"path": p, "shape": list(x.shape), "dtype": str(x.dtype)}
                    for p, x in zip(paths, leaves)],
@@ -153,6 +162,11 @@ class ExportedPolicy:
   params: list
   functions: dict  # strategy -> jax.export.Exported
 
+  @property
+  def with_rewards(self) -> bool:
+    """act takes (items, rewards) as its history (exports written before rewards: False)."""
+    return bool(self.config["act"].get("rewards", False))
+
   def act(self, params, history: jax.Array, key: jax.Array, strategy: str,
           epsilon: Any = None, allowed: jax.Array | None = None) -> jax.Array:
     """history [n, L] int32 -> actions [n] int32. epsilon is the exported one (baked in);
@@ -162,7 +176,8 @@ class ExportedPolicy:
       raise ConfigError(f"--strategy must be one of {', '.join(self.functions)}; "
                         f"got {strategy!r}")
     if allowed is None:
-      allowed = jnp.ones((history.shape[0], self.config["env"]["num_items"]), bool)
+      n = jax.tree_util.tree_leaves(history)[0].shape[0]
+      allowed = jnp.ones((n, self.config["env"]["num_items"]), bool)
     return self.functions[strategy].call(params, history, key, allowed)
 
 
@@ -206,6 +221,8 @@ def _config_problem(config: dict) -> str | None:
     return f"sha256: expected the digests of exactly {', '.join(sorted(covered))}"
   if not isinstance(config["strategy"], str) or config["strategy"] not in files:
     return f"strategy {config['strategy']!r}: no act file for it"
+  if not isinstance(act.get("rewards", False), bool):
+    return f"act.rewards {act.get('rewards')!r}: expected true or false"
   eps = config.get("epsilon")
   if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 <= eps <= 1.0:
     return f"epsilon {eps!r}: expected a number in [0, 1]"
@@ -254,18 +271,21 @@ def load_export(directory: str) -> ExportedPolicy:
       raise DataError(f"{path}: not a serialized jax.export function ({type(e).__name__})"
                       ) from None
     avals = functions[s].in_avals
-    if len(avals) != len(leaves) + 3:
+    rewards = bool(config["act"].get("rewards", False))
+    history_args = ((jnp.int32, "items"), (jnp.float32, "rewards"))[:1 + rewards]
+    if len(avals) != len(leaves) + len(history_args) + 2:
       raise DataError(f"{path}: takes {len(avals)} arrays, expected "
-                      f"{len(leaves)} param leaves + history + key + allowed")
+                      f"{len(leaves)} param leaves + history{' + rewards' if rewards else ''} "
+                      "+ key + allowed")
     history_len = config["env"]["history_len"]
     for i, (aval, leaf) in enumerate(zip(avals, leaves)):
       if aval.shape != leaf.shape or aval.dtype != leaf.dtype:
         raise DataError(f"{path}: argument {i} is {aval.dtype}{list(aval.shape)}, the param "
                         f"leaf is {leaf.dtype}{list(leaf.shape)}")
-    if (len(avals[-3].shape) != 2 or avals[-3].shape[1] != history_len
-        or avals[-3].dtype != jnp.int32):
-      raise DataError(f"{path}: history argument is {avals[-3].dtype}{avals[-3].shape}, "
-                      f"expected int32[n, {history_len}]")
+    for aval, (dtype, what) in zip(avals[len(leaves):], history_args):
+      if len(aval.shape) != 2 or aval.shape[1] != history_len or aval.dtype != dtype:
+        raise DataError(f"{path}: history {what} argument is {aval.dtype}{aval.shape}, "
+                        f"expected {jnp.dtype(dtype).name}[n, {history_len}]")
     num_items = config["env"]["num_items"]
     if (len(avals[-1].shape) != 2 or avals[-1].shape[1] != num_items
         or avals[-1].dtype != jnp.bool_):

@@ -11,6 +11,14 @@ EasyRL4Rec offers its learners (`--which_tracker`), selected by `NetConfig.track
   gru     a GRU over the last `window` items (GRU4Rec; the peer's `StateTracker_GRU`); padding
           steps leave the hidden state unchanged; the state is the last hidden state.
 
+Rewards as an input (`reward_handle="cat"`, EasyRL4Rec's `--reward_handle cat`): the network
+then takes `(items [..., L] int32, rewards [..., L] float32)` instead of the item array, the
+rewards the history's items earned, normalised to [0, 1] by the env's reward bounds
+(`jaxrec.envs.base.reward_history`). Each position's input is its item embedding with its reward appended: avg
+averages the [d + 1] vectors (the peer's state of dim + 1), gru reads them as its input, and
+sasrec, whose blocks need width d, adds a learned d-vector times the reward (concatenation
+followed by the embedding's linear map). User-token positions carry no reward.
+
 `hidden` adds an MLP (Dense + ReLU per entry) on top of the tracker, as tianshou's
 `Net(state_dim, hidden_sizes)` sits between the peer's tracker and its heads. Heads over all
 items: the actor's logits (Eq. 5) and the critic's Q(s, .) (Eq. 7) or a state value; one
@@ -28,6 +36,7 @@ import jax.numpy as jnp
 from jaxrec.layers import CausalBlock
 
 TRACKERS = ("sasrec", "avg", "gru")
+REWARD_HANDLES = ("none", "cat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +50,7 @@ class NetConfig:
   tracker: str = "sasrec"  # one of TRACKERS
   window: int = 0  # newest history items the tracker reads (0 = all history_len)
   hidden: tuple[int, ...] = ()  # MLP widths between the tracker and the heads
+  reward_handle: str = "none"  # one of REWARD_HANDLES
 
   @classmethod
   def from_dict(cls, d: dict) -> "NetConfig":
@@ -54,27 +64,56 @@ class NetConfig:
     """History positions the tracker reads."""
     return min(self.window or self.history_len, self.history_len)
 
+  @property
+  def with_rewards(self) -> bool:
+    return self.reward_handle == "cat"
+
+  def example_input(self, batch: tuple[int, ...] = ()):
+    """An empty history (the input every network takes), with rewards where they are read."""
+    items = jnp.full(batch + (self.history_len,), -1, jnp.int32)
+    return (items, jnp.zeros(items.shape, jnp.float32)) if self.with_rewards else items
+
+
+def observe(cfg: NetConfig, items: jax.Array, rewards: jax.Array):
+  """The network input of an observation: the items, and their rewards where cfg reads them."""
+  return (items, rewards) if cfg.with_rewards else items
+
 
 class StateEncoder(nn.Module):
-  """G: history [..., L] int32 (-1 = padding, right-aligned) -> state [..., d] (or
-  [..., hidden[-1]] with an MLP)."""
+  """G: history [..., L] int32 (-1 = padding, right-aligned), or (history, rewards [..., L])
+  with `reward_handle="cat"` -> state [..., d] (or [..., hidden[-1]] with an MLP)."""
   cfg: NetConfig
 
   @nn.compact
-  def __call__(self, history: jax.Array) -> jax.Array:
+  def __call__(self, history) -> jax.Array:
     c = self.cfg
     if c.tracker not in TRACKERS:
       raise ValueError(f"tracker must be one of {', '.join(TRACKERS)}, got {c.tracker!r}")
+    if c.reward_handle not in REWARD_HANDLES:
+      raise ValueError(f"reward_handle must be one of {', '.join(REWARD_HANDLES)}, got "
+                       f"{c.reward_handle!r}")
+    if isinstance(history, tuple) != c.with_rewards:
+      raise ValueError(f"reward_handle={c.reward_handle!r} takes "
+                       f"{'(items, rewards)' if c.with_rewards else 'the item array'}")
+    history, rewards = history if c.with_rewards else (history, None)
     emb = nn.Embed(c.num_tokens or c.num_items, c.dim,
                    embedding_init=nn.initializers.normal(0.1), name="items")
     flat = history.reshape((-1, history.shape[-1]))[:, -c.span:]  # [B, W]
     valid = flat >= 0
     x = emb(jnp.maximum(flat, 0)) * valid[..., None]  # [B, W, d]
+    if rewards is not None:  # user tokens (ids >= num_items) carry no reward
+      r = rewards.reshape((-1, rewards.shape[-1]))[:, -c.span:]
+      r = jnp.where(valid & (flat < c.num_items), r, 0.0)[..., None].astype(x.dtype)
+      if c.tracker == "sasrec":
+        x = x + r * self.param("reward", nn.initializers.normal(0.1), (c.dim,))
+      else:
+        x = jnp.concatenate([x, r], axis=-1)  # [B, W, d + 1]
+    width = x.shape[-1]
     if c.tracker == "sasrec":
       s = _sasrec(c, x, valid)
     elif c.tracker == "avg":
       count = valid.sum(axis=-1, keepdims=True)
-      empty = self.param("empty", nn.initializers.normal(0.01), (c.dim,))
+      empty = self.param("empty", nn.initializers.normal(0.01), (width,))
       s = jnp.where(count > 0, x.sum(axis=1) / jnp.maximum(count, 1), empty)
     else:
       cell = nn.GRUCell(c.dim, name="gru")
@@ -109,7 +148,7 @@ def _sasrec(c: NetConfig, x: jax.Array, valid: jax.Array) -> jax.Array:
 def init_params(net: nn.Module, key: jax.Array):
   """The params of any of these networks (their `cfg` a NetConfig), initialised on one empty
   history: the input every head takes."""
-  return net.init(key, jnp.full((1, net.cfg.history_len), -1, jnp.int32))
+  return net.init(key, net.cfg.example_input((1,)))
 
 
 class ActorCritic(nn.Module):
@@ -117,7 +156,7 @@ class ActorCritic(nn.Module):
   cfg: NetConfig
 
   @nn.compact
-  def __call__(self, history: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, history) -> tuple[jax.Array, jax.Array]:
     s = StateEncoder(self.cfg, name="encoder")(history)
     logits = nn.Dense(self.cfg.num_items, name="actor")(s)
     q = nn.Dense(self.cfg.num_items, name="critic")(s)
@@ -131,7 +170,7 @@ class ActorValue(nn.Module):
   cfg: NetConfig
 
   @nn.compact
-  def __call__(self, history: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, history) -> tuple[jax.Array, jax.Array]:
     s = StateEncoder(self.cfg, name="encoder")(history)
     logits = nn.Dense(self.cfg.num_items, name="actor")(s)
     v = nn.Dense(1, name="value")(s)[..., 0]
@@ -143,6 +182,6 @@ class QNetwork(nn.Module):
   cfg: NetConfig
 
   @nn.compact
-  def __call__(self, history: jax.Array) -> jax.Array:
+  def __call__(self, history) -> jax.Array:
     s = StateEncoder(self.cfg, name="encoder")(history)
     return nn.Dense(self.cfg.num_items, name="q")(s)

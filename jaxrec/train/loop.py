@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrec.agents.types import Agent, AgentState, Transition
+from jaxrec.envs.base import reward_history
 from jaxrec.train.evaluation import agent_policy, evaluate_policy
 
 CURVE_WINDOW = 20  # the paper's learning curves: mean of the most recent 20 finished episodes
@@ -32,7 +33,7 @@ class LoopConfig:
 class RunnerState(NamedTuple):
   agent: AgentState
   env_state: Any
-  history: jax.Array  # [N, L] the current observations
+  history: Any  # [N, L] the current observations (items; with rewards: (items, rewards))
   key: jax.Array
   recent_returns: jax.Array  # [CURVE_WINDOW] most recent finished episodes, ring
   recent_lengths: jax.Array  # [CURVE_WINDOW]
@@ -60,6 +61,13 @@ def _push_finished(returns, lengths, count, ep_return, ep_length, done):
   return returns, lengths, count + total
 
 
+def reads_rewards(agent) -> bool:
+  """Whether the agent's network takes (items, rewards) (NetConfig.reward_handle); a loaded
+  export (no config class) says so itself."""
+  net = getattr(getattr(agent, "cfg", None), "net", None)
+  return bool(net.with_rewards) if net is not None else bool(getattr(agent, "with_rewards"))
+
+
 def make_train(cfg: LoopConfig, agent: Agent, env):
   """-> (init_runner(key, env_params), train_epoch(runner, env_params)), pure functions.
 
@@ -68,6 +76,12 @@ def make_train(cfg: LoopConfig, agent: Agent, env):
   train and test envs."""
   n = cfg.num_sessions
   vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+  with_rewards = reads_rewards(agent)
+
+  def rewards_of(env_params):
+    """-> (fresh [L], step) of the reward input (nets.reward_history), bounds computed once per
+    call (outside the step scan)."""
+    return reward_history(env.history_len, env.reward_bounds(env_params))
 
   def init_runner(key: jax.Array, env_params, agent_state: AgentState | None = None
                   ) -> RunnerState:
@@ -76,12 +90,15 @@ def make_train(cfg: LoopConfig, agent: Agent, env):
       agent_state = agent.init(k_agent)
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, n),
                                                            env_params)
-    return RunnerState(agent=agent_state, env_state=env_state, history=obs.history, key=key,
+    history = obs.history
+    if with_rewards:
+      history = (history, jnp.broadcast_to(rewards_of(env_params)[0], history.shape))
+    return RunnerState(agent=agent_state, env_state=env_state, history=history, key=key,
                        recent_returns=jnp.zeros(CURVE_WINDOW),
                        recent_lengths=jnp.zeros(CURVE_WINDOW), num_finished=jnp.int32(0),
                        env_steps=jnp.int32(0))
 
-  def _env_step(runner: RunnerState, env_params):
+  def _env_step(runner: RunnerState, env_params, reward_step):
     key, k_act, k_env = jax.random.split(runner.key, 3)
     acting_params = agent.policy_params(runner.agent)
     if getattr(agent, "acts_with_values", False):
@@ -95,15 +112,18 @@ def make_train(cfg: LoopConfig, agent: Agent, env):
     rets, lens, count = _push_finished(runner.recent_returns, runner.recent_lengths,
                                        runner.num_finished, info["episode_return"],
                                        info["episode_length"], done)
-    transition = Transition(runner.history, action, reward, done, obs.history, value)
-    runner = runner._replace(env_state=env_state, history=obs.history, key=key,
+    history = obs.history
+    if with_rewards:
+      history = (history, reward_step(runner.history[1], reward, done))
+    transition = Transition(runner.history, action, reward, done, history, value)
+    runner = runner._replace(env_state=env_state, history=history, key=key,
                              recent_returns=rets, recent_lengths=lens, num_finished=count,
                              env_steps=runner.env_steps + n)
     return runner, transition
 
-  def _iteration(runner: RunnerState, env_params):
-    runner, batch = jax.lax.scan(lambda r, _: _env_step(r, env_params), runner, None,
-                                 agent.unroll_len)
+  def _iteration(runner: RunnerState, env_params, reward_step):
+    runner, batch = jax.lax.scan(lambda r, _: _env_step(r, env_params, reward_step), runner,
+                                 None, agent.unroll_len)
     key, k_update = jax.random.split(runner.key)
     agent_state, metrics = agent.update(runner.agent, batch, k_update)
     runner = runner._replace(agent=agent_state, key=key)
@@ -119,7 +139,8 @@ def make_train(cfg: LoopConfig, agent: Agent, env):
   def train_epoch(runner: RunnerState, env_params):
     """iterations_per_epoch updates; returns the runner and one curve point per update
     (point[FINITE] False: that update produced NaN/inf params or losses)."""
-    return jax.lax.scan(lambda r, _: _iteration(r, env_params), runner, None,
+    reward_step = rewards_of(env_params)[1] if with_rewards else None
+    return jax.lax.scan(lambda r, _: _iteration(r, env_params, reward_step), runner, None,
                         cfg.iterations_per_epoch)
 
   return init_runner, train_epoch
@@ -132,4 +153,5 @@ def evaluate(agent: Agent, params, env, env_params, key: jax.Array, num_sessions
   the paper's Return, Length and average reward and the diagnostics of
   `jaxrec.train.evaluation` under the evaluation `mode` (FB, NX_0, NX_k)."""
   return evaluate_policy(agent_policy(agent, params, strategy, epsilon), env, env_params, key,
-                         num_sessions, max_steps, mode, popularity)
+                         num_sessions, max_steps, mode, popularity,
+                         with_rewards=reads_rewards(agent))

@@ -10,8 +10,7 @@ evaluation flags (any of those may be passed to override it).
 --window_size 3 --lr 0.005 --ent-coef 0.01`, the other values from the defaults of
 `examples/policy/policy_utils.py:get_args_all` and `run_A2C.py:get_args_A2C`; the update is
 tianshou's `A2CPolicy.learn`, the loop its `onpolicy_trainer`). Differences that remain, each
-named where the value is set: the peer's state also concatenates the normalised last rewards
-(`reward_handle=cat`, one input dimension) and starts from the user model's pre-trained item
+named where the value is set: the peer starts from the user model's pre-trained item
 embeddings; it collects 100 whole episodes per update (one per env) where the fused loop
 collects a fixed 30 steps of each session (3,000 transitions = 100 episodes at the peer's
 converged length of 30); its minibatches are 1,024 transitions with the remainder merged
@@ -29,6 +28,8 @@ EASYRL4REC_FIXED = {
     "agent": ("a2c", "run_A2C.py"),
     "tracker": ("avg", "Coat.sh --which_tracker avg"),
     "window": (3, "Coat.sh --window_size 3"),
+    "reward_handle": ("cat", "Coat.sh --reward_handle cat (each item's normalised reward "
+                      "appended to its embedding: a state of dim + 1)"),
     "dim": (32, "get_args_all --embedding_dim 32"),
     "hidden_sizes": ((64, 64), "get_args_all --hidden-sizes 64 64 (tianshou Net, shared by "
                      "actor and critic)"),

@@ -177,7 +177,7 @@ def runner_shardings(mesh: Mesh, runner) -> Any:
   """RunnerState (concrete or abstract) -> the same structure of NamedShardings: SESSION_FIELDS
   leaves over `data`, the rest (agent, key, curve buffers, counters) replicated."""
   rep, ses = replicated(mesh), sessions(mesh)
-  n = runner.history.shape[0]
+  n = jax.tree_util.tree_leaves(runner.history)[0].shape[0]
   per_session = lambda x: ses if x.ndim >= 1 and x.shape[0] == n else rep
   return runner._replace(**{
       f: jax.tree.map(per_session, getattr(runner, f)) if f in SESSION_FIELDS
@@ -270,7 +270,7 @@ def nbytes(tree) -> int:
 def runner_bytes(runner) -> dict:
   """Memory of a RunnerState (concrete or abstract): bytes per session (SESSION_FIELDS leaves
   / num_sessions), the replicated part per device, and its replay buffer if it has one."""
-  n = runner.history.shape[0]
+  n = jax.tree_util.tree_leaves(runner.history)[0].shape[0]
   per_session = sum(nbytes(getattr(runner, f)) for f in SESSION_FIELDS) / n
   extra = getattr(runner.agent, "extra", ())
   buffer = nbytes(getattr(extra, "buffer_state", ()))

@@ -130,3 +130,70 @@ def test_categorical_sampler_matches_softmax_and_never_draws_masked_items():
   one_hot = jnp.full((1, 37), -jnp.inf).at[0, 36].set(0.0)  # the last, padded block
   assert set(np.asarray(jax.vmap(acting.categorical, in_axes=(0, None))(
       keys[:500], one_hot))[:, 0]) == {36}
+
+
+# --- rewards as an input (reward_handle="cat") --------------------------------------------------
+REW = jnp.asarray(np.random.default_rng(1).uniform(size=HIST.shape), jnp.float32)
+
+
+def reward_encoder(tracker, window=0, num_tokens=0):
+  cfg = NetConfig(num_items=ITEMS, history_len=L, dim=D, num_layers=2, num_heads=2,
+                  tracker=tracker, window=window, reward_handle="cat", num_tokens=num_tokens)
+  enc = StateEncoder(cfg)
+  return enc, init_params(enc, jax.random.PRNGKey(0))
+
+
+def test_avg_with_rewards_is_the_peers_mean_of_embedding_and_reward():
+  """EasyRL4Rec StateTrackerAvg, reward_handle cat: mean over the window's items of
+  [e_item, normalised reward], a state of dim + 1."""
+  enc, params = reward_encoder("avg", window=4)
+  table = np.asarray(params["params"]["items"]["embedding"])
+  empty = np.asarray(params["params"]["empty"])
+  assert empty.shape == (D + 1,)
+  want = []
+  for row, r in zip(np.asarray(HIST), np.asarray(REW)):
+    rows = [np.append(table[i], r[-4:][j]) for j, i in enumerate(row[-4:]) if i >= 0]
+    want.append(np.mean(rows, axis=0) if rows else empty)
+  np.testing.assert_allclose(enc.apply(params, (HIST, REW)), np.stack(want), rtol=1e-6,
+                             atol=1e-7)
+
+
+@pytest.mark.parametrize("tracker", TRACKERS)
+def test_rewards_change_the_state_and_padding_rewards_do_not(tracker):
+  enc, params = reward_encoder(tracker)
+  base = enc.apply(params, (HIST, REW))
+  assert base.shape == (4, D + 1 if tracker == "avg" else D)
+  moved = enc.apply(params, (HIST, REW.at[:, -1].set(REW[:, -1] + 0.5)))
+  assert not np.allclose(base[:3], moved[:3])  # rows 0-2 hold an item in the newest slot
+  padded = enc.apply(params, (HIST, jnp.where(HIST < 0, 7.0, REW)))  # rewards under padding
+  np.testing.assert_array_equal(base, padded)
+
+
+def test_user_token_positions_carry_no_reward():
+  enc, params = reward_encoder("gru", num_tokens=ITEMS + 3)
+  hist = jnp.asarray([[ITEMS + 1, -1, -1, 3, 7, 1]], jnp.int32)
+  r = jnp.asarray([[0.3, 0, 0, 0.1, 0.2, 0.9]], jnp.float32)
+  np.testing.assert_array_equal(enc.apply(params, (hist, r)),
+                                enc.apply(params, (hist, r.at[0, 0].set(0.8))))
+
+
+def test_reward_input_refuses_the_other_input_kind():
+  enc, params = reward_encoder("avg")
+  with pytest.raises(ValueError, match=r"\(items, rewards\)"):
+    enc.apply(params, HIST)
+  plain, plain_params = encoder("avg")
+  with pytest.raises(ValueError, match="item array"):
+    plain.apply(plain_params, (HIST, REW))
+
+
+def test_reward_history_normalises_shifts_and_resets():
+  from jaxrec.envs.base import INIT_REWARD, reward_history
+  lo, hi = 1.0, 5.0
+  fresh, step = reward_history(4, (jnp.float32(lo), jnp.float32(hi)))
+  init = min((INIT_REWARD - lo) / (hi - lo), 1.0)
+  np.testing.assert_allclose(fresh, [0, 0, 0, init])
+  buf = jnp.stack([fresh, fresh])
+  buf = step(buf, jnp.asarray([3.0, 9.0]), jnp.asarray([False, False]))
+  np.testing.assert_allclose(buf, [[0, 0, init, 0.5], [0, 0, init, 1.0]])  # capped at 1
+  buf = step(buf, jnp.asarray([5.0, 2.0]), jnp.asarray([False, True]))
+  np.testing.assert_allclose(buf, [[0, init, 0.5, 1.0], fresh])  # done: a fresh episode's

@@ -149,7 +149,7 @@ def _train_cli(*args, timeout=300):
 
 
 @pytest.mark.parametrize("flag", ["--tracker=gru", "--num_sessions=64", "--agent=pg",
-                                  "--learning_rate=0.1"])
+                                  "--learning_rate=0.1", "--reward_handle=none"])
 def test_preset_refuses_a_flag_it_fixes(flag, best_item_env_dir, tmp_path):
   res = _train_cli("--config=easyrl4rec", flag, f"--env={best_item_env_dir}",
                    f"--workdir={tmp_path / 'w'}")
@@ -176,7 +176,8 @@ def test_preset_runs_the_peer_setup_and_keeps_overridable_flags(best_item_env_di
   assert res.returncode == 0, res.stderr
   flags = json.load(open(tmp_path / "w" / "flags.json"))
   a = flags["agent_cfg"]
-  assert (a["tracker"], a["window"], a["dim"], a["hidden_sizes"]) == ("avg", 3, 32, [64, 64])
+  assert (a["tracker"], a["window"], a["dim"], a["hidden_sizes"], a["reward_handle"]) == (
+      "avg", 3, 32, [64, 64], "cat")
   assert (a["learning_rate"], a["entropy_coef"], a["max_grad_norm"]) == (0.005, 0.01, 0.0)
   assert (a["schedule"], a["unroll_len"], a["num_minibatches"], a["critic"]) == (
       "collect", 30, 3, "v")
