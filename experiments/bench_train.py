@@ -7,10 +7,13 @@ the rate) against an f32 matmul timed in the same run, interleaved. For each con
 
   paper             the paper's A2C step: SASRec d64, Q critic, an update after every env step
   default           `jaxrec.train --agent=a2c`'s defaults: SASRec, value critic, 10-step unroll
-  easyrl4rec        `--config=easyrl4rec`: EasyRL4Rec's Coat A2C (avg tracker over 3 items,
-                    d32, MLP 64-64, collect 30 steps of each session then 3 minibatches)
+  easyrl4rec        `--config=easyrl4rec`: EasyRL4Rec's Coat A2C (avg tracker over 3 items with
+                    their rewards, d32, MLP 64-64, collect 30 steps of each session then 3
+                    minibatches)
   easyrl4rec_gru    the same with the GRU tracker
   easyrl4rec_sasrec the same with the SASRec tracker (window 3, as the peer's --window_size)
+  easyrl4rec_caser  the same with the Caser tracker over 10 items (its filters need >= 4)
+  easyrl4rec_nextitnet  the same with the NextItNet tracker (window 3)
 
 plus `easyrl4rec_10M_s`: the time 10M env steps take at the measured rate (training only: the
 evaluations and checkpoints of a real run come on top; docs/performance.md has whole runs), and
@@ -35,15 +38,17 @@ from jaxrec import cli
 from jaxrec.agents.registry import AgentConfig, make_agent
 from jaxrec.agents.types import Transition
 from jaxrec.envs import build
+from jaxrec.envs.base import reward_history
 from jaxrec.errors import ConfigError
 from jaxrec.train import presets
-from jaxrec.train.loop import LoopConfig, make_train
+from jaxrec.train.loop import LoopConfig, make_train, reads_rewards
 
 OUT = flags.DEFINE_string("out", None, "JSON output file (also printed)")
 ENV_DIR = flags.DEFINE_string("env_dir", None, "env directory (default: build the synthetic one)")
 SIZES = flags.DEFINE_list("sizes", ["100", "4096"], "num_sessions values")
 CONFIGS = flags.DEFINE_list("configs", ["paper", "default", "easyrl4rec", "easyrl4rec_gru",
-                                        "easyrl4rec_sasrec"], "configurations to time")
+                                        "easyrl4rec_sasrec", "easyrl4rec_caser",
+                                        "easyrl4rec_nextitnet"], "configurations to time")
 STEPS = flags.DEFINE_integer("steps", 30, "env steps of each session per timed call (rounded "
                              "up to whole updates)")
 MIN_TIME = flags.DEFINE_float("min_time", 2.0, "seconds to time each configuration per round")
@@ -70,6 +75,9 @@ def agent_configs() -> dict[str, AgentConfig]:
       "easyrl4rec": preset_agent_config(),
       "easyrl4rec_gru": preset_agent_config(tracker="gru"),
       "easyrl4rec_sasrec": preset_agent_config(tracker="sasrec", num_heads=1),
+      # Caser's tallest filter needs 4 items: the peer's Caser default window (10).
+      "easyrl4rec_caser": preset_agent_config(tracker="caser", window=10),
+      "easyrl4rec_nextitnet": preset_agent_config(tracker="nextitnet"),
   }
 
 
@@ -80,10 +88,10 @@ def flops_per_transition(agent, env, params, n: int) -> float:
   t = agent.unroll_len
   state = agent.init(jax.random.PRNGKey(0))
   key = jax.random.PRNGKey(1)
-  hist = jnp.full((n, env.history_len), -1, jnp.int32)
+  hist = agent.cfg.net.example_input((n,))
   act = (lambda p, h, k: agent.act_value(p, h, k, "categorical")) if getattr(
       agent, "acts_with_values", False) else (lambda p, h, k: agent.act(p, h, k, "categorical"))
-  rollout = jnp.full((t, n, env.history_len), -1, jnp.int32)
+  rollout = agent.cfg.net.example_input((t, n))
   batch = Transition(rollout, jnp.zeros((t, n), jnp.int32), jnp.zeros((t, n)),
                      jnp.zeros((t, n), bool), rollout,
                      jnp.zeros((t, n)) if getattr(agent, "acts_with_values", False) else None)
@@ -112,19 +120,27 @@ def pyloop_fn(agent, env, params, n: int, steps: int):
       jax.random.split(jax.random.PRNGKey(0), n), params)
   agent_state = agent.init(jax.random.PRNGKey(1))
   iterations = -(-steps // agent.unroll_len)
+  history = obs.history
+  if reads_rewards(agent):  # the reward input, as the fused loop keeps it
+    fresh, reward_step = reward_history(env.history_len, env.reward_bounds(params))
+    reward_step = jax.jit(reward_step)
+    history = (history, jnp.broadcast_to(fresh, history.shape))
+  observe = lambda h, obs, reward, done: (
+      (obs.history, reward_step(h[1], reward, done)) if isinstance(h, tuple) else obs.history)
 
   def run():
-    nonlocal obs, state, agent_state
+    nonlocal history, state, agent_state
     key = jax.random.PRNGKey(2)
     for _ in range(iterations):
       batch = []
       for _ in range(agent.unroll_len):
         keys = split(key)
         key, k_act, k_env = keys[0], keys[1], keys[2:]
-        action = act(agent.policy_params(agent_state), obs.history, k_act)
+        action = act(agent.policy_params(agent_state), history, k_act)
         new_obs, state, reward, done, _ = vstep(k_env, state, action, params)
-        batch.append(Transition(obs.history, action, reward, done, new_obs.history))
-        obs = new_obs
+        new_history = observe(history, new_obs, reward, done)
+        batch.append(Transition(history, action, reward, done, new_history))
+        history = new_history
       batch = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *batch)
       agent_state, _ = update(agent_state, batch, key)
     return agent_state.step

@@ -8,7 +8,7 @@ import math
 from jaxrec.agents.a2c import CRITIC_TARGETS, CRITICS, SCHEDULES, check_schedule, default_unroll
 from jaxrec.config import nested, option, refuse
 from jaxrec.errors import ConfigError
-from jaxrec.nets.networks import REWARD_HANDLES, TRACKERS, NetConfig
+from jaxrec.nets.networks import CASER_HEIGHTS, REWARD_HANDLES, TRACKERS, NetConfig
 from jaxrec.oracle import OracleConfig
 
 AGENTS = ("a2c", "dqn", "pg", "ialp", "ialp_ft", "ialp_ap", "llm_online")
@@ -48,8 +48,8 @@ class AgentConfig:
   num_layers: int = option(2, "SASRec blocks (0: the state is the last item's embedding)")
   num_heads: int = option(2, "attention heads")
   tracker: str = option("sasrec", "state tracker: SASRec (the paper's), the mean of the last "
-                        "--window item embeddings (EasyRL4Rec's avg), or a GRU over them",
-                        choices=TRACKERS)
+                        "--window item embeddings (EasyRL4Rec's avg), a GRU, Caser or NextItNet "
+                        "over them (the peer's trackers)", choices=TRACKERS)
   window: int | None = option(None, "newest history items the tracker reads (default: the "
                               "whole history)")
   hidden_sizes: tuple[int, ...] = option((), "MLP widths between the tracker and the heads "
@@ -123,6 +123,9 @@ class AgentConfig:
                         f"{self.reward_handle!r}")
     if self.window is not None and self.window <= 0:
       raise ConfigError(f"--window must be positive, got {self.window}")
+    if self.tracker == "caser" and self.window is not None and self.window < max(CASER_HEIGHTS):
+      raise ConfigError(f"--tracker=caser needs --window >= {max(CASER_HEIGHTS)} (its tallest "
+                        f"filter), got {self.window}")
     if any(h <= 0 for h in self.hidden_sizes):
       raise ConfigError(f"--hidden_sizes must be positive widths, got {self.hidden_sizes}")
     check_schedule(self.schedule, self.critic, self.num_minibatches, self.update_epochs)

@@ -1,7 +1,7 @@
 """The agents' networks (Flax linen; the training loop only sees (params, state) pytrees).
 
-G (paper Eq. 4) maps the observed history [L] to the state s_t. Three state trackers, the ones
-EasyRL4Rec offers its learners (`--which_tracker`), selected by `NetConfig.tracker`:
+G (paper Eq. 4) maps the observed history [L] to the state s_t. The state trackers EasyRL4Rec
+offers its learners (`--which_tracker`), selected by `NetConfig.tracker`:
 
   sasrec  SASRec (the paper's): item embedding, recency-biased causal self-attention blocks
           from `jaxrec.layers`, final LayerNorm; the state is the output at the newest position.
@@ -10,6 +10,15 @@ EasyRL4Rec offers its learners (`--which_tracker`), selected by `NetConfig.track
           extra embedding row).
   gru     a GRU over the last `window` items (GRU4Rec; the peer's `StateTracker_GRU`); padding
           steps leave the hidden state unchanged; the state is the last hidden state.
+  caser   Caser (the peer's `StateTracker_Caser`): over the window's items, oldest first and
+          zero-padded at the end as the peer lays them out, 16 horizontal filters of each
+          height 2, 3, 4 spanning the embedding (ReLU, max over time) and one vertical filter
+          over the window (ReLU); the state is both, concatenated (d + 48). The peer's dropout
+          (0.1, training only) is not applied: jaxrec's networks are deterministic.
+  nextitnet  NextItNet (the peer's `StateTracker_NextItNet`): residual blocks of two causal
+          dilated convolutions (kernel 3, dilations r and 2r for r in 1, 2, 1, 2, 1, 2), each
+          followed by LayerNorm and ReLU, over the same oldest-first layout, masked after each
+          block; the state is the output at the newest item (zeros for a history with none).
 
 Rewards as an input (`reward_handle="cat"`, EasyRL4Rec's `--reward_handle cat`): the network
 then takes `(items [..., L] int32, rewards [..., L] float32)` instead of the item array, the
@@ -32,10 +41,15 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrec.layers import CausalBlock
 
-TRACKERS = ("sasrec", "avg", "gru")
+TRACKERS = ("sasrec", "avg", "gru", "caser", "nextitnet")
+# Caser: the peer's defaults (filter_sizes=[2, 3, 4], num_filters=16); NextItNet: its
+# dilations "[1, 2, 1, 2, 1, 2]" and kernel_size=3.
+CASER_HEIGHTS, CASER_FILTERS = (2, 3, 4), 16
+NEXTITNET_DILATIONS, NEXTITNET_KERNEL = (1, 2, 1, 2, 1, 2), 3
 REWARD_HANDLES = ("none", "cat")
 
 
@@ -115,6 +129,10 @@ class StateEncoder(nn.Module):
       count = valid.sum(axis=-1, keepdims=True)
       empty = self.param("empty", nn.initializers.normal(0.01), (width,))
       s = jnp.where(count > 0, x.sum(axis=1) / jnp.maximum(count, 1), empty)
+    elif c.tracker == "caser":
+      s = _caser(self, *_oldest_first(x, valid))
+    elif c.tracker == "nextitnet":
+      s = _nextitnet(*_oldest_first(x, valid))
     else:
       cell = nn.GRUCell(c.dim, name="gru")
       h = jnp.zeros((flat.shape[0], c.dim), x.dtype)
@@ -125,6 +143,50 @@ class StateEncoder(nn.Module):
     for i, width in enumerate(c.hidden):
       s = nn.relu(nn.Dense(width, name=f"mlp_{i}")(s))
     return s.reshape(history.shape[:-1] + s.shape[-1:])
+
+
+def _oldest_first(x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """[B, W, C] right-aligned (padding first) -> (the valid rows moved to the front in their
+  order, padding zeros after them [B, W, C]; the count of valid rows [B]): the peer's layout
+  (`convert_to_k_state_embedding`: reversed to oldest first, zero-padded at the end)."""
+  order = jnp.argsort(~valid, axis=1, stable=True)
+  rows = jnp.take_along_axis(x * valid[..., None], order[..., None], axis=1)
+  return rows, valid.sum(axis=1)
+
+
+def _caser(module: nn.Module, x: jax.Array, count: jax.Array) -> jax.Array:
+  """[B, W, C] oldest-first -> [B, C + 48]: horizontal and vertical convolutions (module
+  docstring), the peer's init (Xavier normal weights, biases 0.1)."""
+  del count  # the peer convolves the zero padding too
+  w = x.shape[1]
+  if w < max(CASER_HEIGHTS):
+    raise ValueError(f"tracker caser needs a window of at least {max(CASER_HEIGHTS)} items "
+                     f"(its tallest filter), got {w}")
+  init = dict(kernel_init=nn.initializers.xavier_normal(),
+              bias_init=nn.initializers.constant(0.1))
+  pooled = [nn.relu(nn.Conv(CASER_FILTERS, (h,), padding="VALID", name=f"caser_h{h}",
+                            **init)(x)).max(axis=1) for h in CASER_HEIGHTS]
+  # Conv2d(1, 1, (W, 1)): one weight per window position, shared by every channel (Xavier
+  # normal: fan in = fan out = W).
+  v_w = module.param("caser_v_kernel", nn.initializers.normal(np.sqrt(1.0 / w)), (w,))
+  v_b = module.param("caser_v_bias", nn.initializers.constant(0.1), ())
+  vertical = nn.relu(jnp.einsum("btc,t->bc", x, v_w) + v_b)
+  return jnp.concatenate(pooled + [vertical], axis=-1)
+
+
+def _nextitnet(x: jax.Array, count: jax.Array) -> jax.Array:
+  """[B, W, C] oldest-first -> [B, C]: the residual causal dilated convolutions (module
+  docstring), the output at the newest item."""
+  width, mask = x.shape[-1], (jnp.arange(x.shape[1]) < count[:, None])[..., None]
+  for i, r in enumerate(NEXTITNET_DILATIONS):
+    h = x
+    for j, dil in enumerate((r, 2 * r)):
+      h = nn.Conv(width, (NEXTITNET_KERNEL,), kernel_dilation=(dil,), padding="CAUSAL",
+                  name=f"nextitnet_{i}_conv{j + 1}")(h)
+      h = nn.relu(nn.LayerNorm(epsilon=1e-5, name=f"nextitnet_{i}_ln{j + 1}")(h))
+    x = (x + h) * mask
+  last = jnp.take_along_axis(x, jnp.maximum(count - 1, 0)[:, None, None], axis=1)[:, 0]
+  return jnp.where(count[:, None] > 0, last, 0.0)
 
 
 def _sasrec(c: NetConfig, x: jax.Array, valid: jax.Array) -> jax.Array:

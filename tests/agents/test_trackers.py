@@ -1,6 +1,7 @@
-"""State trackers (avg, GRU, SASRec): shapes, padding and window masking, the avg tracker
-against NumPy, the GRU against its cell stepped by hand, the last-position SASRec block against
-the full one, and the two-level categorical sampler's distribution."""
+"""State trackers (avg, GRU, SASRec, Caser, NextItNet): shapes, padding and window masking, the
+avg, Caser and NextItNet trackers against NumPy versions of the peer's layers, the GRU against
+its cell stepped by hand, the last-position SASRec block against the full one, rewards as an
+input, and the two-level categorical sampler's distribution."""
 
 import chex
 import flax.linen as nn
@@ -32,11 +33,11 @@ HIST = jnp.asarray([[-1, -1, -1, -1, -1, 4],
 @pytest.mark.parametrize("tracker", TRACKERS)
 @pytest.mark.parametrize("hidden", [(), (5, 3)])
 def test_shapes_over_leading_axes(tracker, hidden):
-  enc, params = encoder(tracker, 3, hidden)
+  enc, params = encoder(tracker, 4, hidden)
   out = enc.apply(params, jnp.broadcast_to(HIST, (2,) + HIST.shape))
-  assert out.shape == (2, 4, hidden[-1] if hidden else D)
+  assert out.shape == (2, 4, hidden[-1] if hidden else D + 48 * (tracker == "caser"))
   assert np.isfinite(np.asarray(out)).all()
-  net = ActorValue(NetConfig(num_items=ITEMS, history_len=L, dim=D, tracker=tracker, window=3,
+  net = ActorValue(NetConfig(num_items=ITEMS, history_len=L, dim=D, tracker=tracker, window=4,
                              hidden=hidden))
   logits, value = net.apply(init_params(net, jax.random.PRNGKey(1)), HIST)
   assert logits.shape == (4, ITEMS) and value.shape == (4,)
@@ -44,14 +45,14 @@ def test_shapes_over_leading_axes(tracker, hidden):
 
 @pytest.mark.parametrize("tracker", TRACKERS)
 def test_items_outside_the_window_do_not_matter(tracker):
-  enc, params = encoder(tracker, window=3)
-  other = HIST.at[:, :3].set(jnp.asarray([[5, 6, 7]] * 4))  # only positions before the window
+  enc, params = encoder(tracker, window=4)
+  other = HIST.at[:, :2].set(jnp.asarray([[5, 6]] * 4))  # only positions before the window
   np.testing.assert_array_equal(enc.apply(params, HIST), enc.apply(params, other))
   moved = HIST.at[:, -1].set(11)  # the newest item is inside it
   assert not np.allclose(enc.apply(params, HIST)[:3], enc.apply(params, moved)[:3])
 
 
-@pytest.mark.parametrize("tracker", ("avg", "gru"))
+@pytest.mark.parametrize("tracker", ("avg", "gru", "nextitnet"))
 def test_padding_is_ignored(tracker):
   """A history's padding and a shorter window of the same items give the same state."""
   enc, params = encoder(tracker)
@@ -83,6 +84,71 @@ def test_gru_tracker_steps_its_cell_over_the_items_only():
   np.testing.assert_allclose(enc.apply(params, HIST[1:2])[0], h, rtol=1e-5, atol=1e-6)
   # no item at all: the zero state
   np.testing.assert_array_equal(enc.apply(params, HIST[3:4])[0], np.zeros(D))
+
+
+def _oldest_first(row):
+  """The peer's layout of one right-aligned history: its items oldest first, then padding."""
+  items = [i for i in row if i >= 0]
+  return items, len(items)
+
+
+def _np_conv1d(x, kernel, bias, dilation=1, causal=False):
+  """x [W, C], kernel [k, C, F] (flax layout) -> [W', F]: torch Conv2d with a (k, C) kernel
+  over a one-channel [W, C] image (VALID), or with (k - 1) * dilation zero rows in front."""
+  k = kernel.shape[0]
+  if causal:
+    x = np.concatenate([np.zeros(((k - 1) * dilation, x.shape[1])), x])
+  span = (k - 1) * dilation
+  return np.stack([sum(x[t + j * dilation] @ kernel[j] for j in range(k)) + bias
+                   for t in range(x.shape[0] - span)])
+
+
+def test_caser_tracker_is_the_peers_horizontal_and_vertical_convolutions():
+  enc, params = encoder("caser", window=5)
+  p = jax.tree_util.tree_map(np.asarray, params["params"])
+  table = p["items"]["embedding"]
+  want = []
+  for row in np.asarray(HIST)[:, -5:]:
+    items, n = _oldest_first(row)
+    seq = np.zeros((5, D))
+    seq[:n] = table[items]
+    pooled = [np.maximum(_np_conv1d(seq, p[f"caser_h{h}"]["kernel"], p[f"caser_h{h}"]["bias"]),
+                         0).max(axis=0) for h in (2, 3, 4)]
+    vertical = np.maximum(p["caser_v_kernel"] @ seq + p["caser_v_bias"], 0)
+    want.append(np.concatenate(pooled + [vertical]))
+  np.testing.assert_allclose(enc.apply(params, HIST), np.stack(want), rtol=1e-5, atol=1e-5)
+
+
+def test_caser_refuses_a_window_shorter_than_its_filters():
+  with pytest.raises(ValueError, match="at least 4"):
+    encoder("caser", window=3)
+
+
+def test_nextitnet_tracker_is_the_peers_residual_dilated_convolutions():
+  enc, params = encoder("nextitnet")
+  p = jax.tree_util.tree_map(np.asarray, params["params"])
+  table = p["items"]["embedding"]
+
+  def ln(x, q):
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + 1e-5) * q["scale"] + q["bias"]
+
+  for row, got in zip(np.asarray(HIST), np.asarray(enc.apply(params, HIST))):
+    items, n = _oldest_first(row)
+    if not n:
+      np.testing.assert_array_equal(got, np.zeros(D))
+      continue
+    x = np.zeros((L, D))
+    x[:n] = table[items]
+    mask = (np.arange(L) < n)[:, None]
+    for i, r in enumerate((1, 2, 1, 2, 1, 2)):
+      h = x
+      for j, dil in enumerate((r, 2 * r)):
+        conv = p[f"nextitnet_{i}_conv{j + 1}"]
+        h = np.maximum(ln(_np_conv1d(h, conv["kernel"], conv["bias"], dil, causal=True),
+                          p[f"nextitnet_{i}_ln{j + 1}"]), 0)
+      x = (x + h) * mask
+    np.testing.assert_allclose(got, x[n - 1], rtol=1e-4, atol=1e-5)
 
 
 def test_last_position_block_equals_the_full_block():
@@ -162,7 +228,8 @@ def test_avg_with_rewards_is_the_peers_mean_of_embedding_and_reward():
 def test_rewards_change_the_state_and_padding_rewards_do_not(tracker):
   enc, params = reward_encoder(tracker)
   base = enc.apply(params, (HIST, REW))
-  assert base.shape == (4, D + 1 if tracker == "avg" else D)
+  width = {"avg": D + 1, "nextitnet": D + 1, "caser": D + 1 + 48}.get(tracker, D)
+  assert base.shape == (4, width)
   moved = enc.apply(params, (HIST, REW.at[:, -1].set(REW[:, -1] + 0.5)))
   assert not np.allclose(base[:3], moved[:3])  # rows 0-2 hold an item in the newest slot
   padded = enc.apply(params, (HIST, jnp.where(HIST < 0, 7.0, REW)))  # rewards under padding
