@@ -50,7 +50,7 @@ RANDOM_R = (1.53 + 1.96) / 2
 LFM_RANGES = {"R": (1.53, 1.96), "Len": (4.52, 5.15), "Ravg": (0.34, 0.38)}
 # Held-out score quantiles tried as the calib_pos anchor (calibrate_random_anchor); the first is
 # the median of step 1.
-ANCHOR_QUANTILES = tuple(float(q) for q in np.linspace(0.5, 0.95, 10))
+ANCHOR_QUANTILES = tuple(round(float(q), 2) for q in np.linspace(0.5, 0.95, 10))
 
 
 def within_paper_ranges(r: float, length: float, ravg: float) -> bool:
@@ -166,7 +166,6 @@ def calibrate_random_beta(scores: np.ndarray, closest: np.ndarray, s_pos: float,
     if best is None or abs(c["random_r"] - target_r) < abs(best["random_r"] - target_r):
       best = c
   return best
-
 
 
 def calibrate_random_anchor(solve, heldout_scores: np.ndarray, reward_max: float) -> dict:
