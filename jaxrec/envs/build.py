@@ -170,7 +170,8 @@ def build_sequential(ds: Dataset, cfg: BuildConfig, log=print, quit_space=None):
   hist, held = sq.training_arrays(ds, cfg.history_len)
   h = sq.final_states(mcfg, model_params, hist)
   score = jax.jit(lambda h, a: sq.item_scores(model_params, h, a))
-  s_pos = np.median(np.asarray(score(h, jnp.asarray(held))))
+  s_held = np.asarray(score(h, jnp.asarray(held)))
+  s_pos = np.median(s_held)
   rand = rng.integers(0, ds.num_items, size=len(held))
   s_rand = np.asarray(score(h, jnp.asarray(rand)))
   s_neg = np.median(s_rand)
@@ -190,22 +191,28 @@ def build_sequential(ds: Dataset, cfg: BuildConfig, log=print, quit_space=None):
     scores, closest = calibrate.random_trajectories(env, params, jax.random.PRNGKey(cfg.seed),
                                                     4096, cfg.max_len)
     if quit_space is None:
-      c = calibrate.calibrate_random_beta(scores, closest, float(s_pos), cfg.reward_max,
-                                          cfg.calib_pos)
+      solve = lambda s: calibrate.calibrate_random_beta(scores, closest, s, cfg.reward_max,
+                                                        cfg.calib_pos)
     else:  # the other env's similarity quit as it is: steps 1-3 of the rule only
       beta = float(quit.beta)
-      c = calibrate.calibrate_random(scores, closest < beta, float(s_pos), cfg.reward_max,
-                                     cfg.calib_pos) | {"beta": beta}
+      solve = lambda s: calibrate.calibrate_random(scores, closest < beta, s, cfg.reward_max,
+                                                   cfg.calib_pos) | {"beta": beta}
+    c = calibrate.calibrate_random_anchor(solve, s_held, cfg.reward_max)
     params = calibrate.with_calibration(params, c["center"], c["scale"], c["min_reward"],
                                         c["beta"])
     center, scale, quit = c["center"], c["scale"], params.quit
     met = calibrate.within_paper_ranges(c["random_r"], c["random_len"], c["random_ravg"])
     if not met:
       log(f"calibration: the random policy's R {c['random_r']:.2f} Len {c['random_len']:.2f} "
-          f"Ravg {c['random_ravg']:.2f} miss the paper's LFM ranges (a weak user model: random "
-          "items often outscore held-out ones); see calibration_met in env.json")
+          f"Ravg {c['random_ravg']:.2f} miss the paper's LFM ranges at every anchor (a weak user "
+          "model: random items often outscore held-out ones); see calibration_met in env.json")
+    elif c["anchor_quantile"] != calibrate.ANCHOR_QUANTILES[0]:
+      log(f"calibration: random items outscore the median held-out item too often to meet the "
+          f"paper's ranges; the held-out {c['anchor_quantile']:.2f} quantile earns "
+          f"{cfg.calib_pos:g}, the median {c['heldout_median_reward']:.2f}")
     calib |= {"calibration_met": met} | {
-        k: c[k] for k in ("random_r", "random_len", "random_ravg")} | {
+        k: c[k] for k in ("random_r", "random_len", "random_ravg", "anchor_quantile",
+                          "heldout_median_reward")} | {
         "target_r": calibrate.RANDOM_R, "target_len": calibrate.RANDOM_LEN,
         "target_ravg": calibrate.RANDOM_RAVG}
   report = calib | {"model": "sasrec", "hr10": fit.hr10, "ndcg10": fit.ndcg10,
