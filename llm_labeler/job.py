@@ -18,6 +18,9 @@ judge on the --env train user model: not an LLM; for CPU-only runs and labeler-q
                         before anything is written (llm_labeler.lora)
   --permutations=P      score every request under P rotated candidate orders and average the
                         label probabilities back onto the items (llm_labeler.debias; P x cost)
+  --history=H           prompts show the newest H history items (default: with --lora the
+                        adapter's tuning window, so labeling prompts are shaped as its tuning
+                        prompts; else all the request holds)
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class LabelConfig:
   lora: str = option("", "hf/vllm: adapter directory written by llm_labeler.tune (manifest "
                      "checked against the model, template and k)")
   permutations: int = option(1, "candidate orders averaged per request (position debiasing)")
+  history: int = option(0, "newest history items each prompt shows (0: with --lora the "
+                        "adapter's tuning window, else all the request holds)")
   tensor_parallel_size: int = option(1, "vllm: GPUs per model")
   max_num_seqs: int = option(256, "vllm: concurrent sequences")
   dtype: str = option("auto", "model dtype (auto, bfloat16, float16, float32)")
@@ -93,6 +98,10 @@ class LabelConfig:
       raise ConfigError("--lora needs --backend=hf or vllm, and not --lora_path as well")
     if self.permutations < 1:
       raise ConfigError(f"--permutations must be >= 1, got {self.permutations}")
+    if self.history < 0 or (self.history and self.backend == "oracle"):
+      raise ConfigError(f"--history must be >= 0, and is for the model backends (the oracle "
+                        f"reads the env's whole history); got {self.history} with "
+                        f"--backend={self.backend}")
     if self.batch_size < 1 or self.poll_seconds <= 0 or self.max_shards < 0:
       raise ConfigError("--batch_size and --poll_seconds must be positive, --max_shards >= 0")
 
@@ -118,10 +127,40 @@ def load_catalog(cfg: LabelConfig, request_meta: dict) -> shards.Catalog:
   return cat
 
 
+class Windowed:
+  """A backend shown only the newest `history` items of each request (right-aligned, so the
+  last columns): a LoRA adapter then sees prompts shaped as the ones it was tuned on."""
+
+  def __init__(self, backend, history: int):
+    self.inner, self.history = backend, history
+    self.name, self.model = backend.name, backend.model
+    self.meta = dict(backend.meta, history=history)
+
+  @property
+  def prompt_tokens(self) -> int:
+    return self.inner.prompt_tokens
+
+  def label(self, requests, shard: str = ""):
+    return self.inner.label(requests._replace(history=requests.history[:, -self.history:]),
+                            shard)
+
+
+def prompt_history(cfg: LabelConfig) -> int:
+  """History items a prompt shows: --history, else the adapter's tuning window, else 0 (all)."""
+  if cfg.history or not cfg.lora or cfg.backend == "oracle":
+    return cfg.history
+  from llm_labeler import lora
+  return int(lora.read_manifest(cfg.lora).get("history", 0))
+
+
 def make_backend(cfg: LabelConfig, request_meta: dict):
-  """Builds the backend (imports vLLM / transformers / the env only now), debiased over
-  --permutations candidate orders when P > 1."""
+  """Builds the backend (imports vLLM / transformers / the env only now), shown the newest
+  `prompt_history` items of each request, debiased over --permutations candidate orders when
+  P > 1."""
   backend = _make_backend(cfg, request_meta)
+  history = prompt_history(cfg)
+  if history:
+    backend = Windowed(backend, history)
   if cfg.permutations > 1:
     from llm_labeler.debias import Debiased, shifts
     shifts(int(request_meta["k"]), cfg.permutations)  # P <= k

@@ -196,13 +196,14 @@ def test_label_quality_cli_refuses_a_num_beyond_the_split(seq_env_dir, tmp_path)
 
 
 # --- adapter refusals that need no model ----------------------------------------------------------
-def _fake_adapter(directory, k=K, template=TEMPLATE_VERSION):
+def _fake_adapter(directory, k=K, template=TEMPLATE_VERSION, **extra):
   os.makedirs(directory)
   for name in lora.ADAPTER_FILES:
     with open(os.path.join(directory, name), "w") as f:
       f.write("{}" if name.endswith(".json") else "not weights")
   lora.write_manifest(directory, {"base_model": {"weights_sha256": "0"}, "tokenizer_sha256": "0",
-                                  "template_version": template, "k": k, "chat_template": False})
+                                  "template_version": template, "k": k, "chat_template": False,
+                                  **extra})
   return directory
 
 
@@ -260,3 +261,30 @@ def test_tune_resume_key_uses_absolute_paths(tmp_path, monkeypatch):
   absolute = TuneConfig(env=str(tmp_path / "env"), model=str(tmp_path / "model.gguf"), out="b")
   assert rel.result_flags() == absolute.result_flags()  # --out is not part of the key
   assert rel.result_flags() != TuneConfig(env="other", model="model.gguf").result_flags()
+
+
+# --- prompts shaped as the adapter's tuning prompts ----------------------------------------------
+def test_labeling_shows_the_adapters_history_window(tmp_path):
+  from llm_labeler.job import Windowed, prompt_history
+  adapter = _fake_adapter(str(tmp_path / "a"), history=3)
+  cfg = lambda **kw: LabelConfig(requests="r", out="o", backend="hf", model="m", **kw)
+  assert prompt_history(cfg(lora=adapter)) == 3  # the tuning window
+  assert prompt_history(cfg(lora=adapter, history=5)) == 5  # the flag wins
+  assert prompt_history(cfg()) == 0  # no adapter: every item the request holds
+  seen = []
+
+  class Inner:
+    name, model, meta, prompt_tokens = "fake", "m", {}, 0
+
+    def label(self, req, shard=""):
+      seen.append(req.history)
+      return "labels"
+
+  z = np.zeros(2, np.int32)
+  req = shards.RequestShard(z, z, np.asarray([[-1, 5, 6, 7, 8], [1, 2, 3, 4, 9]], np.int32),
+                            np.zeros((2, K), np.int32), z - 1)
+  assert Windowed(Inner(), 3).label(req) == "labels"
+  np.testing.assert_array_equal(seen[0], [[6, 7, 8], [3, 4, 9]])
+  for bad in (dict(history=-1), dict(history=3, backend="oracle")):
+    with pytest.raises(ConfigError, match="--history"):
+      LabelConfig(requests="r", out="o", env="e", **bad).validate()
