@@ -147,15 +147,17 @@ class SQNLossTest(chex.TestCase):
 def test_each_update_changes_one_copy_and_both_roles_occur():
   ds = chain_dataset(num_users=20)
   data = build_transitions(ds, 4)
-  net = SupervisedQNet(OfflineConfig(history_len=4, dim=8).net(ds.num_items), q_head=True)
+  net = SupervisedQNet(OfflineConfig(history_len=4, dim=8, num_layers=0).net(ds.num_items),
+                       q_head=True)  # no blocks: the smallest encoder compiles fastest
   init, epoch = make_train(LEARNERS["sqn"], net, adam(0.01, 0.0), HParams(), 16, 1)
   epoch = jax.jit(chex.assert_max_traces(epoch, n=1))
-  state = init(jax.random.PRNGKey(0))
+  state = jax.jit(init)(jax.random.PRNGKey(0))
   updated = []
   for e in range(8):
     new, _ = epoch(state, data, jax.random.PRNGKey(e))
-    changed = [not all(bool(jnp.array_equal(a[c], b[c])) for a, b in zip(
-        jax.tree.leaves(state.params), jax.tree.leaves(new.params))) for c in (0, 1)]
+    before, after = (jax.device_get(jax.tree.leaves(s.params)) for s in (state, new))
+    changed = [not all(np.array_equal(a[c], b[c]) for a, b in zip(before, after))
+               for c in (0, 1)]
     assert sum(changed) == 1, changed  # the main copy moves, the target copy does not
     updated.append(changed.index(True))
     state = new
@@ -229,3 +231,11 @@ def test_cli_refuses_bad_input_with_one_line_and_writes_nothing(flags, message, 
   lines = res.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
   assert not workdir.exists()
+
+
+def test_nan_epoch_is_refused_and_not_saved(tmp_path):
+  from jaxrec.errors import NonFiniteError
+  cfg = OfflineConfig(agent="normal", epochs=2, **(TINY | {"learning_rate": 1e30}))
+  with pytest.raises(NonFiniteError, match=r"at update \d+ \(update \d+ of epoch 1\)"):
+    train_and_evaluate(cfg, str(tmp_path / "run"), lambda s: None, chain_dataset())
+  assert os.listdir(tmp_path / "run" / "checkpoints") == []
