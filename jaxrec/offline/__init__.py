@@ -1,0 +1,2 @@
+"""Offline next-item RL on logged sequences (issue 20): transitions, learners (normal, sqn),
+the fused epoch loop, HR@k / NDCG@k evaluation and `python -m jaxrec.offline`."""

@@ -1,0 +1,38 @@
+"""python -m jaxrec.offline --agent=normal|sqn --backbone=sasrec|gru --dataset=NAME
+[--data_dir=PATH] --workdir=RUN [--epochs --batch_size --learning_rate --gamma --eval_head ...]
+
+Offline next-item learning on the dataset's train users, HR@k / NDCG@k over every position of
+its test users each epoch, beside a popularity reference (jaxrec/offline/run.py). Rerunning
+the same command resumes from the latest checkpoint. The flags are OfflineConfig's options
+(jaxrec.config) and the dataset flags (jaxrec.data.flags).
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from jaxrec import cli, config
+from jaxrec.data import flags as data_flags
+from jaxrec.errors import ConfigError
+from jaxrec.offline.run import OfflineConfig, train_and_evaluate
+
+config.define_flags(OfflineConfig)
+WORKDIR = flags.DEFINE_string("workdir", None, "run directory (created; resumed if it exists)")
+
+
+def config_from_flags() -> OfflineConfig:
+  return config.from_flags(OfflineConfig, dataset=data_flags.DATASET.value,
+                           data_dir=data_flags.DATA_DIR.value or "",
+                           synthetic=data_flags.synthetic_config_from_flags(),
+                           prep=data_flags.prep_config_from_flags())
+
+
+def main(argv):
+  cli.reject_extra_args(argv)
+  if not WORKDIR.value:
+    raise ConfigError("--workdir is required")
+  train_and_evaluate(config_from_flags(), WORKDIR.value)
+
+
+if __name__ == "__main__":
+  cli.run(main)

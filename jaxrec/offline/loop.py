@@ -1,0 +1,80 @@
+"""The fused offline loop: one epoch = one jitted `lax.scan` over shuffled minibatches of the
+logged transitions, gathered on device.
+
+  state = init_state(key)                         # params, Adam states: one per network copy
+  state, points = train_epoch(state, data, key)   # jitted; num_batches updates
+
+Learners with two copies (double Q) keep both stacked on a leading axis of size 2; each update
+draws which copy is the main one (updated) and which the target (its role swap), as the
+authors' code does. A learner with one copy reads its own params as the target.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxrec.offline.learners import HParams, Learner
+from jaxrec.offline.transitions import Transitions
+from jaxrec.train.loop import FINITE, all_finite
+
+
+class OfflineState(NamedTuple):
+  params: Any  # the network params, stacked [copies, ...] on every leaf
+  opt_state: Any  # each copy's optimizer state, stacked the same way
+  updates: jax.Array  # int32 gradient steps so far
+
+
+def take(tree, i):
+  """Copy i of a stacked tree."""
+  return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def put(tree, i, part):
+  """The stacked tree with copy i replaced by `part`."""
+  return jax.tree_util.tree_map(lambda x, y: x.at[i].set(y), tree, part)
+
+
+def make_train(learner: Learner, net, optimizer: optax.GradientTransformation, hp: HParams,
+               batch_size: int, num_batches: int):
+  """-> (init_state(key), train_epoch(state, data, key) -> (state, points)); points: one row
+  per update (loss, the learner's metrics, FINITE)."""
+  batch_loss = learner.loss_module().batch_loss
+  copies = learner.copies
+
+  def init_state(key: jax.Array) -> OfflineState:
+    example = net.cfg.example_input((1,))
+    params = jax.vmap(lambda k: net.init(k, example))(jax.random.split(key, copies))
+    return OfflineState(params=params, opt_state=jax.vmap(optimizer.init)(params),
+                        updates=jnp.zeros((), jnp.int32))
+
+  def _update(state: OfflineState, xs, data: Transitions):
+    idx, key = xs
+    batch = jax.tree_util.tree_map(lambda x: x[idx], data)
+    k_role, k_loss = jax.random.split(key)
+    main_i = jax.random.randint(k_role, (), 0, copies)
+    target_i = (main_i + 1) % copies
+    main, target = take(state.params, main_i), take(state.params, target_i)
+    (loss, metrics), grads = jax.value_and_grad(batch_loss, argnums=1, has_aux=True)(
+        net, main, target, batch, hp, k_loss, state.updates)
+    opt = take(state.opt_state, main_i)
+    upd, opt = optimizer.update(grads, opt, main)
+    main = optax.apply_updates(main, upd)
+    point = {"loss": loss} | metrics
+    point[FINITE] = all_finite((main, point))
+    return OfflineState(params=put(state.params, main_i, main),
+                        opt_state=put(state.opt_state, main_i, opt),
+                        updates=state.updates + 1), point
+
+  def train_epoch(state: OfflineState, data: Transitions, key: jax.Array):
+    """num_batches updates on a fresh shuffle of `data` (the remainder is left out)."""
+    k_perm, k_steps = jax.random.split(key)
+    perm = jax.random.permutation(k_perm, data.action.shape[0])
+    idx = perm[:num_batches * batch_size].reshape(num_batches, batch_size)
+    keys = jax.random.split(k_steps, num_batches)
+    return jax.lax.scan(lambda s, xs: _update(s, xs, data), state, (idx, keys))
+
+  return init_state, train_epoch

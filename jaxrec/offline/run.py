@@ -1,0 +1,214 @@
+"""`train_and_evaluate(cfg, workdir)`: the one function behind `python -m jaxrec.offline`.
+
+Offline next-item learning on a dataset's logged sequences: the dataset is loaded and
+preprocessed as every jaxrec CLI does (jaxrec.data), split into train / test users by the split
+the env builder uses (`jaxrec.data.preprocess.split`; with the defaults, the same users as an
+env directory built from the same dataset with its default --split and --seed), and every
+interaction becomes a transition (jaxrec.offline.transitions). Each epoch is one jitted
+`lax.scan` over shuffled minibatches of the train transitions (jaxrec.offline.loop), then HR@k
+and NDCG@k over every position of the test sequences (jaxrec.offline.metrics), ranked by the
+supervised head (or the Q head: --eval_head=q).
+
+Run directory (the lifecycle is jaxrec.train.driver's: resume, NaN guard, SIGTERM):
+  flags.json      the OfflineConfig
+  metrics.jsonl   one row per epoch (epoch 0 = the random init): HR@k, NDCG@k on the test
+                  split, the popularity reference's (popularity_HR@k, ...: train-split next-item
+                  counts, the same every row), the epoch's mean losses and samples/s
+  results.json    after the last epoch: the final metrics and the popularity reference
+  checkpoints/    orbax: "state" = params + Adam states of every copy + update count
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrec.config import option
+from jaxrec.data import registry
+from jaxrec.data.dataset import Dataset
+from jaxrec.data.preprocess import split as split_dataset
+from jaxrec.data.synthetic import SyntheticConfig
+from jaxrec.envs.store import fingerprint
+from jaxrec.errors import ConfigError, DataError
+from jaxrec.io import atomic_write_text
+from jaxrec.nets.networks import NetConfig
+from jaxrec.offline import metrics as rank_metrics
+from jaxrec.offline.learners import LEARNERS, HParams
+from jaxrec.offline.loop import FINITE, make_train, take
+from jaxrec.offline.networks import BACKBONES, SupervisedQNet
+from jaxrec.offline.transitions import build_transitions
+from jaxrec.agents.optim import adam
+from jaxrec.train import driver
+
+EVAL_HEADS = ("ce", "q")
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineConfig:
+  """`python -m jaxrec.offline`'s config; its options are the flags (the dataset flags are
+  jaxrec.data.flags', copied into the plain fields below). Learner defaults: the SQN authors'
+  code (jaxrec/offline/sqn.py names each); sizes: LEA Sec. 5.1 (sequence 10, dim 64)."""
+  agent: str = option("normal", "offline learner: normal (cross-entropy only) or sqn (plus "
+                      "double-Q on a Q head)", choices=tuple(LEARNERS))
+  backbone: str = option("sasrec", "sequence encoder: SASRec or GRU4Rec (jaxrec.nets "
+                         "StateEncoder)", choices=tuple(BACKBONES))
+  history_len: int = option(10, "L: items a state holds (LEA, SQN: 10)")
+  dim: int = option(64, "embedding and hidden size (LEA, SQN: 64)")
+  num_layers: int = option(1, "SASRec blocks (SQN code --num_blocks 1)")
+  num_heads: int = option(1, "SASRec attention heads (SQN code --num_heads 1)")
+  learning_rate: float = option(0.01, "Adam learning rate (SQN code --lr 0.01; LEA: 1e-3 on "
+                                "LFM)")
+  batch_size: int = option(256, "minibatch (SQN code --batch_size 256; LEA: 100)")
+  epochs: int = option(50, "passes over the train transitions (SQN code --epoch 50)")
+  gamma: float = option(0.5, "sqn: discount of the TD target (SQN code --discount 0.5)")
+  eval_head: str = option("ce", "the head whose scores rank the test items: ce (supervised, "
+                          "the protocol's) or q (sqn)", choices=EVAL_HEADS)
+  topk: tuple[int, ...] = option(rank_metrics.KS, "k of HR@k and NDCG@k")
+  eval_chunk: int = option(1024, "test positions scored per step of the evaluation")
+  split: str = option("user", "train / test split, the env builder's: user (80/20 by user) "
+                      "or chrono (50/50 by time)", choices=("user", "chrono"))
+  train_frac: float | None = option(None, "train share (default 0.8 user, 0.5 chrono)")
+  split_seed: int = option(0, "seed of the user split (experiments.build_envs --seed: the "
+                           "same users)")
+  seed: int = option(0, "seed of the init, the shuffles and the double-Q role swaps")
+  dataset: str = "synthetic"
+  data_dir: str = ""
+  synthetic: SyntheticConfig = SyntheticConfig()
+  prep: registry.PrepConfig = registry.PrepConfig()
+  keep_checkpoints: int = 2
+
+  def validate(self) -> None:
+    if self.agent not in LEARNERS:
+      raise ConfigError(f"--agent must be one of {', '.join(LEARNERS)}; got {self.agent!r}")
+    if self.backbone not in BACKBONES:
+      raise ConfigError(f"--backbone must be one of {', '.join(BACKBONES)}; got "
+                        f"{self.backbone!r}")
+    if self.eval_head not in EVAL_HEADS:
+      raise ConfigError(f"--eval_head must be one of {', '.join(EVAL_HEADS)}; got "
+                        f"{self.eval_head!r}")
+    if self.eval_head == "q" and not LEARNERS[self.agent].q_head:
+      raise ConfigError(f"--eval_head=q needs a learner with a Q head; --agent={self.agent} "
+                        "has none")
+    for f in ("history_len", "dim", "num_heads", "batch_size", "epochs", "eval_chunk",
+              "keep_checkpoints"):
+      if getattr(self, f) <= 0:
+        raise ConfigError(f"--{f} must be positive, got {getattr(self, f)}")
+    if self.num_layers < 0:
+      raise ConfigError(f"--num_layers must be >= 0, got {self.num_layers}")
+    if self.dim % self.num_heads:
+      raise ConfigError(f"--dim ({self.dim}) must be a multiple of --num_heads "
+                        f"({self.num_heads})")
+    if not self.learning_rate > 0:
+      raise ConfigError(f"--learning_rate must be positive, got {self.learning_rate}")
+    if not 0.0 <= self.gamma <= 1.0:
+      raise ConfigError(f"--gamma must be in [0, 1], got {self.gamma}")
+    if not self.topk or any(k <= 0 for k in self.topk):
+      raise ConfigError(f"--topk must be positive integers, got {self.topk}")
+    if self.train_frac is not None and not 0.0 < self.train_frac < 1.0:
+      raise ConfigError(f"--train_frac must be in (0, 1), got {self.train_frac}")
+
+  def net(self, num_items: int) -> NetConfig:
+    return NetConfig(num_items=num_items, history_len=self.history_len, dim=self.dim,
+                     num_layers=self.num_layers, num_heads=self.num_heads,
+                     tracker=BACKBONES[self.backbone])
+
+  @property
+  def method(self) -> str:
+    """The results' method name (issue 20's naming: sasrec-normal, gru-sqn)."""
+    return f"{self.backbone}-{self.agent}"
+
+
+def load_splits(cfg: OfflineConfig, ds: Dataset | None = None) -> tuple[Dataset, Dataset,
+                                                                         Dataset]:
+  """(dataset, train, test): `ds` or the configured dataset, split as the env builder does."""
+  if ds is None:
+    ds = registry.load_dataset(cfg.dataset, cfg.data_dir or None, cfg.prep, cfg.synthetic)
+  train, test = split_dataset(ds, cfg.split, cfg.train_frac, cfg.split_seed)
+  return ds, train, test
+
+
+def train_and_evaluate(cfg: OfflineConfig, workdir: str, log=print,
+                       dataset: Dataset | None = None) -> list[dict]:
+  """Trains cfg.epochs epochs (resuming from workdir's latest checkpoint), evaluating on the
+  test split after each; returns the metrics rows. dataset: use it instead of loading
+  cfg.dataset (tests). Every input is checked before anything is written."""
+  cfg.validate()
+  ds, train_ds, test_ds = load_splits(cfg, dataset)
+  if max(cfg.topk) > ds.num_items:
+    raise ConfigError(f"--topk {max(cfg.topk)} is larger than the catalog of dataset "
+                      f"{ds.name!r} ({ds.num_items} items)")
+  train = build_transitions(train_ds, cfg.history_len)
+  test = build_transitions(test_ds, cfg.history_len)
+  num_batches = train.size // cfg.batch_size
+  if num_batches == 0:
+    raise DataError(f"dataset {ds.name!r}: {train.size} train transitions, fewer than one "
+                    f"--batch_size ({cfg.batch_size})")
+  learner = LEARNERS[cfg.agent]
+  net = SupervisedQNet(cfg.net(ds.num_items), q_head=learner.q_head)
+  init_state, train_epoch = make_train(learner, net, adam(cfg.learning_rate, 0.0),
+                                       HParams(gamma=cfg.gamma), cfg.batch_size, num_batches)
+  train_epoch = jax.jit(train_epoch)
+  init_key, train_root = jax.random.split(jax.random.PRNGKey(cfg.seed))
+  state = jax.jit(init_state)(init_key)
+  abstract_state = jax.eval_shape(lambda: state)
+  head = 0 if cfg.eval_head == "ce" else 1
+  ks = tuple(cfg.topk)
+
+  @jax.jit
+  def evaluate(params, histories, truth):  # copy 0 recommends (the authors evaluate QN_1)
+    return rank_metrics.evaluate_ranking(lambda h: net.apply(params, h)[head], histories,
+                                         truth, ks, cfg.eval_chunk)
+
+  pop = jnp.asarray(rank_metrics.popularity_scores(np.asarray(train.action), ds.num_items))
+  popularity = {f"popularity_{k}": v for k, v in driver.scalars(jax.jit(
+      lambda h, t: rank_metrics.evaluate_ranking(
+          lambda x: jnp.broadcast_to(pop, (x.shape[0], pop.shape[0])), h, t, ks,
+          cfg.eval_chunk))(test.history, test.action)).items()}
+  log(f"{cfg.method} on {ds.name}: {train.size} train transitions ({train_ds.num_users} users), "
+      f"{test.size} test positions ({test_ds.num_users} users), {ds.num_items} items; "
+      f"{cfg.epochs} epochs x {num_batches} updates")
+
+  def epoch_fn(state, epoch):
+    new_state, points = train_epoch(state, train, jax.random.fold_in(train_root, epoch))
+    points = jax.tree_util.tree_map(np.asarray, jax.device_get(points))
+    ok = points.pop(FINITE)
+    where = None
+    if not ok.all():
+      i = int(np.argmin(ok))
+      where = (f"at update {(epoch - 1) * num_batches + i + 1} (update {i + 1} of epoch "
+               f"{epoch})")
+    return new_state, driver.Epoch(stats={k: float(v.mean()) for k, v in points.items()},
+                                   nonfinite=where)
+
+  def evaluate_fn(state, epoch):
+    del epoch
+    return driver.scalars(evaluate(take(state.params, 0), test.history, test.action)) | popularity
+
+  k_show = 10 if 10 in ks else ks[0]
+
+  def progress(row):
+    tail = (f"test HR@{k_show} {row[f'HR@{k_show}']:.4f} NDCG@{k_show} "
+            f"{row[f'NDCG@{k_show}']:.4f} (popularity {row[f'popularity_HR@{k_show}']:.4f})")
+    if "loss" not in row:
+      return "", tail
+    return f"loss {row['loss']:.4f}, {row['samples_per_s']:,.0f} samples/s", tail
+
+  job = driver.Job(name="offline", workdir=workdir, config=cfg, num_epochs=cfg.epochs,
+                   keep_checkpoints=cfg.keep_checkpoints, counter="updates",
+                   count=lambda state, epoch: epoch * num_batches,
+                   timing=lambda dt: {"samples_per_s": num_batches * cfg.batch_size / dt})
+  _, logs = driver.run_epochs(job, state, abstract_state, epoch_fn=epoch_fn,
+                              evaluate_fn=evaluate_fn, progress=progress, log=log)
+  final = logs["metrics"][-1]
+  names = [f"{m}@{k}" for k in ks for m in ("HR", "NDCG")]
+  results = {"dataset": ds.name, "fingerprint": fingerprint(ds), "epochs": final["epoch"],
+             "test_positions": test.size, "train_transitions": train.size,
+             "methods": {cfg.method: {n: final[n] for n in names},
+                         "popularity": {n: final[f"popularity_{n}"] for n in names}}}
+  atomic_write_text(os.path.join(workdir, "results.json"), json.dumps(results, indent=2) + "\n")
+  return logs["metrics"]
