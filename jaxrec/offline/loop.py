@@ -7,6 +7,10 @@ logged transitions, gathered on device.
 Learners with two copies (double Q) keep both stacked on a leading axis of size 2; each update
 draws which copy is the main one (updated) and which the target (its role swap), as the
 authors' code does. A learner with one copy reads its own params as the target.
+
+A learner with a warm-up (sac, sa2c) trains with `two_phase(first, second, warmup)`: the
+authors build two Adam optimizers per network (opt1 for the warm-up loss, opt2 after it, each
+with its own moments and step count), so the second phase starts from fresh Adam moments.
 """
 
 from __future__ import annotations
@@ -38,10 +42,34 @@ def put(tree, i, part):
   return jax.tree_util.tree_map(lambda x, y: x.at[i].set(y), tree, part)
 
 
+def two_phase(first: optax.GradientTransformation, second: optax.GradientTransformation,
+              switch_at: int) -> optax.GradientTransformationExtraArgs:
+  """`first` while the update count `step` (an extra argument of `update`) is below
+  `switch_at`, then `second`; each keeps its own state, and only the active one advances."""
+
+  def init(params):
+    return first.init(params), second.init(params)
+
+  def update(updates, state, params=None, *, step, **extra):
+    del extra
+    u1, s1 = first.update(updates, state[0], params)
+    u2, s2 = second.update(updates, state[1], params)
+    on = step < switch_at
+
+    def pick(a, b):
+      return jax.tree_util.tree_map(lambda x, y: jnp.where(on, x, y), a, b)
+
+    return pick(u1, u2), (pick(s1, state[0]), pick(state[1], s2))
+
+  return optax.GradientTransformationExtraArgs(init, update)
+
+
 def make_train(learner: Learner, net, optimizer: optax.GradientTransformation, hp: HParams,
                batch_size: int, num_batches: int):
   """-> (init_state(key), train_epoch(state, data, key) -> (state, points)); points: one row
-  per update (loss, the learner's metrics, FINITE)."""
+  per update (loss, the learner's metrics, FINITE). optimizer: one GradientTransformation
+  per copy (its update may take the update count as `step`: two_phase)."""
+  optimizer = optax.with_extra_args_support(optimizer)
   batch_loss = learner.loss_module().batch_loss
   copies = learner.copies
 
@@ -61,7 +89,7 @@ def make_train(learner: Learner, net, optimizer: optax.GradientTransformation, h
     (loss, metrics), grads = jax.value_and_grad(batch_loss, argnums=1, has_aux=True)(
         net, main, target, batch, hp, k_loss, state.updates)
     opt = take(state.opt_state, main_i)
-    upd, opt = optimizer.update(grads, opt, main)
+    upd, opt = optimizer.update(grads, opt, main, step=state.updates)
     main = optax.apply_updates(main, upd)
     point = {"loss": loss} | metrics
     point[FINITE] = all_finite((main, point))
