@@ -1,10 +1,12 @@
-"""python -m jaxrec.offline --agent=normal|sqn --backbone=sasrec|gru --dataset=NAME
-[--data_dir=PATH] --workdir=RUN [--epochs --batch_size --learning_rate --gamma --eval_head ...]
+"""python -m jaxrec.offline --agent=normal|sqn|sac|snqn|sa2c --backbone=sasrec|gru --dataset=NAME
+[--data_dir=PATH] --workdir=RUN [--epochs --batch_size --learning_rate --gamma --neg
+--neg_reward --warmup --lr_2 --clip --eval_head ...]
 
 Offline next-item learning on the dataset's train users, HR@k / NDCG@k over every position of
 its test users each epoch, beside a popularity reference (jaxrec/offline/run.py). Rerunning
 the same command resumes from the latest checkpoint. The flags are OfflineConfig's options
-(jaxrec.config) and the dataset flags (jaxrec.data.flags).
+(jaxrec.config) and the dataset flags (jaxrec.data.flags); a learner-specific flag set for a
+learner that does not read it (--neg for sqn, --warmup for snqn, ...) is refused.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from absl import flags
 from jaxrec import cli, config
 from jaxrec.data import flags as data_flags
 from jaxrec.errors import ConfigError
+from jaxrec.offline.learners import check_applicable
 from jaxrec.offline.run import OfflineConfig, train_and_evaluate
 
 config.define_flags(OfflineConfig)
@@ -21,10 +24,12 @@ WORKDIR = flags.DEFINE_string("workdir", None, "run directory (created; resumed 
 
 
 def config_from_flags() -> OfflineConfig:
-  return config.from_flags(OfflineConfig, dataset=data_flags.DATASET.value,
+  cfg = config.from_flags(OfflineConfig, dataset=data_flags.DATASET.value,
                            data_dir=data_flags.DATA_DIR.value or "",
                            synthetic=data_flags.synthetic_config_from_flags(),
                            prep=data_flags.prep_config_from_flags())
+  check_applicable(cfg.agent, config.set_on_command_line(OfflineConfig))
+  return cfg
 
 
 def main(argv):

@@ -27,6 +27,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxrec.config import option
 from jaxrec.data import registry
@@ -39,7 +40,8 @@ from jaxrec.io import atomic_write_text
 from jaxrec.nets.networks import NetConfig
 from jaxrec.offline import metrics as rank_metrics
 from jaxrec.offline.learners import LEARNERS, HParams
-from jaxrec.offline.loop import FINITE, make_train, take
+from jaxrec.offline.loop import FINITE, make_train, take, two_phase
+from jaxrec.offline.sa2c import ADVANTAGE_MAX
 from jaxrec.offline.networks import BACKBONES, SupervisedQNet
 from jaxrec.offline.transitions import build_transitions
 from jaxrec.agents.optim import adam
@@ -51,10 +53,14 @@ EVAL_HEADS = ("ce", "q")
 @dataclasses.dataclass(frozen=True)
 class OfflineConfig:
   """`python -m jaxrec.offline`'s config; its options are the flags (the dataset flags are
-  jaxrec.data.flags', copied into the plain fields below). Learner defaults: the SQN authors'
-  code (jaxrec/offline/sqn.py names each); sizes: LEA Sec. 5.1 (sequence 10, dim 64)."""
-  agent: str = option("normal", "offline learner: normal (cross-entropy only) or sqn (plus "
-                      "double-Q on a Q head)", choices=tuple(LEARNERS))
+  jaxrec.data.flags', copied into the plain fields below). Learner defaults: the authors' code
+  (jaxrec/offline/sqn.py, sac.py, snqn.py, sa2c.py name each); sizes: LEA Sec. 5.1 (sequence
+  10, dim 64). The learner-specific options (learners.LEARNERS[...].reads) are refused on the
+  command line for a learner that does not read them."""
+  agent: str = option("normal", "offline learner: normal (cross-entropy only), sqn (plus "
+                      "double-Q on a Q head), sac (sqn, then the ce weighted by Q), snqn (sqn "
+                      "plus sampled negatives), sa2c (snqn, then the ce weighted by the "
+                      "advantage)", choices=tuple(LEARNERS))
   backbone: str = option("sasrec", "sequence encoder: SASRec or GRU4Rec (jaxrec.nets "
                          "StateEncoder)", choices=tuple(BACKBONES))
   history_len: int = option(10, "L: items a state holds (LEA, SQN: 10)")
@@ -65,7 +71,17 @@ class OfflineConfig:
                                 "LFM)")
   batch_size: int = option(256, "minibatch (SQN code --batch_size 256; LEA: 100)")
   epochs: int = option(50, "passes over the train transitions (SQN code --epoch 50)")
-  gamma: float = option(0.5, "sqn: discount of the TD target (SQN code --discount 0.5)")
+  gamma: float = option(0.5, "sqn, sac, snqn, sa2c: discount of the TD target (SQN code "
+                        "--discount 0.5)")
+  neg: int = option(10, "snqn, sa2c: negative items sampled per transition (SA2C code --neg 10)")
+  neg_reward: float = option(0.0, "snqn, sa2c: reward of a negative item in the TD loss (SA2C "
+                             "code --r_negative 0)")
+  warmup: int = option(15000, "sac, sa2c: updates trained with the sqn / snqn loss before the "
+                       "weighted ce (SAC / SA2C code: total_step < 15000)")
+  lr_2: float = option(0.001, "sa2c: Adam learning rate after the warm-up, a fresh optimizer "
+                       "(SA2C code --lr_2 0.001)")
+  clip: float = option(0.0, "sa2c: the advantage is clipped to [clip, 10]; negative: not "
+                       "clipped (SA2C code --clip 0.0)")
   eval_head: str = option("ce", "the head whose scores rank the test items: ce (supervised, "
                           "the protocol's) or q (sqn)", choices=EVAL_HEADS)
   topk: tuple[int, ...] = option(rank_metrics.KS, "k of HR@k and NDCG@k")
@@ -105,12 +121,36 @@ class OfflineConfig:
                         f"({self.num_heads})")
     if not self.learning_rate > 0:
       raise ConfigError(f"--learning_rate must be positive, got {self.learning_rate}")
+    if self.neg <= 0:
+      raise ConfigError(f"--neg must be positive, got {self.neg}")
+    if self.warmup < 0:
+      raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
+    if not self.lr_2 > 0:
+      raise ConfigError(f"--lr_2 must be positive, got {self.lr_2}")
+    if not self.clip <= ADVANTAGE_MAX:
+      raise ConfigError(f"--clip must be at most {ADVANTAGE_MAX:g} (the advantage's upper "
+                        f"bound), got {self.clip}")
+    if not np.isfinite(self.neg_reward):
+      raise ConfigError(f"--neg_reward must be finite, got {self.neg_reward}")
     if not 0.0 <= self.gamma <= 1.0:
       raise ConfigError(f"--gamma must be in [0, 1], got {self.gamma}")
     if not self.topk or any(k <= 0 for k in self.topk):
       raise ConfigError(f"--topk must be positive integers, got {self.topk}")
     if self.train_frac is not None and not 0.0 < self.train_frac < 1.0:
       raise ConfigError(f"--train_frac must be in (0, 1), got {self.train_frac}")
+
+  def hparams(self) -> HParams:
+    return HParams(gamma=self.gamma, neg=self.neg, neg_reward=self.neg_reward,
+                   warmup=self.warmup, clip=self.clip)
+
+  def optimizer(self) -> optax.GradientTransformation:
+    """Adam at --learning_rate; for a learner with a warm-up, a second fresh Adam (at the
+    learner's second_lr option) from update --warmup on (loop.two_phase)."""
+    learner = LEARNERS[self.agent]
+    first = adam(self.learning_rate, 0.0)
+    if not learner.warmup:
+      return first
+    return two_phase(first, adam(getattr(self, learner.second_lr), 0.0), self.warmup)
 
   def net(self, num_items: int) -> NetConfig:
     return NetConfig(num_items=num_items, history_len=self.history_len, dim=self.dim,
@@ -150,8 +190,11 @@ def train_and_evaluate(cfg: OfflineConfig, workdir: str, log=print,
                     f"--batch_size ({cfg.batch_size})")
   learner = LEARNERS[cfg.agent]
   net = SupervisedQNet(cfg.net(ds.num_items), q_head=learner.q_head)
-  init_state, train_epoch = make_train(learner, net, adam(cfg.learning_rate, 0.0),
-                                       HParams(gamma=cfg.gamma), cfg.batch_size, num_batches)
+  if ds.num_items < 2 and "neg" in learner.reads:
+    raise DataError(f"dataset {ds.name!r}: {ds.num_items} item(s); --agent={cfg.agent} samples "
+                    "negatives among the items other than the logged one")
+  init_state, train_epoch = make_train(learner, net, cfg.optimizer(), cfg.hparams(),
+                                       cfg.batch_size, num_batches)
   train_epoch = jax.jit(train_epoch)
   init_key, train_root = jax.random.split(jax.random.PRNGKey(cfg.seed))
   state = jax.jit(init_state)(init_key)
