@@ -222,6 +222,9 @@ def test_resume_equals_uninterrupted(chain_runs):
     (["--agent=foo"], "--agent"),
     (["--eval_head=q"], "--eval_head=q"),
     (["--topk=5,10,500", "--synthetic_users=50", "--synthetic_items=40"], "--topk 500"),
+    (["--agent=sqn", "--neg=5", "--clip=1"], "--clip, --neg do not apply to --agent=sqn"),
+    (["--agent=snqn", "--warmup=5"], "--warmup does not apply to --agent=snqn"),
+    (["--agent=sa2c", "--neg=0"], "--neg must be positive"),
 ])
 def test_cli_refuses_bad_input_with_one_line_and_writes_nothing(flags, message, tmp_path):
   workdir = tmp_path / "run"
