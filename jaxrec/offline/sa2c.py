@@ -23,7 +23,9 @@ not built.
 Defaults (OfflineConfig), from that code: warm-up 15,000 (`--warmup`), second learning rate
 0.001 (`--lr_2 0.001`), clip 0 (`--clip 0.0`), plus SNQN's negatives. With the default synthetic
 dataset (123 updates per epoch) a run shorter than 122 epochs never leaves the warm-up and
-trains exactly as snqn does.
+trains as snqn does: the same loss and optimizer, though not bit for bit (the compiled graphs
+differ; docs/offline.md shows the two 10-epoch runs parting in the 8th significant digit in
+epoch 1 and drifting apart from there).
 """
 
 from __future__ import annotations

@@ -203,10 +203,14 @@ def test_new_learners_learn_when_the_last_item_decides(chain_rows, agent):
     assert np.isfinite(last["neg_q_loss"]) and last["neg_q_loss"] > 0
 
 
-def test_sa2c_trains_exactly_as_snqn_until_the_warmup_ends(chain_rows):
-  """The same seed and flags: the warm-up epochs (1, 2) of sa2c are snqn's, number for number
-  (its two-phase Adam included); epoch 3 is not."""
-  strip = lambda r: {k: v for k, v in r.items() if k != "ce_weight"}
+def test_sa2c_trains_as_snqn_until_the_warmup_ends(chain_rows):
+  """The same seed and flags: the warm-up epochs (1, 2) of sa2c are snqn's (its two-phase Adam
+  included); epoch 3 is not. To rounding only: the two compiled graphs differ, and on the
+  default synthetic run (docs/offline.md) their losses part in the 8th significant digit in
+  epoch 1."""
   sa2c_rows, snqn_rows = chain_rows["sa2c"], chain_rows["snqn"]
-  assert [strip(r) for r in sa2c_rows[:3]] == snqn_rows[:3]
-  assert strip(sa2c_rows[3])["loss"] != snqn_rows[3]["loss"]
+  for ra, rb in zip(sa2c_rows[:3], snqn_rows[:3]):
+    assert ra.keys() - {"ce_weight"} == rb.keys()
+    for k in rb:
+      np.testing.assert_allclose(ra[k], rb[k], rtol=1e-4, err_msg=f"epoch {rb['epoch']} {k}")
+  assert abs(sa2c_rows[3]["loss"] - snqn_rows[3]["loss"]) > 1e-3 * abs(snqn_rows[3]["loss"])
