@@ -1,7 +1,7 @@
 """jaxrec.offline's sac, snqn and sa2c: each loss against NumPy on hand-made inputs (SAC's Q
 weighting, SNQN's negatives with their reward bootstrapping from the same state, SA2C's
-advantage and clip, the warm-up switch), the negatives' sampling, the two-phase optimizer, and
-each learner learning the last-item-decides data."""
+advantage and clip, the warm-up switch), the negatives' sampling, the two-phase optimizer (and
+a resume across its switch), and each learner learning the last-item-decides data."""
 
 import dataclasses
 import functools
@@ -189,6 +189,12 @@ def chain_rows(tmp_path_factory):
     cfg = OfflineConfig(agent=agent, epochs=4, **(TINY | extra | {"num_layers": 0}))
     train_and_evaluate(cfg, str(root / agent), lambda s: None, chain_dataset())
     rows[agent] = rows_of(str(root / agent))
+  # sa2c stopped after epoch 1 and resumed: the switch (update 40) falls after the restart
+  cfg = OfflineConfig(agent="sa2c", epochs=1, **(TINY | {"warmup": 40, "num_layers": 0}))
+  train_and_evaluate(cfg, str(root / "resumed"), lambda s: None, chain_dataset())
+  train_and_evaluate(dataclasses.replace(cfg, epochs=4), str(root / "resumed"), lambda s: None,
+                     chain_dataset())
+  rows["sa2c_resumed"] = rows_of(str(root / "resumed"))
   return rows
 
 
@@ -214,3 +220,8 @@ def test_sa2c_trains_as_snqn_until_the_warmup_ends(chain_rows):
     for k in rb:
       np.testing.assert_allclose(ra[k], rb[k], rtol=1e-4, err_msg=f"epoch {rb['epoch']} {k}")
   assert abs(sa2c_rows[3]["loss"] - snqn_rows[3]["loss"]) > 1e-3 * abs(snqn_rows[3]["loss"])
+
+
+def test_sa2c_resumed_before_the_switch_equals_uninterrupted(chain_rows):
+  """Both Adam states of the two-phase optimizer and the update count are checkpointed."""
+  assert chain_rows["sa2c_resumed"] == chain_rows["sa2c"]
