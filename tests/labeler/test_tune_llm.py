@@ -1,7 +1,8 @@
 """Real-model tests of LoRA tuning (marker `llm`; README "Real-model tests"): a short tune of
 SmolLM2-135M-Instruct lowers the label loss and writes its manifest, the hf backend serves the
-adapter, an adapter of another base model is refused, and SIGTERM + rerun of the tune CLI ends
-as an uninterrupted run (on a tiny random model with SmolLM2's tokenizer, to be quick)."""
+adapter and so does vLLM's CPU engine (same labels), an adapter of another base model is
+refused, and SIGTERM + rerun of the tune CLI ends as an uninterrupted run (on a tiny random
+model with SmolLM2's tokenizer, to be quick)."""
 
 import json
 import os
@@ -73,6 +74,26 @@ def test_the_hf_backend_serves_the_adapter(adapter, smol_dir, request_dir, tmp_p
   label_directory(LabelConfig(requests=request_dir, out=debiased, backend="hf", model=smol_dir,
                               lora=adapter[0], permutations=K), log=lambda s: None)
   assert "[4 rotations]" in shards.directory_meta(debiased)["model"]
+
+
+def test_vllm_serves_the_adapter_as_hf_does(adapter, smol_dir, request_dir, tmp_path):
+  """vLLM's CPU engine with enable_lora + LoRARequest labels as the hf backend with the
+  adapter merged: same choices, label probabilities equal to float tolerance."""
+  out = str(tmp_path / "vllm")
+  res = subprocess.run(
+      [sys.executable, "-m", "llm_labeler.label", f"--requests={request_dir}", f"--out={out}",
+       "--backend=vllm", f"--model={smol_dir}", f"--lora={adapter[0]}",
+       "--gpu_memory_utilization=0.3", "--max_model_len=1024", "--max_num_seqs=8",
+       "--enforce_eager", "--dtype=float32"],
+      capture_output=True, text=True, timeout=1500, env=os.environ | OFFLINE)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert "LoRA" in shards.directory_meta(out)["model"]
+  label_directory(LabelConfig(requests=request_dir, out=str(tmp_path / "hf"), backend="hf",
+                              model=smol_dir, lora=adapter[0]), log=lambda s: None)
+  vl = shards.read_labels(out, "requests-00000")
+  hf = shards.read_labels(str(tmp_path / "hf"), "requests-00000")
+  np.testing.assert_array_equal(vl.choice, hf.choice)
+  np.testing.assert_allclose(np.exp(vl.logprobs), np.exp(hf.logprobs), atol=1e-3)
 
 
 @pytest.fixture(scope="module")
