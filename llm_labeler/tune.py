@@ -128,43 +128,6 @@ def label_loss(logits, target, label_ids, loss: str = "vocab"):
   raise ConfigError(f"--loss must be vocab or labels, got {loss!r}")
 
 
-def common_prefix(enc: list[list[int]]) -> int:
-  """Tokens every encoded prompt starts with (the template's head), leaving each prompt at
-  least one token of its own."""
-  n = min(len(e) for e in enc) - 1
-  first = enc[0]
-  for e in enc[1:]:
-    n = next((i for i in range(n) if e[i] != first[i]), n)
-  return max(n, 0)
-
-
-def label_logits(model, enc: list[list[int]], pad: int, prefix: int = 0):
-  """[B, V] next-token logits after each encoded prompt (left padding; positions count real
-  tokens). With prefix > 0 the first `prefix` tokens, identical in every prompt, run once with
-  the batch size 1 and their keys/values (gradients included) are broadcast to the batch, which
-  attends to them as to its own: the same logits as without, for fewer tokens."""
-  import torch
-  cache, offset = None, 0
-  if prefix:
-    from transformers import DynamicCache
-    head = torch.tensor(enc[0][:prefix])[None]
-    pkv = model(input_ids=head, use_cache=True, logits_to_keep=1).past_key_values
-    cache = DynamicCache(ddp_cache_data=[
-        (layer.keys.expand(len(enc), -1, -1, -1), layer.values.expand(len(enc), -1, -1, -1))
-        for layer in pkv.layers])
-    enc, offset = [e[prefix:] for e in enc], prefix
-  length = max(len(e) for e in enc)
-  ids = torch.full((len(enc), length), pad, dtype=torch.long)
-  mask = torch.zeros((len(enc), offset + length), dtype=torch.long)
-  mask[:, :offset] = 1
-  for r, e in enumerate(enc):  # left padding (after the shared head): the label is last
-    ids[r, length - len(e):] = torch.tensor(e)
-    mask[r, offset + length - len(e):] = 1
-  pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, offset:]
-  return model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-               use_cache=prefix > 0, logits_to_keep=1).logits[:, -1, :]
-
-
 def _batches(num: int, batch_size: int, epochs: int, seed: int) -> list[np.ndarray]:
   """Example indices of every step: a seeded permutation per epoch, cut into batches."""
   out = []
@@ -240,15 +203,15 @@ def tune(cfg: TuneConfig, log=print) -> dict:
   except ImportError as e:
     raise ConfigError(f"llm_labeler.tune needs torch, transformers and peft (pip install -e "
                       f"'.[hf]'): {e}") from None
-  from llm_labeler.backends.hf_backend import load_model
+  from llm_labeler.backends import hf_backend
   if cfg.threads:
     torch.set_num_threads(cfg.threads)
-  tokenizer, lm = load_model(cfg.model, "float32")
+  tokenizer, lm = hf_backend.load_model(cfg.model, "float32")
   base = {"path": os.path.abspath(cfg.model), "weights_sha256": lora.weights_sha256(lm),
           "class": type(lm).__name__}
   prompts, label_ids = render(cfg, ex, catalog, tokenizer)
   enc = [tokenizer.encode(p, add_special_tokens=True) for p in prompts]
-  prefix = common_prefix(enc) if cfg.share_prefix else 0
+  prefix = hf_backend.common_prefix(enc) if cfg.share_prefix else 0
   log(f"loaded {cfg.model} and rendered {len(enc)} train-split prompts in "
       f"{time.perf_counter() - t_load:.1f}s (mean {np.mean([len(e) for e in enc]):.0f} tokens, "
       f"target None in {(ex.target == cfg.k).mean():.1%}; {prefix} shared head tokens run once "
@@ -271,7 +234,7 @@ def tune(cfg: TuneConfig, log=print) -> dict:
   with faults.Preemption() as preemption:
     for step in range(state["step"], len(batches)):
       idx = batches[step]
-      logits = label_logits(model, [enc[i] for i in idx], pad, prefix)
+      logits = hf_backend.label_logits(model, [enc[i] for i in idx], pad, prefix)
       loss = label_loss(logits, ex.target[idx], label_ids, cfg.loss)
       opt.zero_grad(set_to_none=True)
       loss.backward()

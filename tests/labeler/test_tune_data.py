@@ -291,7 +291,7 @@ def test_the_labels_loss_is_the_cross_entropy_of_the_label_tokens_alone():
 
 
 def test_the_shared_prefix_is_the_common_head_and_leaves_every_prompt_a_token():
-  from llm_labeler.tune import common_prefix
+  from llm_labeler.backends.hf_backend import common_prefix
   assert common_prefix([[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 3, 4, 7]]) == 3
   assert common_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # identical: the last token is each one's
   assert common_prefix([[1, 2], [9, 2]]) == 0

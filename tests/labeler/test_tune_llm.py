@@ -140,14 +140,14 @@ def test_the_shared_head_gives_the_full_forwards_logits_and_gradients(seq_env_di
   import torch
   from peft import LoraConfig, get_peft_model
   from llm_labeler import tune as tune_lib
-  from llm_labeler.backends.hf_backend import load_model
+  from llm_labeler.backends import hf_backend
   cfg = TuneConfig(env=seq_env_dir, model=tiny_dir, out="unused", num=6, k=K, history=3)
   ex, catalog = tune_lib.train_examples(cfg)
-  tokenizer, lm = load_model(tiny_dir, "float32")
+  tokenizer, lm = hf_backend.load_model(tiny_dir, "float32")
   prompts, label_ids = tune_lib.render(cfg, ex, catalog, tokenizer)
   enc = [tokenizer.encode(p, add_special_tokens=True) for p in prompts]
   assert len({len(e) for e in enc}) > 1  # left padding is exercised
-  prefix = tune_lib.common_prefix(enc)
+  prefix = hf_backend.common_prefix(enc)
   assert prefix > 20  # the template's head
   torch.manual_seed(0)
   model = get_peft_model(lm, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
@@ -158,7 +158,7 @@ def test_the_shared_head_gives_the_full_forwards_logits_and_gradients(seq_env_di
   runs = []
   for head in (0, prefix):
     model.zero_grad()
-    logits = tune_lib.label_logits(model, enc, tokenizer.eos_token_id, head)
+    logits = hf_backend.label_logits(model, enc, tokenizer.eos_token_id, head)
     tune_lib.label_loss(logits, ex.target, label_ids, "labels").backward()
     runs.append((logits.detach().numpy(), [p.grad.numpy().copy() for p in model.parameters()
                                            if p.requires_grad]))
@@ -166,3 +166,17 @@ def test_the_shared_head_gives_the_full_forwards_logits_and_gradients(seq_env_di
   for a, b in zip(runs[0][1], runs[1][1]):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
   assert max(np.abs(g).max() for g in runs[0][1]) > 0
+
+
+def test_the_hf_backend_scores_the_same_with_and_without_the_shared_head(tiny_dir, request_dir):
+  from llm_labeler.backends.hf_backend import HFBackend, load_model
+  req = shards.read_requests(request_dir, "requests-00000")
+  loaded = load_model(tiny_dir, "float32")
+  catalog = shards.read_catalog(request_dir)
+  shared, full = (HFBackend(tiny_dir, catalog, K, batch_size=3, loaded=loaded, share_prefix=s)
+                  for s in (True, False))
+  prompts = shared.renderer.render(req.history, req.candidates)
+  a, b = shared.scores(prompts), full.scores(prompts)
+  assert a.shape == (len(prompts), K + 1) and len(prompts) % 3 != 0  # a short last batch too
+  np.testing.assert_allclose(a, b, atol=1e-4)
+  assert shared.prompt_tokens == full.prompt_tokens > 0
