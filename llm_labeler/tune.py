@@ -56,6 +56,11 @@ class TuneConfig:
   alpha: float = option(16.0, "LoRA alpha")
   targets: str = option("q_proj,v_proj", "comma-separated modules LoRA adapts")
   lr: float = option(1e-3, "AdamW learning rate")
+  loss: str = option("vocab", "label-token cross-entropy over the whole vocabulary, or over "
+                     "the k + 1 label tokens only (the labeler's own normalisation)",
+                     choices=("vocab", "labels"))
+  share_prefix: bool = option(True, "run the prompt head all prompts share once per step "
+                              "(same loss and gradient, fewer tokens)")
   epochs: int = option(1, "passes over the examples")
   batch_size: int = option(8, "prompts per step")
   chat_template: bool = option(False, "wrap prompts in the tokenizer's chat template")
@@ -97,13 +102,30 @@ def train_examples(cfg: TuneConfig):
 
 
 def render(cfg: TuneConfig, ex, catalog, tokenizer) -> tuple[list[str], np.ndarray]:
-  """(prompts [N], target token ids [N]) by the labeler's PromptRenderer and label tokens."""
+  """(prompts [N], the k + 1 label token ids) by the labeler's PromptRenderer; example n's
+  target token is label_ids[ex.target[n]]."""
   from llm_labeler.backends.base import label_token_ids
   from llm_labeler.prompts import PromptRenderer, chat_wrapper, letters, special_strings
   chat = chat_wrapper(tokenizer) if cfg.chat_template else None
   renderer = PromptRenderer(catalog, cfg.k, chat, special_strings(tokenizer))
   ids = np.asarray(label_token_ids(tokenizer, letters(cfg.k)))
-  return renderer.render(ex.history, ex.candidates), ids[ex.target]
+  return renderer.render(ex.history, ex.candidates), ids
+
+
+def label_loss(logits, target, label_ids, loss: str = "vocab"):
+  """Mean cross-entropy of the right label: logits [B, V] at the label position, target [B] in
+  0..k (k = None), label_ids [k + 1] the label tokens. "vocab": softmax over the vocabulary
+  (the format and the choice); "labels": softmax over the k + 1 label tokens only, the
+  probabilities the labeler reads (llm_labeler.backends.base.choose), so every gradient step
+  goes to which label, none to producing a label at all."""
+  import torch
+  target = torch.as_tensor(np.asarray(target), dtype=torch.long)
+  label_ids = torch.as_tensor(np.asarray(label_ids), dtype=torch.long)
+  if loss == "labels":
+    return torch.nn.functional.cross_entropy(logits[:, label_ids].float(), target)
+  if loss == "vocab":
+    return torch.nn.functional.cross_entropy(logits.float(), label_ids[target])
+  raise ConfigError(f"--loss must be vocab or labels, got {loss!r}")
 
 
 def _batches(num: int, batch_size: int, epochs: int, seed: int) -> list[np.ndarray]:
@@ -181,17 +203,19 @@ def tune(cfg: TuneConfig, log=print) -> dict:
   except ImportError as e:
     raise ConfigError(f"llm_labeler.tune needs torch, transformers and peft (pip install -e "
                       f"'.[hf]'): {e}") from None
-  from llm_labeler.backends.hf_backend import load_model
+  from llm_labeler.backends import hf_backend
   if cfg.threads:
     torch.set_num_threads(cfg.threads)
-  tokenizer, lm = load_model(cfg.model, "float32")
+  tokenizer, lm = hf_backend.load_model(cfg.model, "float32")
   base = {"path": os.path.abspath(cfg.model), "weights_sha256": lora.weights_sha256(lm),
           "class": type(lm).__name__}
-  prompts, target_ids = render(cfg, ex, catalog, tokenizer)
+  prompts, label_ids = render(cfg, ex, catalog, tokenizer)
   enc = [tokenizer.encode(p, add_special_tokens=True) for p in prompts]
+  prefix = hf_backend.common_prefix(enc) if cfg.share_prefix else 0
   log(f"loaded {cfg.model} and rendered {len(enc)} train-split prompts in "
       f"{time.perf_counter() - t_load:.1f}s (mean {np.mean([len(e) for e in enc]):.0f} tokens, "
-      f"target None in {(ex.target == cfg.k).mean():.1%})")
+      f"target None in {(ex.target == cfg.k).mean():.1%}; {prefix} shared head tokens run once "
+      "per step)")
   torch.manual_seed(cfg.seed)
   model = get_peft_model(lm, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0,
                                         target_modules=cfg.targets.split(","),
@@ -210,17 +234,8 @@ def tune(cfg: TuneConfig, log=print) -> dict:
   with faults.Preemption() as preemption:
     for step in range(state["step"], len(batches)):
       idx = batches[step]
-      length = max(len(enc[i]) for i in idx)
-      ids = torch.full((len(idx), length), pad, dtype=torch.long)
-      mask = torch.zeros((len(idx), length), dtype=torch.long)
-      for r, i in enumerate(idx):  # left padding: the label position is the last one
-        ids[r, length - len(enc[i]):] = torch.tensor(enc[i])
-        mask[r, length - len(enc[i]):] = 1
-      pos = (mask.cumsum(-1) - 1).clamp(min=0)
-      logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                     logits_to_keep=1).logits[:, -1, :]
-      loss = torch.nn.functional.cross_entropy(logits.float(),
-                                               torch.as_tensor(target_ids[idx]))
+      logits = hf_backend.label_logits(model, [enc[i] for i in idx], pad, prefix)
+      loss = label_loss(logits, ex.target[idx], label_ids, cfg.loss)
       opt.zero_grad(set_to_none=True)
       loss.backward()
       opt.step()
@@ -230,7 +245,7 @@ def tune(cfg: TuneConfig, log=print) -> dict:
       state["losses"].append(value)
       state["step"] = step + 1
       done_examples += len(idx)
-      tokens += int(mask.sum())
+      tokens += sum(len(enc[i]) for i in idx)
       dt = time.perf_counter() - t0
       last = step + 1 == len(batches)
       if (step + 1) % cfg.log_every == 0 or last:

@@ -288,3 +288,48 @@ def test_labeling_shows_the_adapters_history_window(tmp_path):
   for bad in (dict(history=-1), dict(history=3, backend="oracle")):
     with pytest.raises(ConfigError, match="--history"):
       LabelConfig(requests="r", out="o", env="e", **bad).validate()
+
+
+def test_the_labels_loss_is_the_cross_entropy_of_the_label_tokens_alone():
+  torch = pytest.importorskip("torch")
+  from llm_labeler.tune import label_loss
+  rng = np.random.default_rng(0)
+  label_ids = np.array([7, 2, 11])  # k = 2: "a", "b", None
+  target = np.array([0, 2, 1, 0])
+  raw = rng.normal(size=(4, 16))
+  logits = torch.tensor(raw, dtype=torch.float64, requires_grad=True)
+  loss = label_loss(logits, target, label_ids, "labels")
+  z = raw[:, label_ids]  # by hand: log-softmax over the three label logits
+  want = -np.mean(z[np.arange(4), target] - np.log(np.exp(z).sum(1)))
+  assert float(loss) == pytest.approx(want, rel=1e-6)
+  vocab = label_loss(logits, target, label_ids, "vocab")
+  assert float(vocab) == pytest.approx(-np.mean(raw[np.arange(4), label_ids[target]]
+                                                - np.log(np.exp(raw).sum(1))), rel=1e-6)
+  assert float(vocab) > float(loss)  # the vocabulary's other tokens take probability too
+  loss.backward()  # no gradient reaches a token that is not a label
+  others = np.setdiff1d(np.arange(16), label_ids)
+  assert np.all(logits.grad.numpy()[:, others] == 0) and np.abs(logits.grad.numpy()).max() > 0
+  bumped = raw.copy()
+  bumped[:, others] += 5.0  # mass on non-label tokens: vocab loss rises, labels loss does not
+  b = torch.tensor(bumped)
+  assert float(label_loss(b, target, label_ids, "labels")) == pytest.approx(float(loss))
+  assert float(label_loss(b, target, label_ids, "vocab")) > float(vocab) + 1.0
+  with pytest.raises(ConfigError, match="--loss"):
+    label_loss(b, target, label_ids, "other")
+
+
+def test_the_shared_prefix_is_the_common_head_and_leaves_every_prompt_a_token():
+  from llm_labeler.backends.hf_backend import common_prefix
+  assert common_prefix([[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 3, 4, 7]]) == 3
+  assert common_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # identical: the last token is each one's
+  assert common_prefix([[1, 2], [9, 2]]) == 0
+  assert common_prefix([[4, 5, 6]]) == 2
+
+
+def test_tune_refuses_an_unknown_loss(tmp_path):
+  out = tmp_path / "ad"
+  res = subprocess.run([sys.executable, "-m", "llm_labeler.tune", "--env=x", "--model=y",
+                        f"--out={out}", "--loss=focal"], capture_output=True, text=True,
+                       timeout=300)
+  assert res.returncode == 2 and "--loss" in res.stderr and not out.exists(), res.stderr
+  assert res.stderr.strip().count("\n") == 0

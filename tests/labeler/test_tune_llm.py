@@ -155,3 +155,49 @@ def test_sigterm_saves_and_a_rerun_ends_as_an_uninterrupted_tune(seq_env_dir, ti
   wa, wb = (load_file(os.path.join(d, "adapter_model.safetensors")) for d in (whole, cut))
   for name in wa:
     np.testing.assert_allclose(wa[name], wb[name], rtol=1e-5, atol=1e-7)
+
+
+def test_the_shared_head_gives_the_full_forwards_logits_and_gradients(seq_env_dir, tiny_dir):  # noqa: F811
+  import torch
+  from peft import LoraConfig, get_peft_model
+  from llm_labeler import tune as tune_lib
+  from llm_labeler.backends import hf_backend
+  cfg = TuneConfig(env=seq_env_dir, model=tiny_dir, out="unused", num=6, k=K, history=3)
+  ex, catalog = tune_lib.train_examples(cfg)
+  tokenizer, lm = hf_backend.load_model(tiny_dir, "float32")
+  prompts, label_ids = tune_lib.render(cfg, ex, catalog, tokenizer)
+  enc = [tokenizer.encode(p, add_special_tokens=True) for p in prompts]
+  assert len({len(e) for e in enc}) > 1  # left padding is exercised
+  prefix = hf_backend.common_prefix(enc)
+  assert prefix > 20  # the template's head
+  torch.manual_seed(0)
+  model = get_peft_model(lm, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                        task_type="CAUSAL_LM"))
+  for name, p in model.named_parameters():  # B = 0 at init would leave A without a gradient
+    if "lora_B" in name:
+      torch.nn.init.normal_(p, std=0.1)
+  runs = []
+  for head in (0, prefix):
+    model.zero_grad()
+    logits = hf_backend.label_logits(model, enc, tokenizer.eos_token_id, head)
+    tune_lib.label_loss(logits, ex.target, label_ids, "labels").backward()
+    runs.append((logits.detach().numpy(), [p.grad.numpy().copy() for p in model.parameters()
+                                           if p.requires_grad]))
+  np.testing.assert_allclose(runs[0][0], runs[1][0], atol=1e-4)
+  for a, b in zip(runs[0][1], runs[1][1]):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+  assert max(np.abs(g).max() for g in runs[0][1]) > 0
+
+
+def test_the_hf_backend_scores_the_same_with_and_without_the_shared_head(tiny_dir, request_dir):
+  from llm_labeler.backends.hf_backend import HFBackend, load_model
+  req = shards.read_requests(request_dir, "requests-00000")
+  loaded = load_model(tiny_dir, "float32")
+  catalog = shards.read_catalog(request_dir)
+  shared, full = (HFBackend(tiny_dir, catalog, K, batch_size=3, loaded=loaded, share_prefix=s)
+                  for s in (True, False))
+  prompts = shared.renderer.render(req.history, req.candidates)
+  a, b = shared.scores(prompts), full.scores(prompts)
+  assert a.shape == (len(prompts), K + 1) and len(prompts) % 3 != 0  # a short last batch too
+  np.testing.assert_allclose(a, b, atol=1e-4)
+  assert shared.prompt_tokens == full.prompt_tokens > 0
