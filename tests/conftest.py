@@ -19,7 +19,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # first, so that no worker is left running one of them alone at the end.
 LONGEST_FIRST = ("train/test_loop.py", "envs/test_envs.py", "envs/test_usermodels.py",
                  "train/test_sharding.py", "train/test_faults.py", "test_export.py",
-                 "envs/test_bench.py")
+                 "envs/test_bench.py", "agents/test_trackers.py", "offline/test_learners.py",
+                 "offline/test_offline.py", "train/test_reward_input.py")
 
 
 def pytest_collection_modifyitems(config, items):
