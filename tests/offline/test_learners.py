@@ -13,13 +13,12 @@ import numpy as np
 import optax
 import pytest
 
-from jaxrec.offline import sa2c, sac, snqn, sqn
+from jaxrec.offline import sa2c, sac, snqn
 from jaxrec.offline.learners import LEARNERS, HParams
-from jaxrec.offline.loop import make_train, two_phase
+from jaxrec.offline.loop import two_phase
 from jaxrec.offline.networks import SupervisedQNet
 from jaxrec.offline.run import OfflineConfig, train_and_evaluate
 from jaxrec.offline.transitions import build_transitions
-from jaxrec.agents.optim import adam
 from tests.offline.test_offline import TINY, chain_dataset, rows_of
 
 I = 7
