@@ -38,7 +38,7 @@ from jaxrec import cli
 from jaxrec.agents.registry import AgentConfig, make_agent
 from jaxrec.agents.types import Transition
 from jaxrec.envs import build
-from jaxrec.envs.base import reward_history
+from jaxrec.envs.base import history_input
 from jaxrec.errors import ConfigError
 from jaxrec.train import presets
 from jaxrec.train.loop import LoopConfig, make_train, reads_rewards
@@ -120,13 +120,8 @@ def pyloop_fn(agent, env, params, n: int, steps: int):
       jax.random.split(jax.random.PRNGKey(0), n), params)
   agent_state = agent.init(jax.random.PRNGKey(1))
   iterations = -(-steps // agent.unroll_len)
-  history = obs.history
-  if reads_rewards(agent):  # the reward input, as the fused loop keeps it
-    fresh, reward_step = reward_history(env.history_len, env.reward_bounds(params))
-    reward_step = jax.jit(reward_step)
-    history = (history, jnp.broadcast_to(fresh, history.shape))
-  observe = lambda h, obs, reward, done: (
-      (obs.history, reward_step(h[1], reward, done)) if isinstance(h, tuple) else obs.history)
+  first, next_input = history_input(env, params, reads_rewards(agent))  # as the fused loop
+  history, next_input = first(obs.history), jax.jit(next_input)
 
   def run():
     nonlocal history, state, agent_state
@@ -138,7 +133,7 @@ def pyloop_fn(agent, env, params, n: int, steps: int):
         key, k_act, k_env = keys[0], keys[1], keys[2:]
         action = act(agent.policy_params(agent_state), history, k_act)
         new_obs, state, reward, done, _ = vstep(k_env, state, action, params)
-        new_history = observe(history, new_obs, reward, done)
+        new_history = next_input(history, new_obs.history, reward, done)
         batch.append(Transition(history, action, reward, done, new_history))
         history = new_history
       batch = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *batch)

@@ -87,6 +87,18 @@ def reward_history(history_len: int, bounds) -> tuple[jax.Array, Callable]:
   return fresh, step
 
 
+def history_input(env, env_params, with_rewards: bool) -> tuple[Callable, Callable]:
+  """-> (first(items [N, L]) -> input, next(input, items, reward [N], done [N]) -> input): a
+  network's input beside the observed items of `env`: the items themselves, or with
+  `with_rewards` (items, their normalised rewards) with the reward buffer of reward_history
+  (the env's bounds computed once, here). `done`: the step started a fresh episode."""
+  if not with_rewards:
+    return (lambda items: items), (lambda prev, items, reward, done: items)
+  fresh, step = reward_history(env.history_len, env.reward_bounds(env_params))
+  return ((lambda items: (items, jnp.broadcast_to(fresh, items.shape))),
+          (lambda prev, items, reward, done: (items, step(prev[1], reward, done))))
+
+
 WINDOW_RULES = ("last", "peer")
 
 

@@ -89,11 +89,6 @@ class NetConfig:
     return (items, jnp.zeros(items.shape, jnp.float32)) if self.with_rewards else items
 
 
-def observe(cfg: NetConfig, items: jax.Array, rewards: jax.Array):
-  """The network input of an observation: the items, and their rewards where cfg reads them."""
-  return (items, rewards) if cfg.with_rewards else items
-
-
 class StateEncoder(nn.Module):
   """G: history [..., L] int32 (-1 = padding, right-aligned), or (history, rewards [..., L])
   with `reward_handle="cat"` -> state [..., d] (or [..., hidden[-1]] with an MLP)."""

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec.errors import ConfigError
-from jaxrec.envs.base import reward_history
+from jaxrec.envs.base import history_input
 
 # policy(key, history [N, L] int32, state: EnvState batched over N, allowed [N, I] bool | None)
 #   -> actions [N] int32
@@ -114,7 +114,7 @@ def evaluate_policy(policy: Policy, env, env_params, key: jax.Array, num_session
   """One episode in each of num_sessions fresh sessions of `env` driven by `policy`; -> the
   metrics of the module docstring (scalars). Jittable; `mode` and the sizes are static.
   with_rewards: the policy's history is (items, normalised rewards), as a network with a
-  reward input reads it (nets.reward_history, the env's reward bounds)."""
+  reward input reads it (jaxrec.envs.base.history_input)."""
   mask, force = parse_mode(mode)
   steps = force if force else max_steps
   n, num_items = num_sessions, env.num_actions
@@ -123,10 +123,7 @@ def evaluate_policy(policy: Policy, env, env_params, key: jax.Array, num_session
                                                           env_params)
   vstep = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))
   rows = jnp.arange(n)
-  history = obs.history
-  if with_rewards:
-    fresh, reward_step = reward_history(env.history_len, env.reward_bounds(env_params))
-    history = (history, jnp.broadcast_to(fresh, history.shape))
+  first, next_input = history_input(env, env_params, with_rewards)
 
   def body(carry, xs):
     state, history, alive, ret, length, recs, causes = carry
@@ -149,12 +146,11 @@ def evaluate_policy(policy: Policy, env, env_params, key: jax.Array, num_session
     ret = ret + jnp.where(alive, reward, 0.0)
     length = length + alive.astype(jnp.int32)
     recs = recs.at[:, t].set(jnp.where(alive, action, -1))
-    new_history = obs.history
-    if with_rewards:  # step_env does not reset: done only freezes the session (alive)
-      new_history = (new_history, reward_step(history[1], reward, jnp.zeros_like(done)))
+    # step_env does not reset: done only freezes the session (alive), no fresh episode
+    new_history = next_input(history, obs.history, reward, jnp.zeros_like(done))
     return (state, new_history, alive & ~done, ret, length, recs, causes), None
 
-  init = (state, history, jnp.ones(n, bool), jnp.zeros(n), jnp.zeros(n, jnp.int32),
+  init = (state, first(obs.history), jnp.ones(n, bool), jnp.zeros(n), jnp.zeros(n, jnp.int32),
           jnp.full((n, steps), -1, jnp.int32), jnp.zeros((n, 4), bool))
   xs = (jnp.arange(steps), jax.random.split(key, steps))
   (_, _, _, ret, length, recs, causes), _ = jax.lax.scan(body, init, xs)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrec.agents.types import Agent, AgentState, Transition
-from jaxrec.envs.base import reward_history
+from jaxrec.envs.base import history_input
 from jaxrec.train.evaluation import agent_policy, evaluate_policy
 
 CURVE_WINDOW = 20  # the paper's learning curves: mean of the most recent 20 finished episodes
@@ -78,11 +78,6 @@ def make_train(cfg: LoopConfig, agent: Agent, env):
   vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
   with_rewards = reads_rewards(agent)
 
-  def rewards_of(env_params):
-    """-> (fresh [L], step) of the reward input (nets.reward_history), bounds computed once per
-    call (outside the step scan)."""
-    return reward_history(env.history_len, env.reward_bounds(env_params))
-
   def init_runner(key: jax.Array, env_params, agent_state: AgentState | None = None
                   ) -> RunnerState:
     k_agent, k_env, key = jax.random.split(key, 3)
@@ -90,15 +85,14 @@ def make_train(cfg: LoopConfig, agent: Agent, env):
       agent_state = agent.init(k_agent)
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, n),
                                                            env_params)
-    history = obs.history
-    if with_rewards:
-      history = (history, jnp.broadcast_to(rewards_of(env_params)[0], history.shape))
-    return RunnerState(agent=agent_state, env_state=env_state, history=history, key=key,
+    first, _ = history_input(env, env_params, with_rewards)
+    return RunnerState(agent=agent_state, env_state=env_state, history=first(obs.history),
+                       key=key,
                        recent_returns=jnp.zeros(CURVE_WINDOW),
                        recent_lengths=jnp.zeros(CURVE_WINDOW), num_finished=jnp.int32(0),
                        env_steps=jnp.int32(0))
 
-  def _env_step(runner: RunnerState, env_params, reward_step):
+  def _env_step(runner: RunnerState, env_params, next_input):
     key, k_act, k_env = jax.random.split(runner.key, 3)
     acting_params = agent.policy_params(runner.agent)
     if getattr(agent, "acts_with_values", False):
@@ -112,17 +106,15 @@ def make_train(cfg: LoopConfig, agent: Agent, env):
     rets, lens, count = _push_finished(runner.recent_returns, runner.recent_lengths,
                                        runner.num_finished, info["episode_return"],
                                        info["episode_length"], done)
-    history = obs.history
-    if with_rewards:
-      history = (history, reward_step(runner.history[1], reward, done))
+    history = next_input(runner.history, obs.history, reward, done)
     transition = Transition(runner.history, action, reward, done, history, value)
     runner = runner._replace(env_state=env_state, history=history, key=key,
                              recent_returns=rets, recent_lengths=lens, num_finished=count,
                              env_steps=runner.env_steps + n)
     return runner, transition
 
-  def _iteration(runner: RunnerState, env_params, reward_step):
-    runner, batch = jax.lax.scan(lambda r, _: _env_step(r, env_params, reward_step), runner,
+  def _iteration(runner: RunnerState, env_params, next_input):
+    runner, batch = jax.lax.scan(lambda r, _: _env_step(r, env_params, next_input), runner,
                                  None, agent.unroll_len)
     key, k_update = jax.random.split(runner.key)
     agent_state, metrics = agent.update(runner.agent, batch, k_update)
@@ -139,8 +131,8 @@ def make_train(cfg: LoopConfig, agent: Agent, env):
   def train_epoch(runner: RunnerState, env_params):
     """iterations_per_epoch updates; returns the runner and one curve point per update
     (point[FINITE] False: that update produced NaN/inf params or losses)."""
-    reward_step = rewards_of(env_params)[1] if with_rewards else None
-    return jax.lax.scan(lambda r, _: _iteration(r, env_params, reward_step), runner, None,
+    _, next_input = history_input(env, env_params, with_rewards)  # bounds: once per call
+    return jax.lax.scan(lambda r, _: _iteration(r, env_params, next_input), runner, None,
                         cfg.iterations_per_epoch)
 
   return init_runner, train_epoch

@@ -17,11 +17,11 @@ from jaxrec.nets.networks import TRACKERS, ActorValue, NetConfig, StateEncoder, 
 ITEMS, L, D = 12, 6, 8
 
 
-def encoder(tracker, window=0, hidden=()):
+def encoder(tracker, window=0, hidden=(), **net):
   cfg = NetConfig(num_items=ITEMS, history_len=L, dim=D, num_layers=2, num_heads=2,
-                  tracker=tracker, window=window, hidden=hidden)
+                  tracker=tracker, window=window, hidden=hidden, **net)
   enc = StateEncoder(cfg)
-  return enc, enc.init(jax.random.PRNGKey(0), jnp.full((1, L), -1, jnp.int32))
+  return enc, init_params(enc, jax.random.PRNGKey(0))
 
 
 HIST = jnp.asarray([[-1, -1, -1, -1, -1, 4],
@@ -203,10 +203,7 @@ REW = jnp.asarray(np.random.default_rng(1).uniform(size=HIST.shape), jnp.float32
 
 
 def reward_encoder(tracker, window=0, num_tokens=0):
-  cfg = NetConfig(num_items=ITEMS, history_len=L, dim=D, num_layers=2, num_heads=2,
-                  tracker=tracker, window=window, reward_handle="cat", num_tokens=num_tokens)
-  enc = StateEncoder(cfg)
-  return enc, init_params(enc, jax.random.PRNGKey(0))
+  return encoder(tracker, window, reward_handle="cat", num_tokens=num_tokens)
 
 
 def test_avg_with_rewards_is_the_peers_mean_of_embedding_and_reward():
