@@ -223,7 +223,7 @@ def test_existing_out_dir_is_refused(small_dataset, seq_env_dir):
     build.build_envs(small_dataset, build.BuildConfig(), seq_env_dir, log=lambda s: None)
 
 
-@pytest.mark.parametrize("kind", ["sequential", "matrix"])
+@pytest.mark.parametrize("kind", [pytest.param("sequential", marks=pytest.mark.slow), "matrix"])
 def test_quit_space_shares_or_separates_the_similarity_quit(kind, small_dataset, tmp_path,
                                                             seq_env_dir, matrix_env_dir):
   # Default (train): the test env judges "too similar" with the train env's item vectors and

@@ -197,6 +197,7 @@ def test_planner_cycles_where_greedy_repeats_and_quits():
                                 np.asarray(jax.jit(greedy)(key, state.history, state, None)))
 
 
+@pytest.mark.slow
 def test_planner_at_least_as_good_as_greedy_on_the_learned_env(test_envs):
   env, params = test_envs["sequential"]
   ret = {name: float(_episodes(env, params, make_policy(name, env, params), 64, 30, seed=1,
@@ -222,6 +223,7 @@ def test_jitted_policy_does_not_retrace(name):
     act(jax.random.PRNGKey(seed), state.history, state, allowed).block_until_ready()
 
 
+@pytest.mark.slow
 def test_reference_table_has_the_train_models_policies_in_the_test_env(seq_env_dir):
   from experiments.references import TRANSFER, reference_metrics
   test = reference_metrics(seq_env_dir, "FB", sessions=64)["FB"]

@@ -41,6 +41,7 @@ AGENT_SETUPS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(AGENT_SETUPS))
 def test_agent_beats_random_on_three_seeds(name):
   agent_cfg, strategy, iterations = AGENT_SETUPS[name]

@@ -37,6 +37,7 @@ def test_reward_buffer_holds_each_observed_items_normalised_reward(name, cfg):
                              rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_a2c_with_the_reward_input_learns():
   env, params = best_item_env()
   agent = make_agent("a2c", AgentConfig(**SMALL, learning_rate=3e-3), NUM_ITEMS,

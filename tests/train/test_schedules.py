@@ -92,6 +92,7 @@ def test_a_schedule_with_more_steps_moves_the_params_further_per_rollout():
   assert dist(s8) > 3 * dist(s1)  # 8 Adam steps of lr 5e-3 against 1
 
 
+@pytest.mark.slow
 def test_collect_schedule_learns_on_three_seeds():
   env, params = best_item_env()
   agent = collect_agent(env)
