@@ -15,6 +15,8 @@ LOADERS = {
     "amazon": "jaxrec.data.loaders.amazon:load",
     "coat": "jaxrec.data.loaders.coat:load",
     "movielens": "jaxrec.data.loaders.movielens:load",
+    "kuairec": "jaxrec.data.loaders.kuairec:load",
+    "kuairand": "jaxrec.data.loaders.kuairand:load",
 }
 DATASETS = ("synthetic",) + tuple(LOADERS)
 
