@@ -187,3 +187,10 @@ def test_read_csv_columns_agrees_across_blocks(tmp_path):
   with pytest.raises(DataError, match=r"t\.csv:3: field b: expected a finite number"):
     write_lines(path, rows[:2] + ["3,v,inf,1"])
     _common.read_csv_columns(str(path), (("a", "int"), ("b", "float")))
+  write_lines(path, ["t,x", "1593878903.438,1", "-0.0015,2"])
+  assert _common.read_csv_columns(str(path), (("t", "seconds"),))["t"].tolist() == [
+      1593878903438, -2]
+  write_lines(path, ["t,x", "1593878903.438,1", "1e300,2"])
+  with pytest.raises(DataError, match=r"t\.csv:3: field t: expected a time in seconds, got "
+                     r"'1e300'"):
+    _common.read_csv_columns(str(path), (("t", "seconds"),))

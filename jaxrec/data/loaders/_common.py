@@ -173,8 +173,10 @@ def _parse_block(path: str, block: bytes, first_line: int, names: Sequence[str],
 
 # Column kinds of read_csv_columns: "int" (int64), "flag" (int64, 0 or 1), "float" (finite
 # float64), "float_nan" (float64; an empty cell is NaN, "nan" / "inf" are kept: the caller
-# follows its peer's rule).
-_CSV_DTYPES = {"int": "<i8", "flag": "<i8", "float": "<f8", "float_nan": "<f8"}
+# follows its peer's rule), "seconds" (a time in seconds such as 1593878903.438, returned as
+# int64 milliseconds: rounding to the ms is exact below 2**53 ms, about 285,000 years).
+_CSV_DTYPES = {"int": "<i8", "flag": "<i8", "float": "<f8", "float_nan": "<f8", "seconds": "<f8"}
+_MAX_SECONDS = 2.0**53 / 1000.0
 
 
 def read_csv_columns(path: str, columns: Sequence[tuple[str, str]],
@@ -212,7 +214,8 @@ def read_csv_columns(path: str, columns: Sequence[tuple[str, str]],
         parts.append(spec.parse(block, first_line))
       first_line += block.count(b"\n")
   out = np.concatenate(parts)
-  return {name: out[name] for name, _ in columns}
+  return {name: (np.rint(out[name] * 1000.0).astype(np.int64) if kind == "seconds"
+                 else out[name]) for name, kind in columns}
 
 
 def _csv_header(path: str, f: BinaryIO) -> tuple[int, list[str]]:
@@ -287,6 +290,9 @@ class _CsvSpec:
         value = _any_float(path, lineno, name, text)
         if kind == "float" and not np.isfinite(value):
           raise DataError(f"{path}:{lineno}: field {name}: expected a finite number, got {text!r}")
+        if kind == "seconds" and not abs(value) < _MAX_SECONDS:
+          raise DataError(f"{path}:{lineno}: field {name}: expected a time in seconds, got "
+                          f"{text!r}")
         out.append(value)
     return tuple(out)
 
@@ -294,6 +300,8 @@ class _CsvSpec:
 def _valid(values: np.ndarray, kind: str) -> bool:
   if kind == "flag":
     return bool(np.all((values == 0) | (values == 1)))
+  if kind == "seconds":
+    return bool(np.all(np.abs(values) < _MAX_SECONDS))  # NaN fails too
   return kind != "float" or bool(np.isfinite(values).all())
 
 

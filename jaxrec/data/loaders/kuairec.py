@@ -59,7 +59,7 @@ def load(data_dir: str) -> Dataset:
   """Reads the KuaiRec files in data_dir into the raw (unfiltered) Dataset of the peer's block."""
   require_dir(data_dir, "kuairec")
   big_path, small_path, cat_path = (find_file(data_dir, n) for n in (BIG, SMALL, CATEGORIES))
-  big = read_csv_columns(big_path, _IDS + (("timestamp", "float"), ("watch_ratio", "float_nan")))
+  big = read_csv_columns(big_path, _IDS + (("timestamp", "seconds"), ("watch_ratio", "float_nan")))
   small = _read_small(small_path)
   normed = watch_ratio_normed(big["video_id"], big["watch_ratio"], small["video_id"],
                               small["watch_ratio"])
@@ -74,13 +74,11 @@ def load(data_dir: str) -> Dataset:
     vec = np.zeros(len(names), np.float32)
     vec[[column[t] for t in row]] = 1.0
     features[key] = vec
-  # 1593878903.438 s -> 1593878903438 ms exactly: 13 significant digits fit a float64.
-  times = np.rint(big["timestamp"][keep] * 1000.0).astype(np.int64)
   return from_interactions(
       "kuairec", scenario="short video", item_noun="video", behavior="watching",
       attribute_names=ATTRIBUTES, users=users, items=videos,
       item_text={k: (", ".join(map(str, row)) or UNKNOWN,) for k, row in tags.items()},
-      times=times, ratings=normed[keep],
+      times=big["timestamp"][keep], ratings=normed[keep],
       item_features=(features, [f"tag:{t}" for t in names]), source=big_path)
 
 
@@ -97,7 +95,7 @@ def watch_ratio_normed(big_video: np.ndarray, big_ratio: np.ndarray, small_video
   np.minimum.at(lo, inv, np.where(np.isnan(ratio), np.inf, ratio))
   np.maximum.at(hi, inv, np.where(np.isnan(ratio), -np.inf, ratio))
   n = len(big_video)
-  with np.errstate(invalid="ignore", divide="ignore"):
+  with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
     out = (big_ratio - lo[inv[:n]]) / (hi[inv[:n]] - lo[inv[:n]])
   return np.where(np.isnan(out), 0.0, out).astype(np.float32)
 
@@ -116,7 +114,12 @@ def true_matrix(data_dir: str, user_keys: np.ndarray, item_keys: np.ndarray) -> 
   out = np.zeros((len(user_keys), len(item_keys)), np.float64)
   np.add.at(out, (rows[keep], cols[keep]), ratio[keep])
   out[~np.isfinite(out)] = fill
-  return out.astype(np.float32)
+  with np.errstate(over="ignore"):
+    out = out.astype(np.float32)
+  if not np.isfinite(out).all():  # only from absurd values, e.g. -1e300 (the clip is at +5)
+    raise DataError(f"{path}: watch_ratio values beyond float32's range; expected ratios of "
+                    "play_duration to video_duration")
+  return out
 
 
 def _positions(path: str, ids: np.ndarray, keys: np.ndarray, what: str) -> np.ndarray:
