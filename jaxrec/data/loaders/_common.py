@@ -10,6 +10,7 @@ count them.
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import io
 import os
@@ -313,6 +314,49 @@ def _any_float(path: str, lineno: int, field: str, text: str) -> float:
     return float(text)
   except ValueError:
     raise DataError(f"{path}:{lineno}: field {field}: expected a number, got {text!r}") from None
+
+
+def iter_csv_rows(path: str, required: Sequence[str]) -> tuple[dict[str, int],
+                                                                Iterator[tuple[int, list[str]]]]:
+  """(column name -> index, iterator of (line number, cells)) of a small CSV file with a header
+  line and quoted cells (Python's csv module, one line at a time: a cell may hold commas but no
+  newline). Every line must have as many cells as the header, which must name `required`."""
+  lines = iter_lines(path, "utf-8")
+  first = next(lines, None)
+  if first is None:
+    raise DataError(f"{path}: empty file, expected a header line ({', '.join(required)}, ...)")
+  lineno, header = first
+  names = [c.strip() for c in header.removeprefix("\ufeff").split(",")]
+  for name in required:
+    if name not in names:
+      found = ", ".join(n if n.isprintable() else repr(n) for n in names)
+      raise DataError(f"{path}:{lineno}: header has no {name} column (found: {found})")
+
+  def rows() -> Iterator[tuple[int, list[str]]]:
+    for n, line in lines:
+      try:
+        cells = next(csv.reader([line]))
+      except csv.Error as e:
+        raise DataError(f"{path}:{n}: malformed CSV ({e})") from None
+      if len(cells) != len(names):
+        raise DataError(f"{path}:{n}: expected {len(names)} comma-separated cells (as many as "
+                        f"the header; a cell holding commas is quoted), got {len(cells)}")
+      yield n, cells
+
+  return {name: j for j, name in enumerate(names)}, rows()
+
+
+def multi_hot(tags: dict[str, tuple[int, ...]], prefix: str = "tag"
+              ) -> tuple[dict[str, np.ndarray], list[str]]:
+  """key -> tag ids  ->  (key -> [T] float32 0/1 row, the T names `prefix:id` in id order)."""
+  ids = sorted({t for row in tags.values() for t in row})
+  column = {t: j for j, t in enumerate(ids)}
+  table = {}
+  for key, row in tags.items():
+    vec = np.zeros(len(ids), np.float32)
+    vec[[column[t] for t in row]] = 1.0
+    table[key] = vec
+  return table, [f"{prefix}:{t}" for t in ids]
 
 
 def clean_text(value: object) -> str:

@@ -32,15 +32,12 @@ sequence is their rows by time_ms (ties keep file order); ratings are is_click (
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 
 from jaxrec.data.dataset import Dataset
 from jaxrec.data.interactions import from_interactions
-from jaxrec.data.loaders._common import (UNKNOWN, find_file, iter_lines, read_csv_columns,
-                                         require_dir, to_int)
-from jaxrec.errors import DataError
+from jaxrec.data.loaders._common import (UNKNOWN, find_file, iter_csv_rows, multi_hot,
+                                         read_csv_columns, require_dir, to_int)
 
 LOG = "log_standard_4_08_to_4_21_pure.csv"
 VIDEOS = "video_features_basic_pure.csv"
@@ -54,45 +51,21 @@ def load(data_dir: str) -> Dataset:
   log = read_csv_columns(log_path, (("user_id", "int"), ("video_id", "int"),
                                     ("time_ms", "int"), ("is_click", "flag")))
   tags = _read_tags(video_path, set(np.unique(log["video_id"]).tolist()))
-  names = sorted({t for row in tags.values() for t in row})
-  column = {t: j for j, t in enumerate(names)}
-  features = {}
-  for key, row in tags.items():
-    vec = np.zeros(len(names), np.float32)
-    vec[[column[t] for t in row]] = 1.0
-    features[key] = vec
   return from_interactions(
       "kuairand", scenario="short video", item_noun="video", behavior="watching",
       attribute_names=ATTRIBUTES, users=log["user_id"], items=log["video_id"],
       item_text={k: (", ".join(map(str, row)) or UNKNOWN,) for k, row in tags.items()},
       times=log["time_ms"], ratings=log["is_click"].astype(np.float32),
-      item_features=(features, [f"tag:{t}" for t in names]), source=log_path)
+      item_features=multi_hot(tags), source=log_path)
 
 
 def _read_tags(path: str, needed: set[int]) -> dict[str, tuple[int, ...]]:
   """video key -> its tag ids, for the videos in `needed`; the first line of a video wins."""
-  lines = iter_lines(path, "utf-8")
-  first = next(lines, None)
-  if first is None:
-    raise DataError(f"{path}: empty file, expected a header line (video_id, ..., tag)")
-  lineno, header = first
-  names = [c.strip() for c in header.lstrip("\ufeff").split(",")]
-  for name in ("video_id", "tag"):
-    if name not in names:
-      raise DataError(f"{path}:{lineno}: header has no {name} column (found: "
-                      f"{', '.join(n if n.isprintable() else repr(n) for n in names)})")
-  vcol, tcol = names.index("video_id"), names.index("tag")
+  col, rows = iter_csv_rows(path, ("video_id", "tag"))
   out: dict[str, tuple[int, ...]] = {}
-  for lineno, line in lines:
-    try:
-      cells = next(csv.reader([line]))
-    except csv.Error as e:
-      raise DataError(f"{path}:{lineno}: malformed CSV ({e})") from None
-    if len(cells) != len(names):
-      raise DataError(f"{path}:{lineno}: expected {len(names)} comma-separated cells (as many "
-                      f"as the header; a tag list is quoted), got {len(cells)}")
-    video = to_int(path, lineno, "video_id", cells[vcol].strip())
-    text = cells[tcol].strip()
+  for lineno, cells in rows:
+    video = to_int(path, lineno, "video_id", cells[col["video_id"]].strip())
+    text = cells[col["tag"]].strip()
     tags = tuple(to_int(path, lineno, "tag", t.strip()) for t in text.split(",")) if text else ()
     if video in needed and str(video) not in out:
       out[str(video)] = tuple(dict.fromkeys(tags))

@@ -37,14 +37,14 @@ repeated views stay); times are unix milliseconds; ratings are watch_ratio_norme
 
 from __future__ import annotations
 
-import csv
+import re
 
 import numpy as np
 
 from jaxrec.data.dataset import Dataset
 from jaxrec.data.interactions import from_interactions
-from jaxrec.data.loaders._common import (UNKNOWN, find_file, iter_lines, read_csv_columns,
-                                         require_dir, to_int)
+from jaxrec.data.loaders._common import (UNKNOWN, find_file, iter_csv_rows, multi_hot,
+                                         read_csv_columns, require_dir, to_int)
 from jaxrec.errors import DataError
 
 BIG = "big_matrix.csv"
@@ -67,19 +67,12 @@ def load(data_dir: str) -> Dataset:
           & np.isin(big["video_id"], small["video_id"]))
   users, videos = big["user_id"][keep], big["video_id"][keep]
   tags = _read_categories(cat_path, set(np.unique(videos).tolist()))
-  names = sorted({t for row in tags.values() for t in row})
-  column = {t: j for j, t in enumerate(names)}
-  features = {}
-  for key, row in tags.items():
-    vec = np.zeros(len(names), np.float32)
-    vec[[column[t] for t in row]] = 1.0
-    features[key] = vec
   return from_interactions(
       "kuairec", scenario="short video", item_noun="video", behavior="watching",
       attribute_names=ATTRIBUTES, users=users, items=videos,
       item_text={k: (", ".join(map(str, row)) or UNKNOWN,) for k, row in tags.items()},
       times=big["timestamp"][keep], ratings=normed[keep],
-      item_features=(features, [f"tag:{t}" for t in names]), source=big_path)
+      item_features=multi_hot(tags), source=big_path)
 
 
 def watch_ratio_normed(big_video: np.ndarray, big_ratio: np.ndarray, small_video: np.ndarray,
@@ -123,23 +116,25 @@ def true_matrix(data_dir: str, user_keys: np.ndarray, item_keys: np.ndarray) -> 
 
 
 def _positions(path: str, ids: np.ndarray, keys: np.ndarray, what: str) -> np.ndarray:
-  """[N] position of each row's id among `keys` (-1: not a key); every key must occur."""
-  wanted = np.array([int(k) if _is_int(k) else -1 for k in keys.tolist()], np.int64)
+  """[N] position of each row's id among `keys` [K] (-1: not a key); every key must occur."""
+  def missing(key: str) -> DataError:
+    return DataError(f"{path}: {what} {key!r} of the dataset has no row in the ground truth "
+                     "(the peer's env covers only small_matrix's users and videos)")
+
+  for k in keys.tolist():
+    if not re.fullmatch(r"-?\d{1,18}", k):  # KuaiRec's ids are integers
+      raise missing(k)
+  if len(keys) == 0:
+    return np.full(len(ids), -1)
+  wanted = keys.astype(np.int64)
   order = np.argsort(wanted, kind="stable")
-  sorted_keys = wanted[order]
-  at = np.clip(np.searchsorted(sorted_keys, ids), 0, max(len(keys) - 1, 0))
-  hit = (sorted_keys[at] == ids) if len(keys) else np.zeros(len(ids), bool)
+  at = np.minimum(np.searchsorted(wanted[order], ids), len(keys) - 1)
+  hit = wanted[order][at] == ids
   present = np.zeros(len(keys), bool)
   present[order[at[hit]]] = True
   if not present.all():
-    k = str(keys[int(np.argmin(present))])
-    raise DataError(f"{path}: {what} {k!r} of the dataset has no row in the ground truth "
-                    f"(the peer's env covers only small_matrix's users and videos)")
+    raise missing(str(keys[int(np.argmin(present))]))
   return np.where(hit, order[at], -1)
-
-
-def _is_int(key: str) -> bool:
-  return key.isascii() and key.lstrip("-").isdigit()
 
 
 def _read_small(path: str) -> dict[str, np.ndarray]:
@@ -151,28 +146,11 @@ def _read_small(path: str) -> dict[str, np.ndarray]:
 
 def _read_categories(path: str, needed: set[int]) -> dict[str, tuple[int, ...]]:
   """video key -> its tag ids, for the videos in `needed`; the first line of a video wins."""
-  lines = iter_lines(path, "utf-8")
-  first = next(lines, None)
-  if first is None:
-    raise DataError(f"{path}: empty file, expected a header line `video_id,feat`")
-  lineno, header = first
-  names = [c.strip() for c in header.lstrip("\ufeff").split(",")]
-  for name in ("video_id", "feat"):
-    if name not in names:
-      raise DataError(f"{path}:{lineno}: header has no {name} column (found: "
-                      f"{', '.join(n if n.isprintable() else repr(n) for n in names)})")
-  vcol, fcol = names.index("video_id"), names.index("feat")
+  col, rows = iter_csv_rows(path, ("video_id", "feat"))
   out: dict[str, tuple[int, ...]] = {}
-  for lineno, line in lines:
-    try:
-      cells = next(csv.reader([line]))
-    except csv.Error as e:
-      raise DataError(f"{path}:{lineno}: malformed CSV ({e})") from None
-    if len(cells) != len(names):
-      raise DataError(f"{path}:{lineno}: expected {len(names)} comma-separated cells "
-                      f"(video_id, feat; a list is quoted), got {len(cells)}")
-    video = to_int(path, lineno, "video_id", cells[vcol].strip())
-    tags = _tag_list(path, lineno, cells[fcol])
+  for lineno, cells in rows:
+    video = to_int(path, lineno, "video_id", cells[col["video_id"]].strip())
+    tags = _tag_list(path, lineno, cells[col["feat"]])
     if video in needed and str(video) not in out:
       out[str(video)] = tags
   return out
