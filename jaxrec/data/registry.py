@@ -16,6 +16,7 @@ LOADERS = {
     "coat": "jaxrec.data.loaders.coat:load",
     "movielens": "jaxrec.data.loaders.movielens:load",
     "kuairec": "jaxrec.data.loaders.kuairec:load",
+    "kuairec_big": "jaxrec.data.loaders.kuairec:load_big",
     "kuairand": "jaxrec.data.loaders.kuairand:load",
 }
 DATASETS = ("synthetic",) + tuple(LOADERS)

@@ -159,7 +159,7 @@ def true_matrix_for(ds: Dataset, path: str | None, synthetic_cfg=None,
     m = read_true_matrix(path)
     return align(m, ds, path), {"path": os.path.abspath(path), "sha256": sha256_file(path),
                                 "shape": list(m.shape)}
-  if ds.name == "kuairec" and data_dir:
+  if ds.name in ("kuairec", "kuairec_big") and data_dir:  # kuairec_big: refused by user id
     from jaxrec.data.loaders import kuairec
     true = kuairec.true_matrix(data_dir, ds.user_keys, ds.item_keys)
     small = os.path.join(data_dir, kuairec.SMALL)

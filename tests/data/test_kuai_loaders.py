@@ -67,6 +67,20 @@ def test_kuairec_truth_refuses_ids_outside_small_matrix(kuairec_dir):
     peer.true_matrix_for(ds, None)  # no data_dir: nothing to read the truth from
 
 
+def test_kuairec_big_keeps_every_row_and_has_no_truth(kuairec_dir):
+  ds = load_dataset("kuairec_big", str(kuairec_dir), KEEP_ALL)
+  assert ds.name == "kuairec_big" and ds.num_interactions == len(KUAIREC_BIG)
+  assert ds.user_keys.tolist() == ["14", "21", "99"]
+  assert ds.item_keys.tolist() == ["148", "183", "3650", "9999"]
+  assert seq_keys(ds, "14") == ["148", "9999", "3650", "183"]
+  assert text(ds, "9999") == ("1",) and ds.item_feature_names == ("tag:1", "tag:8", "tag:9",
+                                                                  "tag:27")
+  # 148: (0.7 - 0.2) / (0.9 - 0.2)
+  np.testing.assert_allclose(user_values(ds, ds.ratings, "99"), [0.5 / 0.7], rtol=1e-6)
+  with pytest.raises(DataError, match=r"small_matrix\.csv: user '99' of the dataset has no row"):
+    peer.true_matrix_for(ds, None, data_dir=str(kuairec_dir))
+
+
 def test_kuairec_bad_inputs(kuairec_dir):
   big, small = kuairec_dir / "big_matrix.csv", kuairec_dir / "small_matrix.csv"
   cats = kuairec_dir / "item_categories.csv"

@@ -25,7 +25,8 @@ environments/KuaiRec/preprocessing_kuairec.py, src/core/util/data.py) and chongm
   - the offline data of the batch RL learners (construct_buffer_from_offline_data, KuaiEnv-v0):
     the big_matrix rows of small_matrix's users on small_matrix's videos.
 
-So the Dataset here is that block: big_matrix's rows whose user and video are in small_matrix.
+So the Dataset here (`kuairec`) is that block: big_matrix's rows whose user and video are in
+small_matrix; `kuairec_big` (load_big) keeps every big_matrix row, for the envs fitted on logs.
 Keys are the raw KuaiRec ids ("14", "3650"), so `true_matrix` aligns the ground truth to the
 dataset's users and videos by id: after the k-core filter the dataset's users / videos are a
 subset of small_matrix's, and the true matrix keeps exactly those rows / columns (the peer's env
@@ -57,18 +58,31 @@ _IDS = (("user_id", "int"), ("video_id", "int"))
 
 def load(data_dir: str) -> Dataset:
   """Reads the KuaiRec files in data_dir into the raw (unfiltered) Dataset of the peer's block."""
-  require_dir(data_dir, "kuairec")
+  return _load(data_dir, "kuairec", block=True)
+
+
+def load_big(data_dir: str) -> Dataset:
+  """Every big_matrix.csv row (`kuairec_big`), for the envs fitted on logs alone; the same
+  rules otherwise. Its users outside small_matrix have no ground truth, so --protocol=peer
+  refuses it."""
+  return _load(data_dir, "kuairec_big", block=False)
+
+
+def _load(data_dir: str, name: str, block: bool) -> Dataset:
+  require_dir(data_dir, name)
   big_path, small_path, cat_path = (find_file(data_dir, n) for n in (BIG, SMALL, CATEGORIES))
   big = read_csv_columns(big_path, _IDS + (("timestamp", "seconds"), ("watch_ratio", "float_nan")))
   small = _read_small(small_path)
   normed = watch_ratio_normed(big["video_id"], big["watch_ratio"], small["video_id"],
                               small["watch_ratio"])
-  keep = (np.isin(big["user_id"], small["user_id"])
-          & np.isin(big["video_id"], small["video_id"]))
+  keep = np.ones(len(normed), bool)
+  if block:
+    keep = (np.isin(big["user_id"], small["user_id"])
+            & np.isin(big["video_id"], small["video_id"]))
   users, videos = big["user_id"][keep], big["video_id"][keep]
   tags = _read_categories(cat_path, set(np.unique(videos).tolist()))
   return from_interactions(
-      "kuairec", scenario="short video", item_noun="video", behavior="watching",
+      name, scenario="short video", item_noun="video", behavior="watching",
       attribute_names=ATTRIBUTES, users=users, items=videos,
       item_text={k: (", ".join(map(str, row)) or UNKNOWN,) for k, row in tags.items()},
       times=big["timestamp"][keep], ratings=normed[keep],
