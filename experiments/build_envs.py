@@ -20,7 +20,8 @@ config.define_flags(build.BuildConfig)
 OUT = flags.DEFINE_string("out", None, "output env directory (must not exist)")
 TRUE_MATRIX = flags.DEFINE_string("true_matrix", None,
                                   "peer: dense user x item ratings, whitespace text (one user "
-                                  "a line) or .npy; synthetic: default the generator's truth")
+                                  "a line) or .npy; synthetic: default the generator's truth; "
+                                  "kuairec: small_matrix.csv in --data_dir")
 
 
 def config_from_flags() -> build.BuildConfig:
@@ -40,7 +41,8 @@ def main(argv):
   true, source = None, None
   if cfg.protocol == "peer":
     true, source = peer.true_matrix_for(ds, TRUE_MATRIX.value,
-                                        data_flags.synthetic_config_from_flags())
+                                        data_flags.synthetic_config_from_flags(),
+                                        data_dir=data_flags.DATA_DIR.value)
   meta = build.build_envs(ds, cfg, OUT.value, true_matrix=true, true_source=source)
   print(json.dumps(meta.reports | ({"peer": meta.peer} if meta.peer is not None else {}),
                    indent=2))

@@ -126,7 +126,7 @@ class PaperConfig:
                          "/ DORL: the fitted model trains, --true_matrix evaluates)",
                          choices=build.PROTOCOLS)
   true_matrix: str = option("", "--protocol=peer: the ground-truth rating matrix (text or .npy; "
-                            "synthetic: the generator's)")
+                            "synthetic: the generator's; kuairec: small_matrix.csv)")
 
   def validate(self) -> None:
     if not self.workdir:
@@ -242,7 +242,8 @@ def load_inputs(cfg: PaperConfig, syn: synthetic.SyntheticConfig,
                              syn if cfg.dataset == "synthetic" else None)
   true, source = None, None
   if cfg.protocol == "peer":
-    true, source = peer.true_matrix_for(ds, cfg.true_matrix or None, syn)
+    true, source = peer.true_matrix_for(ds, cfg.true_matrix or None, syn,
+                                        data_dir=cfg.data_dir or None)
   return ds, true, source
 
 

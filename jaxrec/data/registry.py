@@ -15,6 +15,9 @@ LOADERS = {
     "amazon": "jaxrec.data.loaders.amazon:load",
     "coat": "jaxrec.data.loaders.coat:load",
     "movielens": "jaxrec.data.loaders.movielens:load",
+    "kuairec": "jaxrec.data.loaders.kuairec:load",
+    "kuairec_big": "jaxrec.data.loaders.kuairec:load_big",
+    "kuairand": "jaxrec.data.loaders.kuairand:load",
 }
 DATASETS = ("synthetic",) + tuple(LOADERS)
 

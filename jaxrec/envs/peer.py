@@ -150,14 +150,22 @@ def peer_envs(true: np.ndarray, predicted: np.ndarray, threshold: float, history
   return (env, train), (env, test)
 
 
-def true_matrix_for(ds: Dataset, path: str | None, synthetic_cfg=None
-                    ) -> tuple[np.ndarray, dict]:
-  """-> (the ground-truth matrix aligned to `ds` [U, I], its source record): read from `path`,
-  or for the synthetic dataset the generator's own expected ratings (synthetic_cfg)."""
+def true_matrix_for(ds: Dataset, path: str | None, synthetic_cfg=None,
+                    data_dir: str | None = None) -> tuple[np.ndarray, dict]:
+  """-> (the ground-truth matrix aligned to `ds` [U, I], its source record): read from `path`;
+  else the dataset's own: the synthetic generator's expected ratings (synthetic_cfg), KuaiRec's
+  small_matrix.csv in data_dir (loaders.kuairec.true_matrix: the peer's clip at 5, id mapping)."""
   if path:
     m = read_true_matrix(path)
     return align(m, ds, path), {"path": os.path.abspath(path), "sha256": sha256_file(path),
                                 "shape": list(m.shape)}
+  if ds.name in ("kuairec", "kuairec_big") and data_dir:  # kuairec_big: refused by user id
+    from jaxrec.data.loaders import kuairec
+    true = kuairec.true_matrix(data_dir, ds.user_keys, ds.item_keys)
+    small = os.path.join(data_dir, kuairec.SMALL)
+    return true, {"path": os.path.abspath(small), "sha256": sha256_file(small),
+                  "shape": list(true.shape),
+                  "source": "KuaiRec small_matrix.csv watch_ratio clipped at 5 (KuaiData.load_mat)"}
   if ds.name != "synthetic":
     raise ConfigError(f"--protocol=peer on dataset {ds.name!r} needs --true_matrix=FILE (a "
                       "dense user x item rating matrix, e.g. Coat's "
@@ -167,4 +175,3 @@ def true_matrix_for(ds: Dataset, path: str | None, synthetic_cfg=None
   return align(truth.ratings, ds, "synthetic ground truth"), {
       "path": "", "source": "synthetic generator (SyntheticTruth.ratings)",
       "shape": list(truth.ratings.shape)}
-

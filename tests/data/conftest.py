@@ -177,3 +177,76 @@ def recbole_dir(tmp_path) -> pathlib.Path:
       "unknown\t30\tNo Year Film\tunkonwn",
   ])
   return root
+
+
+# --- KuaiRec ----------------------------------------------------------------------------------
+# big_matrix rows: user 99 and video 9999 are outside small_matrix, so those rows are not in the
+# dataset (user 99's watch of 148 still counts in 148's min-max). User 14 by time: 148, 3650,
+# 183; user 21: 183 twice at the same timestamp (file order: 2.0 then 0.4).
+KUAIREC_HEADER = "user_id,video_id,play_duration,video_duration,time,date,timestamp,watch_ratio"
+KUAIREC_BIG = [
+    "14,3650,13838,10867,2020-07-05 00:08:23.438,20200705,1593878903.438,1.2",
+    "14,148,4381,6067,2020-07-05 00:05:00.000,20200705,1593878700.0,0.5",
+    "14,9999,851,7908,2020-07-05 00:06:40.000,20200705,1593878800.0,3.0",
+    "99,148,862,9590,2020-07-05 00:20:26.792,20200705,1593879626.792,0.7",
+    "21,183,11635,6100,2020-07-05 05:28:00.057,20200705,1593898080.057,2.0",
+    "21,183,4479,7908,2020-07-05 05:28:00.057,20200705,1593898080.057,0.4",
+    "14,183,4602,11000,2020-07-05 00:09:10.500,20200705,1593878950.5,1.0",
+]
+# small_matrix: 14 x 3650 is missing (-> 0), 14 x 183 is clipped at 5, 21 x 183 is written twice
+# (the peer's csr_matrix sums: 0.7), 21 x 3650 has an empty watch_ratio (NaN -> the mean of the
+# clipped rows, (0.9 + 5 + 0.2 + 0.6 + 0.1) / 5 = 1.36); rows with empty times as in the real file.
+KUAIREC_SMALL = [
+    "14,148,4381,6067,2020-07-05 05:27:48.378,20200705.0,1593898068.378,0.9",
+    "14,183,11635,6100,2020-07-05 05:28:00.057,20200705.0,1593898080.057,7.5",
+    "21,148,4479,7908,,,,0.2",
+    "21,183,4602,11000,,,,0.6",
+    "21,183,4602,11000,,,,0.1",
+    "21,3650,4602,11000,,,,",
+]
+KUAIREC_TRUTH = [[0.9, 5.0, 0.0], [0.2, 0.7, 1.36]]  # users 14, 21 x videos 148, 183, 3650
+KUAIREC_CATEGORIES = ["148,[8]", '183,"[27, 9]"', "3650,[]", "9999,[1]", "148,[5]"]
+
+
+def write_kuairec(root: pathlib.Path) -> pathlib.Path:
+  write_lines(root / "big_matrix.csv", [KUAIREC_HEADER] + KUAIREC_BIG)
+  write_lines(root / "small_matrix.csv", [KUAIREC_HEADER] + KUAIREC_SMALL)
+  write_lines(root / "item_categories.csv", ["video_id,feat"] + KUAIREC_CATEGORIES)
+  return root
+
+
+@pytest.fixture
+def kuairec_dir(tmp_path) -> pathlib.Path:
+  return write_kuairec(tmp_path / "kuairec")
+
+
+# --- KuaiRand-Pure ----------------------------------------------------------------------------
+# user 0 by time_ms: 7 (clicked), 3, 7 again; user 5: 3 (clicked). Video 3's tags are "12,65",
+# video 7 has an empty tag, video 8 is never watched.
+KUAIRAND_HEADER = ("user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,is_comment,"
+                   "is_forward,is_hate,long_view,play_time_ms,duration_ms,profile_stay_time,"
+                   "comment_stay_time,is_profile_enter,is_rand,tab")
+KUAIRAND_LOG = [
+    "0,3,20220408,1200,1649390500000,0,0,0,0,0,0,0,1200,104400,0,0,0,0,1",
+    "0,7,20220408,1100,1649390400000,1,1,0,0,0,0,1,151024,104400,0,0,0,0,1",
+    "5,3,20220409,900,1649466000000,1,0,0,0,0,0,1,9000,8000,0,0,0,0,0",
+    "0,7,20220410,800,1649548800000,0,0,0,0,0,0,0,300,104400,0,0,0,0,4",
+]
+KUAIRAND_VIDEO_HEADER = ("video_id,author_id,video_type,upload_dt,upload_type,visible_status,"
+                         "video_duration,server_width,server_height,music_id,music_type,tag")
+KUAIRAND_VIDEOS = [
+    '3,441,NORMAL,2020-07-08,ShortImport,1,17200.0,720,1280,989206467,4,"12,65"',
+    "7,442,AD,2021-01-01,ShortImport,1,,720,1280,0,9,",
+    "8,443,NORMAL,2021-01-02,ShortImport,1,5000.0,720,1280,0,9,3",
+]
+
+
+def write_kuairand(root: pathlib.Path) -> pathlib.Path:
+  write_lines(root / "log_standard_4_08_to_4_21_pure.csv", [KUAIRAND_HEADER] + KUAIRAND_LOG)
+  write_lines(root / "video_features_basic_pure.csv", [KUAIRAND_VIDEO_HEADER] + KUAIRAND_VIDEOS)
+  return root
+
+
+@pytest.fixture
+def kuairand_dir(tmp_path) -> pathlib.Path:
+  return write_kuairand(tmp_path / "kuairand")

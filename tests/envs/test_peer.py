@@ -197,6 +197,23 @@ def test_peer_env_directory_from_a_matrix_file(tmp_path):
   np.testing.assert_array_equal(np.asarray(test.item_vecs), np.asarray(test.table).T)
 
 
+def test_kuairec_peer_env_takes_small_matrix_as_its_truth(tmp_path):
+  """--dataset=kuairec --protocol=peer needs no --true_matrix: small_matrix.csv in --data_dir,
+  clipped and aligned by id (tests/data/conftest.py spells the expected cells out)."""
+  from data.conftest import KUAIREC_TRUTH, write_kuairec
+  data = write_kuairec(tmp_path / "kuairec")
+  res = subprocess.run([sys.executable, "-m", "experiments.build_envs", "--dataset=kuairec",
+                        f"--data_dir={data}", "--min_user=1", "--min_item=1", "--protocol=peer",
+                        f"--out={tmp_path / 'env'}", "--mf_steps=200", "--leave_threshold=1"],
+                       capture_output=True, text=True, timeout=300)
+  assert res.returncode == 0, res.stderr[-1500:]
+  meta = json.loads((tmp_path / "env" / "env.json").read_text())
+  assert meta["peer"]["true_matrix"]["path"] == str(data / "small_matrix.csv")
+  from jaxrec.envs import build
+  _, test, _ = build.load_env(str(tmp_path / "env"), "test")
+  np.testing.assert_allclose(np.asarray(test.table), KUAIREC_TRUTH, rtol=1e-6)
+
+
 def test_user_token_stays_first_in_the_history_and_reaches_the_agent():
   rng = np.random.default_rng(4)
   true = rng.integers(1, 6, size=(5, 9)).astype(np.float32)

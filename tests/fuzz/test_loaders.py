@@ -9,12 +9,13 @@ import json
 import os
 import pathlib
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from data.conftest import (AMAZON_META, AMAZON_REVIEWS, LASTFM_EVENTS, ML_RATINGS, _flags,
-                           write_coat, write_lines)
+                           write_coat, write_kuairand, write_kuairec, write_lines)
 from jaxrec.data import Dataset, load_raw
 
 from .util import byte_mutation, copy_of, files_under, fuzz_settings, load_or_refuse, refuse
@@ -60,11 +61,21 @@ def _coat(root: pathlib.Path, gz: bool) -> None:
   write_coat(root)
 
 
+def _kuairec(root: pathlib.Path, gz: bool) -> None:
+  write_kuairec(root)
+
+
+def _kuairand(root: pathlib.Path, gz: bool) -> None:
+  write_kuairand(root)
+
+
 # dataset name, writer, whether a gzipped variant exists
 FORMATS = {"lastfm": ("lastfm", _lastfm), "amazon": ("amazon", _amazon),
            "ml-100k": ("movielens", _ml100k), "ml-1m": ("movielens", _ml1m),
-           "recbole": ("movielens", _recbole), "coat": ("coat", _coat)}
-CASES = ["lastfm", "lastfm-gz", "amazon", "amazon-gz", "ml-100k", "ml-1m", "recbole", "coat"]
+           "recbole": ("movielens", _recbole), "coat": ("coat", _coat),
+           "kuairec": ("kuairec", _kuairec), "kuairand": ("kuairand", _kuairand)}
+CASES = ["lastfm", "lastfm-gz", "amazon", "amazon-gz", "ml-100k", "ml-1m", "recbole", "coat",
+         "kuairec", "kuairand"]
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +159,17 @@ def test_json_line_nested_past_the_recursion_limit_is_refused(templates, rel):
     path.write_bytes(b'{"asin": ' + b"[" * 100_000 + b"\n" + path.read_bytes())
     msg = refuse(lambda: load_raw("amazon", root), str(path))
     assert f"{path}:1:" in msg, msg
+
+
+@SETTINGS
+@given(data=st.data())
+def test_corrupted_kuairec_small_matrix_gives_a_truth_or_is_refused(templates, data):
+  """The ground truth reader (loaders.kuairec.true_matrix) under the same corruptions."""
+  from jaxrec.data.loaders import kuairec
+  with copy_of(templates["kuairec"]) as root:
+    path = pathlib.Path(root, kuairec.SMALL)
+    path.write_bytes(data.draw(byte_mutation(path.read_bytes()), label="mutation"))
+    true = load_or_refuse(lambda: kuairec.true_matrix(root, np.array(["14", "21"]),
+                                                      np.array(["148", "183"])), root)
+    if true is not None:
+      assert true.shape == (2, 2) and np.isfinite(true).all()

@@ -10,6 +10,7 @@ count them.
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import io
 import os
@@ -169,6 +170,193 @@ def _parse_block(path: str, block: bytes, first_line: int, names: Sequence[str],
       to_int(path, lineno, name, value)
   last = first_line + block.count(b"\n")
   raise DataError(f"{path}:{first_line}-{last}: rows NumPy cannot parse as integers")
+
+
+# Column kinds of read_csv_columns: "int" (int64), "flag" (int64, 0 or 1), "float" (finite
+# float64), "float_nan" (float64; an empty cell is NaN, "nan" / "inf" are kept: the caller
+# follows its peer's rule), "seconds" (a time in seconds such as 1593878903.438, returned as
+# int64 milliseconds: rounding to the ms is exact below 2**53 ms, about 285,000 years).
+_CSV_DTYPES = {"int": "<i8", "flag": "<i8", "float": "<f8", "float_nan": "<f8", "seconds": "<f8"}
+_MAX_SECONDS = 2.0**53 / 1000.0
+
+
+def read_csv_columns(path: str, columns: Sequence[tuple[str, str]],
+                     block_bytes: int = 1 << 26) -> dict[str, np.ndarray]:
+  """Reads the named columns of a comma-separated file with a header line (pandas' to_csv
+  layout, no quoted cells in the columns read) -> {name: [N] array}.
+
+  columns: (header name, kind) pairs, kind one of _CSV_DTYPES' keys (above). Other
+  columns are only counted: every line must have as many cells as the header. Blocks of whole
+  lines go through NumPy's C parser (KuaiRec's big_matrix.csv has 12.5M rows); a block that
+  fails, or holds an empty "float_nan" cell, is re-read line by line, which names the bad line.
+  """
+  with open_binary(path) as f:
+    header_line, names = _csv_header(path, f)
+    col = {name: j for j, name in enumerate(names)}
+    for name, kind in columns:
+      assert kind in _CSV_DTYPES, kind
+      if name not in col:
+        found = ", ".join(n if n.isprintable() else repr(n) for n in names)
+        raise DataError(f"{path}:{header_line}: header has no {name} column (found: {found})")
+    spec = _CsvSpec(path, len(names), tuple(col[n] for n, _ in columns), tuple(columns))
+    parts = [spec.empty()]
+    first_line = header_line + 1
+    while True:
+      try:
+        block = f.read(block_bytes)
+        if block and not block.endswith(b"\n"):
+          block += f.readline()
+      except _READ_ERRORS as e:
+        raise DataError(f"{path}:{first_line}: unreadable at or after this line "
+                        f"({type(e).__name__}: {e})") from None
+      if not block:
+        break
+      if block.strip():
+        parts.append(spec.parse(block, first_line))
+      first_line += block.count(b"\n")
+  out = np.concatenate(parts)
+  return {name: (np.rint(out[name] * 1000.0).astype(np.int64) if kind == "seconds"
+                 else out[name]) for name, kind in columns}
+
+
+def _csv_header(path: str, f: BinaryIO) -> tuple[int, list[str]]:
+  """(line number, column names) of the first non-blank line."""
+  lineno = 0
+  try:
+    for lineno, raw in enumerate(f, 1):
+      raw = raw.rstrip(b"\r\n")
+      if raw:
+        break
+    else:
+      raw = b""
+  except _READ_ERRORS as e:
+    raise DataError(f"{path}:{lineno + 1}: unreadable ({type(e).__name__}: {e})") from None
+  if not raw:
+    raise DataError(f"{path}: empty file, expected a header line of comma-separated names")
+  try:
+    text = raw.decode("utf-8").removeprefix("\ufeff")
+  except UnicodeDecodeError as e:
+    raise DataError(f"{path}:{lineno}: not valid utf-8 at byte {e.start + 1} of the line"
+                    ) from None
+  return lineno, [name.strip().strip('"') for name in text.split(",")]
+
+
+class _CsvSpec:
+  """How read_csv_columns parses one block: the fast NumPy path, else line by line."""
+
+  def __init__(self, path: str, ncols: int, usecols: tuple[int, ...],
+               columns: tuple[tuple[str, str], ...]):
+    self.path, self.ncols, self.usecols, self.columns = path, ncols, usecols, columns
+    self.dtype = np.dtype([(name, _CSV_DTYPES[kind]) for name, kind in columns])
+
+  def empty(self) -> np.ndarray:
+    return np.zeros(0, self.dtype)
+
+  def parse(self, block: bytes, first_line: int) -> np.ndarray:
+    try:
+      out = np.loadtxt(io.BytesIO(block), dtype=self.dtype, delimiter=",", usecols=self.usecols,
+                       comments=None, ndmin=1)
+    except ValueError:
+      out = None
+    if (out is not None and block.count(b",") == (self.ncols - 1) * len(out)
+        and all(_valid(out[name], kind) for name, kind in self.columns)):
+      return out
+    return self._parse_lines(block, first_line)
+
+  def _parse_lines(self, block: bytes, first_line: int) -> np.ndarray:
+    rows = []
+    for offset, raw in enumerate(block.split(b"\n")):
+      raw = raw.rstrip(b"\r")
+      if raw:
+        rows.append(self._parse_line(raw, first_line + offset))
+    return np.array(rows, self.dtype)
+
+  def _parse_line(self, raw: bytes, lineno: int) -> tuple:
+    path = self.path
+    cells = raw.split(b",")
+    if len(cells) != self.ncols:
+      raise DataError(f"{path}:{lineno}: expected {self.ncols} comma-separated cells (as many "
+                      f"as the header), got {len(cells)}")
+    out = []
+    for (name, kind), j in zip(self.columns, self.usecols):
+      text = cells[j].decode("ascii", "replace").strip()
+      if kind in ("int", "flag"):
+        value = to_int(path, lineno, name, text)
+        if kind == "flag" and value not in (0, 1):
+          raise DataError(f"{path}:{lineno}: field {name}: expected 0 or 1, got {text!r}")
+        out.append(value)
+      elif kind == "float_nan" and text == "":
+        out.append(float("nan"))
+      else:
+        value = _any_float(path, lineno, name, text)
+        if kind == "float" and not np.isfinite(value):
+          raise DataError(f"{path}:{lineno}: field {name}: expected a finite number, got {text!r}")
+        if kind == "seconds" and not abs(value) < _MAX_SECONDS:
+          raise DataError(f"{path}:{lineno}: field {name}: expected a time in seconds, got "
+                          f"{text!r}")
+        out.append(value)
+    return tuple(out)
+
+
+def _valid(values: np.ndarray, kind: str) -> bool:
+  if kind == "flag":
+    return bool(np.all((values == 0) | (values == 1)))
+  if kind == "seconds":
+    return bool(np.all(np.abs(values) < _MAX_SECONDS))  # NaN fails too
+  return kind != "float" or bool(np.isfinite(values).all())
+
+
+def _any_float(path: str, lineno: int, field: str, text: str) -> float:
+  """float(text), non-finite values included; "_" refused as NumPy's parser refuses it."""
+  try:
+    if "_" in text:
+      raise ValueError(text)
+    return float(text)
+  except ValueError:
+    raise DataError(f"{path}:{lineno}: field {field}: expected a number, got {text!r}") from None
+
+
+def iter_csv_rows(path: str, required: Sequence[str]) -> tuple[dict[str, int],
+                                                                Iterator[tuple[int, list[str]]]]:
+  """(column name -> index, iterator of (line number, cells)) of a small CSV file with a header
+  line and quoted cells (Python's csv module, one line at a time: a cell may hold commas but no
+  newline). Every line must have as many cells as the header, which must name `required`."""
+  lines = iter_lines(path, "utf-8")
+  first = next(lines, None)
+  if first is None:
+    raise DataError(f"{path}: empty file, expected a header line ({', '.join(required)}, ...)")
+  lineno, header = first
+  names = [c.strip() for c in header.removeprefix("\ufeff").split(",")]
+  for name in required:
+    if name not in names:
+      found = ", ".join(n if n.isprintable() else repr(n) for n in names)
+      raise DataError(f"{path}:{lineno}: header has no {name} column (found: {found})")
+
+  def rows() -> Iterator[tuple[int, list[str]]]:
+    for n, line in lines:
+      try:
+        cells = next(csv.reader([line]))
+      except csv.Error as e:
+        raise DataError(f"{path}:{n}: malformed CSV ({e})") from None
+      if len(cells) != len(names):
+        raise DataError(f"{path}:{n}: expected {len(names)} comma-separated cells (as many as "
+                        f"the header; a cell holding commas is quoted), got {len(cells)}")
+      yield n, cells
+
+  return {name: j for j, name in enumerate(names)}, rows()
+
+
+def multi_hot(tags: dict[str, tuple[int, ...]], prefix: str = "tag"
+              ) -> tuple[dict[str, np.ndarray], list[str]]:
+  """key -> tag ids  ->  (key -> [T] float32 0/1 row, the T names `prefix:id` in id order)."""
+  ids = sorted({t for row in tags.values() for t in row})
+  column = {t: j for j, t in enumerate(ids)}
+  table = {}
+  for key, row in tags.items():
+    vec = np.zeros(len(ids), np.float32)
+    vec[[column[t] for t in row]] = 1.0
+    table[key] = vec
+  return table, [f"{prefix}:{t}" for t in ids]
 
 
 def clean_text(value: object) -> str:
