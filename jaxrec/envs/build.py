@@ -232,7 +232,8 @@ def build_matrix(ds: Dataset, cfg: BuildConfig, log=print, quit_space=None):
                          num_item_features=ds.item_features.shape[1],
                          num_user_features=ds.user_features.shape[1],
                          dim=cfg.mf_dim, num_steps=cfg.mf_steps, seed=cfg.seed,
-                         explicit_negatives=cfg.resolved_mf_negatives())
+                         explicit_negatives=cfg.resolved_mf_negatives(),
+                         **dict(zip(("rating_min", "rating_max"), mx.rating_scale(ds))))
   model_params, fit = mx.fit(ds, mcfg, log=log)
   table = mx.reward_table(mcfg, model_params, ds)
   rng = np.random.default_rng(cfg.seed)

@@ -3,9 +3,11 @@
 Fields are the user id, the item id, and (when the dataset has them) the item's and the user's
 one-hot features, each pooled into one field embedding. The FM part (first order + pairwise
 interactions) and an MLP over the concatenated field embeddings are summed into a logit, mapped
-to 1 + 4 * sigmoid(logit) and fitted to the observed ratings with MSE (BiLLP / EasyRL4Rec's
-user model for Coat). Datasets without ratings are fitted as implicit feedback: observed = 5,
-sampled unobserved = 1.
+to lo + (hi - lo) * sigmoid(logit) and fitted to the observed ratings with MSE (BiLLP /
+EasyRL4Rec's user model for Coat). The scale [lo, hi] is the 1-5 star scale widened to the
+dataset's observed ratings (`rating_scale`: KuaiRec's watch ratios in [0, 1] give [0, 5], so the
+model can predict them and sampled negatives go to 0, as the peer's pushes them to 0). Datasets
+without ratings are fitted as implicit feedback: observed = 5, sampled unobserved = 1.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class MatrixConfig:
   # scale's minimum 1, the analog of EasyRL4Rec's "pointneg" user-model loss (neg_K sampled
   # negatives pushed to 0 on its unbounded output). 0 = observed ratings only.
   explicit_negatives: int = 0
+  # The output scale (rating_scale(ds)); sampled negatives are fitted to rating_min.
+  rating_min: float = 1.0
+  rating_max: float = 5.0
   holdout_frac: float = 0.1  # validation (early stopping) and test (report) parts, each
   seed: int = 0
 
@@ -76,7 +81,8 @@ class DeepFM(nn.Module):
     for layer in self.mlp[:-1]:
       x = nn.relu(layer(x))
     deep = self.mlp[-1](x)[..., 0]
-    return 1.0 + 4.0 * jax.nn.sigmoid(self.bias + first + fm + deep)
+    lo, hi = self.cfg.rating_min, self.cfg.rating_max
+    return lo + (hi - lo) * jax.nn.sigmoid(self.bias + first + fm + deep)
 
   def item_vectors(self):
     """[I, d] the item-id embeddings (the distance space of the quit rule)."""
@@ -91,9 +97,17 @@ class MatrixReport(NamedTuple):
   final_loss: float
 
 
+def rating_scale(ds: Dataset) -> tuple[float, float]:
+  """(lo, hi): the 1-5 star scale, widened to the dataset's observed ratings (1, 5 for every
+  star-rated and every implicit dataset)."""
+  if not ds.has_ratings or not len(ds.ratings):
+    return 1.0, 5.0
+  return (min(1.0, float(np.min(ds.ratings))), max(5.0, float(np.max(ds.ratings))))
+
+
 def rating_triples(ds: Dataset, cfg: MatrixConfig, rng: np.random.Generator):
-  """(users, items, ratings) for fitting; implicit datasets get sampled negatives as 1 (rated
-  ones too with explicit_negatives)."""
+  """(users, items, ratings) for fitting; implicit datasets get sampled negatives at
+  cfg.rating_min (1) and observed pairs 5 (rated ones too with explicit_negatives)."""
   users = ds.user_of_interaction()
   items = ds.seq_items
   if ds.has_ratings and not cfg.explicit_negatives:
@@ -103,7 +117,8 @@ def rating_triples(ds: Dataset, cfg: MatrixConfig, rng: np.random.Generator):
   neg_u = rng.choice(users, size=n)
   neg_i = rng.integers(0, ds.num_items, size=n)
   return (np.concatenate([users, neg_u]), np.concatenate([items, neg_i]),
-          np.concatenate([positives, np.ones(n)]).astype(np.float32), not ds.has_ratings)
+          np.concatenate([positives, np.full(n, cfg.rating_min)]).astype(np.float32),
+          not ds.has_ratings)
 
 
 def fit(ds: Dataset, cfg: MatrixConfig, log=print) -> tuple[dict, MatrixReport]:

@@ -65,6 +65,23 @@ def test_matrix_fit_beats_item_mean():
   assert table.min() >= 1.0 and table.max() <= 5.0
 
 
+def test_matrix_scale_widens_to_the_datasets_ratings():
+  # KuaiRec's rewards are watch ratios in [0, 1]: a 1-5 output could never predict them.
+  ds = load_dataset("synthetic", synthetic_cfg=SyntheticConfig(num_users=200, num_items=100))
+  assert mx.rating_scale(ds) == (1.0, 5.0)
+  assert mx.rating_scale(dataclasses.replace(ds, ratings=np.zeros(0, np.float32))) == (1.0, 5.0)
+  ratios = dataclasses.replace(ds, ratings=((ds.ratings - 1.0) / 4.0).astype(np.float32))
+  lo, hi = mx.rating_scale(ratios)
+  assert (lo, hi) == (0.0, 5.0)
+  cfg = mx.MatrixConfig(num_users=ds.num_users, num_items=ds.num_items, num_steps=400,
+                        explicit_negatives=1, rating_min=lo, rating_max=hi)
+  _, _, targets, _ = mx.rating_triples(ratios, cfg, np.random.default_rng(0))
+  assert targets.min() == 0.0 and targets.max() <= 1.0  # negatives at the scale's minimum 0
+  params, report = mx.fit(ratios, cfg, log=lambda s: None)
+  table = mx.reward_table(cfg, params, ratios)
+  assert table.min() >= 0.0 and table.mean() < 1.0  # on the data's scale, not stuck above 1
+  assert report.rmse < 0.5
+
 def test_matrix_fit_on_implicit_data_uses_sampled_negatives():
   ds = load_dataset("synthetic", synthetic_cfg=SyntheticConfig(num_users=200, num_items=100))
   implicit = dataclasses.replace(ds, ratings=np.zeros(0, np.float32))
