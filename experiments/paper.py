@@ -1,11 +1,15 @@
 """python -m experiments.paper --dataset=NAME [--data_dir=PATH] --labeler=oracle|vllm|hf
-    --seeds=3 --workdir=DIR [--preset=tiny|default|paper|long] [--model=PATH] [--workers=N]
+    --seeds=3 --workdir=DIR [--preset=tiny|default|paper|long|cpu_llm] [--model=PATH
+    --lora=ADAPTER | --tune] [--workers=N]
 
 Reproduces the paper's Tables 3-5 and Figures 6-11 (Wang et al., WSDM 2025) end to end:
   1. env       WORKDIR/env: the train / test simulators (built once, reused by reruns);
   2. labels    oracle: none (the simulated judge runs inside pre-training; NOT an LLM);
-               vllm / hf: `jaxrec.sample_requests` + `llm_labeler.label` (subprocesses)
-               write request / label shards to WORKDIR/labels;
+               vllm / hf: (with --tune: `llm_labeler.tune` writes WORKDIR/adapter first)
+               `jaxrec.sample_requests` + `llm_labeler.label` (subprocesses, with the
+               adapter of --lora / --tune) write request / label shards to WORKDIR/labels,
+               and `experiments.label_quality` measures that labeler on held-out test-split
+               interactions (WORKDIR/labels/quality.json, a table in tables.md);
   3. pretrain  iALP (jaxrec.train.pretraining: --labeler=inproc for oracle, shards otherwise);
   4. runs      DQN, PG, A2C, iALP, A-iALP_ft, A-iALP_ap and LLMOnline with the same env-step
                budget over the seeds (WORKDIR/runs/<method>/seed<k>: jaxrec.train run dirs,
@@ -60,6 +64,12 @@ class Preset:
   explore_methods: tuple[str, ...]  # Figures 10-11: these under each strategy
   explore_seeds: int  # seeds of the exploration runs (0 = all)
   num_requests: int  # vllm / hf: requests sampled for offline labeling
+  # vllm / hf: --tune's examples and history window (llm_labeler.tune), the history labels show
+  # without an adapter (0: all the request holds), held-out prompts of the label-quality stage.
+  tune_examples: int = 1000  # the paper's "1000 randomly sampled interactions" (Sec. 5.1)
+  tune_history: int = 10
+  label_history: int = 0
+  quality_num: int = 200
 
 
 # The default preset is the README's main job: <= 10 min on a 2-core CPU, at the paper's budget
@@ -79,7 +89,7 @@ PRESETS = {
                                 num_candidates=4,
                                 agent_cfg=AgentConfig(dim=16, num_layers=1, num_heads=1)),
         pretrain_per_seed=False, explore_methods=("A2C", "A-iALP_ap"), explore_seeds=1,
-        num_requests=64),
+        num_requests=64, tune_examples=16, quality_num=16),
     "default": Preset(
         build=build.BuildConfig(),
         synthetic=synthetic.SyntheticConfig(),
@@ -105,6 +115,12 @@ PRESETS["long"] = dataclasses.replace(
     PRESETS["default"], explore_methods=(),
     train=TrainConfig(num_sessions=100, total_steps=512_000, steps_per_epoch=64_000,
                       eval_sessions=512))
+# A real model on a 2-core CPU (--labeler=hf with SmolLM2-135M; issue 18): the default preset's
+# envs, budget and pre-training, 1,000 labeled requests instead of 10,000 and prompts of 5
+# history items instead of 10 (tuning, labeling and the label-quality check), no exploration
+# runs; docs/labeler.md has its stage times.
+PRESETS["cpu_llm"] = dataclasses.replace(
+    PRESETS["default"], explore_methods=(), num_requests=1000, tune_history=5, label_history=5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +143,11 @@ class PaperConfig:
                          choices=build.PROTOCOLS)
   true_matrix: str = option("", "--protocol=peer: the ground-truth rating matrix (text or .npy; "
                             "synthetic: the generator's; kuairec: small_matrix.csv)")
+  lora: str = option("", "vllm / hf: label with this LoRA adapter of llm_labeler.tune (its "
+                     "manifest is checked against --model, the template and k)")
+  tune: bool = option(False, "vllm / hf: LoRA-tune the labeling model on the train env's "
+                      "logged interactions first (llm_labeler.tune as a resumable stage, "
+                      "WORKDIR/adapter; the paper's Sec. 5.1) and label with it")
 
   def validate(self) -> None:
     if not self.workdir:
@@ -153,6 +174,14 @@ class PaperConfig:
       raise ConfigError("--true_matrix applies to --protocol=peer")
     if self.labeler in ("vllm", "hf") and not self.model:
       raise ConfigError(f"--labeler={self.labeler} needs --model (a local model path)")
+    if (self.lora or self.tune) and self.labeler == "oracle":
+      raise ConfigError(f"--{'lora' if self.lora else 'tune'} applies to --labeler=vllm|hf "
+                        "(the oracle is not a model)")
+    if self.lora and self.tune:
+      raise ConfigError("--lora and --tune exclude each other (--tune writes WORKDIR/adapter)")
+    if self.lora and not os.path.isfile(os.path.join(self.lora, "manifest.json")):
+      raise ConfigError(f"--lora={self.lora}: no manifest.json there (an adapter directory of "
+                        "llm_labeler.tune)")
     env_dir = os.path.join(self.workdir, "env")
     if self.dataset != "synthetic" and not self.data_dir and not os.path.isdir(env_dir):
       raise ConfigError(f"--dataset={self.dataset} needs --data_dir (the raw files; "
@@ -278,38 +307,71 @@ def ensure_references(preset: Preset, env_dir: str, workdir: str, log) -> None:
   atomic_write_text(path, json.dumps(refs, indent=2) + "\n")
 
 
-def ensure_labels(cfg: PaperConfig, preset: Preset, env_dir: str, log) -> None:
-  """vllm / hf: request shards sampled from the train env, labeled by the LLM offline."""
+def adapter_dir(cfg: PaperConfig) -> str:
+  """The LoRA adapter the labeler applies ("" = none): --lora, or --tune's WORKDIR/adapter."""
+  return cfg.lora or (os.path.join(cfg.workdir, "adapter") if cfg.tune else "")
+
+
+def label_steps(cfg: PaperConfig, preset: Preset, env_dir: str) -> list[tuple[str, str, list]]:
+  """vllm / hf: the labeling stages as (name, marker that exists once done, command), in order:
+  tune (with --tune), sample requests, label, label quality (experiments.label_quality on the
+  test split's held-out interactions, with the hf backend on the same model and adapter)."""
+  root = os.path.join(cfg.workdir, "labels")
+  req, lab = os.path.join(root, "requests"), os.path.join(root, "labels")
+  k = preset.pretrain.num_candidates
+  adapter = adapter_dir(cfg)
+  shown = [f"--lora={adapter}"] if adapter else (
+      [f"--history={preset.label_history}"] if preset.label_history else [])
+  steps = []
+  if cfg.tune:  # llm_labeler.tune writes --out whole when complete and resumes otherwise
+    steps.append(("tune", adapter,
+                  [sys.executable, "-m", "llm_labeler.tune", f"--env={env_dir}",
+                   f"--model={cfg.model}", f"--out={adapter}", f"--num={preset.tune_examples}",
+                   f"--k={k}", f"--history={preset.tune_history}", "--seed=0"]))
+  steps += [
+      ("sample requests", os.path.join(req, "DONE"),
+       [sys.executable, "-m", "jaxrec.sample_requests", f"--env={env_dir}", f"--out={req}",
+        f"--num={preset.num_requests}", f"--k={k}", "--seed=0"]),
+      ("label", os.path.join(lab, "DONE.paper"),
+       [sys.executable, "-m", "llm_labeler.label", f"--requests={req}", f"--out={lab}",
+        f"--backend={cfg.labeler}", f"--model={cfg.model}", f"--env={env_dir}", *shown]),
+      ("quality", os.path.join(root, "quality.json"),
+       [sys.executable, "-m", "experiments.label_quality", f"--env={env_dir}",
+        f"--out={os.path.join(root, 'quality.json')}", "--backend=hf", f"--model={cfg.model}",
+        f"--num={preset.quality_num}", f"--k={k}", "--permutations=1",
+        *([f"--lora={adapter}"] if adapter else
+          [f"--history={preset.label_history}"] if preset.label_history else [])]),
+  ]
+  return steps
+
+
+def ensure_labels(cfg: PaperConfig, preset: Preset, env_dir: str, log) -> dict:
+  """vllm / hf: (tuned,) request shards sampled from the train env, labeled by the LLM offline,
+  and the label quality of that labeler. -> wall seconds of each stage run now."""
   if cfg.labeler == "oracle":
     log("labels: the simulated oracle judge (jaxrec.oracle, NOT an LLM) labels inside "
         "pre-training")
-    return
-  root = os.path.join(cfg.workdir, "labels")
-  req, lab = os.path.join(root, "requests"), os.path.join(root, "labels")
-  steps = [
-      ("sample requests", os.path.join(req, "DONE"),
-       [sys.executable, "-m", "jaxrec.sample_requests", f"--env={env_dir}", f"--out={req}",
-        f"--num={preset.num_requests}", f"--k={preset.pretrain.num_candidates}", "--seed=0"]),
-      (f"label with {cfg.labeler}", os.path.join(lab, "DONE.paper"),
-       [sys.executable, "-m", "llm_labeler.label", f"--requests={req}", f"--out={lab}",
-        f"--backend={cfg.labeler}", f"--model={cfg.model}", f"--env={env_dir}"]),
-  ]
-  for what, marker, cmd in steps:
+    return {}
+  walls = {}
+  for what, marker, cmd in label_steps(cfg, preset, env_dir):
     if os.path.exists(marker):
       log(f"labels: {what}: done before")
       continue
     log(f"labels: {what}: {' '.join(cmd[1:])}")
+    t0 = time.perf_counter()
     res = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
     if res.returncode:
       tail = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
       raise DataError(f"{cmd[2]} failed (exit {res.returncode}): {tail}")
     if marker.endswith(".paper"):
       atomic_write_text(marker, "")
+    walls[what] = time.perf_counter() - t0
+  return walls
 
 
 def _check_same_flags(cfg: PaperConfig, path: str) -> None:
   """A workdir holds one experiment: a rerun must use the flags that shape its results."""
-  keys = ("dataset", "labeler", "preset", "model", "protocol", "true_matrix")
+  keys = ("dataset", "labeler", "preset", "model", "protocol", "true_matrix", "lora", "tune")
   if not os.path.isfile(path):
     return
   try:
@@ -345,7 +407,8 @@ def run_paper(cfg: PaperConfig, syn: synthetic.SyntheticConfig | None = None,
   ensure_references(preset, env_dir, cfg.workdir, log)
   walls["env"] = time.perf_counter() - t0
   t1 = time.perf_counter()
-  ensure_labels(cfg, preset, env_dir, log)
+  walls |= {f"labels_{k.replace(' ', '_')}": v
+            for k, v in ensure_labels(cfg, preset, env_dir, log).items()}
   walls["labels"] = time.perf_counter() - t1
   env_kind = build.read_meta(env_dir).kind
   skipped = {m: skip_reason(cfg, m, env_kind) for m in cfg.methods

@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from experiments import label_quality
 from jaxrec.io import atomic_write_text, read_json_object
 from jaxrec.io import read_jsonl as _read_jsonl
 
@@ -181,6 +182,11 @@ def tables_markdown(results: dict) -> str:
         "seed(s) per cell"))
   if "references" in results:
     parts.append(table_references(results["references"]))
+  if "label_quality" in results:
+    q = results["label_quality"]
+    parts.append(f"## Label quality: the labeler on {q.get('num')} held-out test-split "
+                 f"interactions, k = {q.get('k')} (experiments.label_quality)\n\n"
+                 + label_quality.table(q))
   for name, why in results.get("skipped", {}).items():
     parts.append(f"{name}: {why}\n")
   return "\n".join(head) + "\n" + "\n".join(parts)
@@ -300,6 +306,10 @@ def write_all(workdir: str, tasks, cfg, preset, skipped: dict, log) -> dict:
   results = {"seeds": list(range(cfg.seeds)),
              "config": {"flags": dataclasses.asdict(cfg), "preset": dataclasses.asdict(preset)},
              "labeler": ORACLE_NOTE if cfg.labeler == "oracle" else cfg.labeler} | results
+  quality_path = os.path.join(workdir, "labels", "quality.json")
+  if os.path.isfile(quality_path):  # vllm / hf: the labeler's quality (experiments.label_quality)
+    quality = read_json_object(quality_path, "label quality")
+    results["label_quality"] = {k: quality[k] for k in ("rows", "k", "num") if k in quality}
   write_results(workdir, results)
   atomic_write_text(os.path.join(workdir, "tables.md"), tables_markdown(results))
   results["figures"] = [os.path.relpath(p, workdir) for p in write_figures(workdir, tasks, log)]

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import paper, paper_report
+from experiments import label_quality, paper, paper_report
 from jaxrec.agents.registry import PRETRAINED, make_agent
 from jaxrec.checkpoint import read_train_config
 from jaxrec.envs import build
@@ -216,6 +216,71 @@ def test_curves_drop_the_empty_window_and_average_seeds(tmp_path):
   steps, ret, length = paper_report._curves([str(tmp_path / "s0"), str(tmp_path / "s1")])
   np.testing.assert_array_equal(steps, [100, 150, 200, 250, 300])
   np.testing.assert_array_equal(ret, [[1, 2, 3, 4, 5], [2, 3, 4, 5, 6]])
+
+
+def _flag(cmd: list, name: str):
+  hits = [c.split("=", 1)[1] for c in cmd if c.startswith(f"--{name}=")]
+  return hits[0] if hits else None
+
+
+def test_label_stages_tune_then_label_and_measure_with_the_adapter(tmp_path):
+  cfg = paper.PaperConfig(workdir=str(tmp_path), labeler="hf", model="M", tune=True,
+                          preset="cpu_llm")
+  preset = paper.PRESETS["cpu_llm"]
+  steps = paper.label_steps(cfg, preset, "ENV")
+  assert [s[0] for s in steps] == ["tune", "sample requests", "label", "quality"]
+  (_, marker, tune), (_, _, sample), (_, _, label), (_, quality_json, quality) = steps
+  adapter = str(tmp_path / "adapter")
+  assert marker == adapter and _flag(tune, "out") == adapter  # complete once it exists
+  assert tune[2] == "llm_labeler.tune" and _flag(tune, "num") == "1000"
+  assert _flag(tune, "history") == "5" and _flag(tune, "k") == str(preset.pretrain.num_candidates)
+  assert _flag(sample, "k") == _flag(tune, "k") and _flag(sample, "num") == "1000"
+  # Labels and their quality use the adapter (and so its window), on the same model.
+  for cmd in (label, quality):
+    assert _flag(cmd, "lora") == adapter and _flag(cmd, "model") == "M"
+    assert _flag(cmd, "history") is None
+  assert _flag(label, "backend") == "hf" and _flag(quality, "backend") == "hf"
+  assert quality_json == str(tmp_path / "labels" / "quality.json")
+  assert _flag(quality, "out") == quality_json and _flag(quality, "num") == "200"
+
+  given = paper.PaperConfig(workdir=str(tmp_path), labeler="vllm", model="M", lora="A",
+                            preset="cpu_llm")
+  steps = paper.label_steps(given, preset, "ENV")
+  assert [s[0] for s in steps] == ["sample requests", "label", "quality"]
+  assert _flag(steps[1][2], "lora") == "A" and _flag(steps[1][2], "backend") == "vllm"
+  plain = paper.PaperConfig(workdir=str(tmp_path), labeler="hf", model="M", preset="cpu_llm")
+  for _, _, cmd in paper.label_steps(plain, preset, "ENV")[1:]:
+    assert _flag(cmd, "lora") is None and _flag(cmd, "history") == "5"
+  plain = dataclasses.replace(plain, preset="default")
+  for _, _, cmd in paper.label_steps(plain, paper.PRESETS["default"], "ENV")[1:]:
+    assert _flag(cmd, "history") is None  # all the request holds
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(lora="A"), "--lora applies to --labeler=vllm|hf"),
+    (dict(tune=True), "--tune applies to --labeler=vllm|hf"),
+    (dict(labeler="hf", model="M", lora="A", tune=True), "--lora and --tune exclude each other"),
+    (dict(labeler="hf", model="M", lora="/nonexistent"), "--lora=/nonexistent: no manifest.json"),
+])
+def test_adapter_flags_are_checked(kw, message, tmp_path):
+  with pytest.raises(ConfigError, match=message):
+    paper.PaperConfig(workdir=str(tmp_path / "w"), **kw).validate()
+
+
+def test_label_quality_joins_results_and_tables(fake_experiment, tmp_path):
+  cfg, preset, tasks = fake_experiment
+  rows = {name: dict.fromkeys(label_quality.METRICS, v) for name, v in
+          (("random", 0.1), ("popularity", 0.27), ("tuned", 0.3))}
+  rows["random"]["agree_oracle"] = None
+  (tmp_path / "labels").mkdir()
+  (tmp_path / "labels" / "quality.json").write_text(json.dumps({"rows": rows, "k": 10,
+                                                                "num": 200, "other": 1}))
+  results = paper_report.write_all(str(tmp_path), tasks, cfg, preset, {}, log=lambda s: None)
+  assert results["label_quality"] == {"rows": rows, "k": 10, "num": 200}
+  md = (tmp_path / "tables.md").read_text()
+  part = md.split("## Label quality")[1]
+  assert "200 held-out test-split interactions, k = 10" in part.splitlines()[0]
+  assert "| tuned | 0.300 | 0.300 |" in part and "| random | 0.100 |" in part and "n/a" in part
 
 
 # --- the whole pipeline -------------------------------------------------------------------------
