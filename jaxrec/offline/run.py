@@ -138,6 +138,9 @@ class OfflineConfig:
       raise ConfigError(f"--topk must be positive integers, got {self.topk}")
     if self.train_frac is not None and not 0.0 < self.train_frac < 1.0:
       raise ConfigError(f"--train_frac must be in (0, 1), got {self.train_frac}")
+    if self.prep.max_seq_len is not None and self.prep.max_seq_len < 2:
+      raise ConfigError(f"--max_seq_len must be >= 2: next-item learning needs two items per "
+                        f"user, got {self.prep.max_seq_len}")
 
   def hparams(self) -> HParams:
     return HParams(gamma=self.gamma, neg=self.neg, neg_reward=self.neg_reward,
