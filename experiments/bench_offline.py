@@ -1,5 +1,5 @@
 """python -m experiments.bench_offline --out=FILE.json [--batch_size=256 --updates=20
---dataset=synthetic --rounds=3 --min_time=2]
+--dataset=synthetic --rounds=3 --min_time=2 --dropout=0.1]
 
 Training throughput (samples/s = updates x batch size per second) of SA2C on SASRec at the LEA
 sizes (sequence 10, dim 64, 1 block, 1 head; 10 negatives; SASRec dropout 0.1 in both;
@@ -51,6 +51,8 @@ BATCH = flags.DEFINE_integer("batch_size", 256, "minibatch (SA2C code --batch_si
 UPDATES = flags.DEFINE_integer("updates", 20, "updates per timed call (each side)")
 MIN_TIME = flags.DEFINE_float("min_time", 2.0, "seconds to time each function per round")
 ROUNDS = flags.DEFINE_integer("rounds", 3, "interleaved timing rounds (matmul included)")
+DROPOUT = flags.DEFINE_float("dropout", OfflineConfig.dropout, "SASRec dropout of both sides "
+                             "(jaxrec.offline's --dropout; 0: none)")
 PHASES = ("warmup", "sa2c")
 SIDES = ("jax", "pyloop", "torch")
 
@@ -168,7 +170,7 @@ def run_bench(cfg: OfflineConfig, dataset: str, updates: int, rounds: int, min_t
 
 def main(argv):
   cli.reject_extra_args(argv)
-  result = run_bench(bench_config(BATCH.value), data_flags.DATASET.value, UPDATES.value,
+  result = run_bench(bench_config(BATCH.value, dropout=DROPOUT.value), data_flags.DATASET.value, UPDATES.value,
                      ROUNDS.value, MIN_TIME.value, data_flags.synthetic_config_from_flags(),
                      data_flags.DATA_DIR.value or "", data_flags.prep_config_from_flags())
   for phase in PHASES:
