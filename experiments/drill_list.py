@@ -18,6 +18,11 @@ PRETRAIN = ["--labeler=inproc", "--num_sessions=64", "--episode_len=5",
             "--buffer_size=2048", "--eval_sessions=128", *NET]
 AP = ["--agent=ialp_ap", "--num_sessions=64", "--total_steps=2560", "--steps_per_epoch=640",
       "--eval_sessions=128", *NET]
+# python -m jaxrec.offline: SA2C on a small synthetic dataset, 4 epochs of 25 updates (160 train
+# users x 10 items, batches of 64); the warm-up ends in epoch 2, so a resume crosses both Adams.
+OFFLINE = ["--agent=sa2c", "--dataset=synthetic", "--synthetic_users=200",
+           "--synthetic_items=80", "--synthetic_genres=4", "--synthetic_mean_length=10",
+           "--epochs=4", "--batch_size=64", "--warmup=30", "--topk=5,10", *NET]
 LABEL_SHARDS, LABEL_ROWS, LABEL_K = 12, 96, 5
 # Lockstep pre-training through a shard directory (3 epochs x 2 episodes x 4 steps = 24 request
 # shards) with a separate `llm_labeler.label --follow` process: both are killed together.
@@ -29,7 +34,7 @@ PIPELINE = ["--labeler=dir", "--num_sessions=32", "--episode_len=4", "--episodes
 @dataclasses.dataclass(frozen=True)
 class Drill:
   name: str
-  job: str  # a2c | dqn | pretrain | ialp_ap | label
+  job: str  # a2c | dqn | pretrain | ialp_ap | offline | pipeline | label
   kill: str  # random | sigterm | failpoint
   failpoint: str = ""  # NAME=N for kill=failpoint
   kills: int = 1  # random kills before the final rerun
@@ -47,6 +52,9 @@ DRILL_LIST = (
     Drill("pretrain_kill_writing_policy", "pretrain", "failpoint", "pretrain.policy=1"),
     Drill("pretrain_sigterm", "pretrain", "sigterm"),
     Drill("train_ialp_ap_kill_random", "ialp_ap", "random"),
+    Drill("offline_kill_random", "offline", "random"),  # its epochs are short: one kill
+    Drill("offline_kill_in_checkpoint_save", "offline", "failpoint", "offline.saving=2"),
+    Drill("offline_sigterm", "offline", "sigterm"),
     Drill("pipeline_kill_random", "pipeline", "random", kills=2),
     # Both processes commit shards: the 7th request shard kills pre-training, the 7th label
     # shard the labeler.

@@ -13,13 +13,13 @@ import sys
 import time
 
 # The drills and the job sizes they run at: experiments/drill_list.py.
-from experiments.drill_list import (AP, DRILL_LIST, LABEL_K, LABEL_ROWS, LABEL_SHARDS, PIPELINE,
-                                    PRETRAIN, TRAIN, Drill)
+from experiments.drill_list import (AP, DRILL_LIST, LABEL_K, LABEL_ROWS, LABEL_SHARDS, OFFLINE,
+                                    PIPELINE, PRETRAIN, TRAIN, Drill)
 from jaxrec import faults
 from jaxrec.errors import ConfigError
 from jaxrec.io import atomic_write_text, read_jsonl
 
-TIMING = ("steps_per_s", "epoch_s", "label_wait_s")
+TIMING = ("steps_per_s", "epoch_s", "label_wait_s", "samples_per_s")
 
 
 class Runner:
@@ -129,6 +129,8 @@ class Drills:
     if job == "ialp_ap":
       return [("jaxrec.train", AP + [f"--env={self.env_dir}", f"--workdir={workdir}",
                                      f"--init_from={self.reference('pretrain')}"])]
+    if job == "offline":  # its own synthetic dataset, not the env
+      return [("jaxrec.offline", OFFLINE + [f"--workdir={workdir}"])]
     if job == "pipeline":
       return [("jaxrec.pretrain", PIPELINE + [f"--env={self.env_dir}", f"--workdir={workdir}",
                                               f"--labeler_dir={workdir}"]),
@@ -284,7 +286,15 @@ class Drills:
       if bad:
         problems.append(f"{fn}: {bad} rows differ from the uninterrupted run")
       mismatches += bad
-    if job == "pretrain":
+    if job == "offline":
+      a, b = _results(ref), _results(out)
+      if a != b:
+        problems.append("results.json differs from the uninterrupted run")
+        mismatches += 1
+      (step_a, a), (step_b, b) = _offline_state(ref), _offline_state(out)
+      leaves = _tree_mismatches(a, b) + (step_a != step_b)
+      what = "offline state arrays (both copies' params, Adam states, update count)"
+    elif job == "pretrain":
       from jaxrec.train.policy import load_policy
       net = _pretrain_net(ref)
       leaves = _tree_mismatches(load_policy(ref, net), load_policy(out, net))
@@ -339,6 +349,27 @@ class Drills:
     return {"lost_labels": lost, "duplicate_labels": duplicates,
             "resume_mismatches": mismatches, "label_shards": len(labeled),
             "temp_files": len(temps), "problems": problems}
+
+
+def _results(run_dir: str) -> dict | None:
+  path = os.path.join(run_dir, "results.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _offline_state(run_dir: str):
+  """(latest epoch, the jaxrec.offline checkpoint's state tree as saved): restored without a
+  target, so nothing has to rebuild the learner's structure."""
+  from jaxrec.train import driver
+  manager = driver.checkpoint_manager(run_dir)
+  try:
+    step = manager.latest_step()
+    state, _ = driver.restore(manager, step, None)
+  finally:
+    manager.close()
+  return step, state
 
 
 def _pretrain_net(run_dir: str):

@@ -10,6 +10,10 @@ Kill/restart drills on the real CLIs (each job a subprocess, as on a preempted h
               it exits 0. The final loop state (params, optimizer, replay buffer, env states,
               key) must equal an uninterrupted run's bit for bit, and metrics.jsonl /
               curve.jsonl too (wall-clock columns aside).
+  offline_*   python -m jaxrec.offline (SA2C on a small synthetic dataset, the warm-up ending
+              mid-run) the same way: killed at random or inside a checkpoint save, or sent
+              SIGTERM; its final state (both copies' params, both Adam states, update count),
+              metrics.jsonl and results.json must equal an uninterrupted run's.
   label_*     python -m llm_labeler.label (oracle backend) over request shards is killed at each
               shard-commit failpoint (temp written, npz renamed, record written, manifest temp)
               and at random, with one or two workers sharing --out; rerun until it exits 0.

@@ -38,6 +38,8 @@ POINTS = {
     "pretrain.saved": "a pre-training epoch checkpoint is finished, metrics.jsonl not yet "
                       "rewritten",
     "pretrain.policy": "pre-training finished, policy/ being written",
+    "offline.saving": "an offline epoch checkpoint save has started (orbax), not finished",
+    "offline.saved": "an offline epoch checkpoint is finished, metrics.jsonl not yet rewritten",
     "label.labeled": "a label shard is computed, not yet committed",
 }
 

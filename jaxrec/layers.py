@@ -24,11 +24,18 @@ def alibi_slopes(num_heads: int) -> jnp.ndarray:
 
 
 class CausalBlock(nn.Module):
-  """One transformer block: x + MHA(LN(x)), then x + FFN(LN(x))."""
+  """One transformer block: x + MHA(LN(x)), then x + FFN(LN(x)).
+
+  dropout > 0 (SASRec's, Kang & McAuley 2018, as the SQN authors' SASRec applies it): on the
+  attention weights and after each of the feed-forward's two layers, only in a call given a
+  PRNG key `rng` (training); without one, or with dropout 0 (the default), the block computes
+  exactly what it did before the option existed. The key is an argument, not a Flax rng
+  stream, so a caller that vmaps the block over examples gives each its own key."""
   dim: int
   num_heads: int
   window: int
   ffn_mult: int = 1  # SASRec: a point-wise d -> d -> d feed-forward
+  dropout: float = 0.0
 
   def setup(self):
     if self.dim % self.num_heads:
@@ -46,32 +53,49 @@ class CausalBlock(nn.Module):
     shape = x.shape[:-1] + (self.num_heads, self.dim // self.num_heads)
     return q.reshape(shape), k.reshape(shape), v.reshape(shape)
 
-  def _weights(self, logits: jax.Array, dist: jax.Array, allowed: jax.Array) -> jax.Array:
+  def _drop(self, x: jax.Array, rng: jax.Array | None) -> jax.Array:
+    if self.dropout == 0 or rng is None:
+      return x
+    keep = jax.random.bernoulli(rng, 1.0 - self.dropout, x.shape)
+    return jnp.where(keep, x / (1.0 - self.dropout), 0.0)
+
+  def _keys(self, rng: jax.Array | None) -> tuple:
+    """(attention, feed-forward 1, feed-forward 2) dropout keys, or Nones."""
+    if self.dropout == 0 or rng is None:
+      return None, None, None
+    return tuple(jax.random.split(rng, 3))
+
+  def _weights(self, logits: jax.Array, dist: jax.Array, allowed: jax.Array,
+               rng: jax.Array | None = None) -> jax.Array:
     """Attention weights from query-key logits [H, ..., J]: the ALiBi bias -slope_h * dist
     [..., J] (key age), keys not `allowed` [..., J] masked, softmax over the keys."""
     slopes = self.slopes.reshape((-1,) + (1,) * dist.ndim)
     biased = logits - slopes * dist[None].astype(logits.dtype)
-    return jax.nn.softmax(jnp.where(allowed[None], biased, NEG_INF), axis=-1)
+    return self._drop(jax.nn.softmax(jnp.where(allowed[None], biased, NEG_INF), axis=-1), rng)
 
-  def _ffn(self, x):
-    return x + self.ff_out(nn.gelu(self.ff_in(self.ln_ffn(x))))
+  def _ffn(self, x, rngs=(None, None)):
+    h = self._drop(nn.gelu(self.ff_in(self.ln_ffn(x))), rngs[0])
+    return x + self._drop(self.ff_out(h), rngs[1])
 
-  def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
-    """x: [T, d]; valid: [T] bool (False = padding). Returns [T, d]."""
+  def __call__(self, x: jax.Array, valid: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    """x: [T, d]; valid: [T] bool (False = padding); rng: dropout key (training) or None.
+    Returns [T, d]."""
+    k_attn, *k_ffn = self._keys(rng)
     t = x.shape[0]
     q, k, v = self._split(x)  # [T, H, dh]
     dist = jnp.arange(t)[:, None] - jnp.arange(t)[None, :]  # i - j
     allowed = (dist >= 0) & (dist < self.window) & valid[None, :]
     attn = self._weights(jnp.einsum("ihd,jhd->hij", q, k) / math.sqrt(q.shape[-1]), dist,
-                         allowed)
+                         allowed, k_attn)
     y = jnp.einsum("hij,jhd->ihd", attn, v).reshape(t, self.dim)
-    return self._ffn(x + self.out(y))
+    return self._ffn(x + self.out(y), k_ffn)
 
-  def last(self, x: jax.Array, valid: jax.Array) -> jax.Array:
+  def last(self, x: jax.Array, valid: jax.Array, rng: jax.Array | None = None) -> jax.Array:
     """`__call__(x, valid)[-1]` computed for the newest position only: keys and values of all
     T positions, the query, attention, output projection and FFN of the last (the same params,
     the query's columns of the fused projection applied to one row). x: [T, d]; returns [d]."""
     t, d = x.shape[0], self.dim
+    k_attn, *k_ffn = self._keys(rng)
     h = self.ln_attn(x)
     self.qkv(h[-1:])  # creates the projection's params at init; dead code (removed) otherwise
     w, b = self.qkv.variables["params"]["kernel"], self.qkv.variables["params"]["bias"]
@@ -82,9 +106,9 @@ class CausalBlock(nn.Module):
     dist = (t - 1) - jnp.arange(t)
     allowed = (dist < self.window) & valid
     attn = self._weights(jnp.einsum("hd,jhd->hj", q, k) / math.sqrt(q.shape[-1]), dist,
-                         allowed)
+                         allowed, k_attn)
     y = jnp.einsum("hj,jhd->hd", attn, v).reshape(self.dim)
-    return self._ffn(x[-1] + self.out(y))
+    return self._ffn(x[-1] + self.out(y), k_ffn)
 
   def step(self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, valid: jax.Array,
            slot: jax.Array):

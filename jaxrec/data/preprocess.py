@@ -100,7 +100,9 @@ def split_chronological(ds: Dataset, train_frac: float = 0.5) -> tuple[Dataset, 
   train = ds.mask_interactions(is_train, f"{ds.name}-train")
   test = ds.mask_interactions(~is_train, f"{ds.name}-test")
   if train.num_interactions == 0 or test.num_interactions == 0:
-    raise DataError(f"dataset {ds.name!r}: chronological split leaves one side empty")
+    side = "train" if train.num_interactions == 0 else "test"
+    raise DataError(f"dataset {ds.name!r}: the chronological split (--split=chrono) at "
+                    f"--train_frac={train_frac:g} leaves the {side} side with no positions")
   return train, test
 
 

@@ -91,11 +91,18 @@ class NetConfig:
 
 class StateEncoder(nn.Module):
   """G: history [..., L] int32 (-1 = padding, right-aligned), or (history, rewards [..., L])
-  with `reward_handle="cat"` -> state [..., d] (or [..., hidden[-1]] with an MLP)."""
+  with `reward_handle="cat"` -> state [..., d] (or [..., hidden[-1]] with an MLP).
+
+  dropout (sasrec only; the offline learners' --dropout, the SQN authors' SASRec): on the
+  embedded input and inside each block (jaxrec.layers.CausalBlock), applied only when the
+  call is given a PRNG key `rng` (training), each example its own mask. The other trackers
+  ignore it (the authors' GRU has none). The default 0, or a call without a key, computes
+  exactly what the encoder computed before the option existed (the online agents')."""
   cfg: NetConfig
+  dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, history) -> jax.Array:
+  def __call__(self, history, rng: jax.Array | None = None) -> jax.Array:
     c = self.cfg
     if c.tracker not in TRACKERS:
       raise ValueError(f"tracker must be one of {', '.join(TRACKERS)}, got {c.tracker!r}")
@@ -119,8 +126,14 @@ class StateEncoder(nn.Module):
       else:
         x = jnp.concatenate([x, r], axis=-1)  # [B, W, d + 1]
     width = x.shape[-1]
+    if c.tracker == "sasrec" and self.dropout > 0 and rng is not None:
+      k_in, rng = jax.random.split(rng)
+      keep = jax.random.bernoulli(k_in, 1.0 - self.dropout, x.shape)
+      x = jnp.where(keep, x / (1.0 - self.dropout), 0.0)
+    else:
+      rng = None
     if c.tracker == "sasrec":
-      s = _sasrec(c, x, valid)
+      s = _sasrec(c, x, valid, self.dropout, rng)
     elif c.tracker == "avg":
       count = valid.sum(axis=-1, keepdims=True)
       empty = self.param("empty", nn.initializers.normal(0.01), (width,))
@@ -214,22 +227,27 @@ def _nextitnet(x: jax.Array, count: jax.Array) -> jax.Array:
   return jnp.where(count[:, None] > 0, last, 0.0)
 
 
-def _sasrec(c: NetConfig, x: jax.Array, valid: jax.Array) -> jax.Array:
+def _sasrec(c: NetConfig, x: jax.Array, valid: jax.Array, dropout: float = 0.0,
+            rng: jax.Array | None = None) -> jax.Array:
   """[B, W, d] embedded items -> [B, d] the last position's output. Blocks before the last
   encode every position; the last one only the newest (`CausalBlock.last`: the state reads
-  nothing else), which is exact and saves the FFN and output projection of W - 1 positions."""
-  blocks = [CausalBlock(c.dim, c.num_heads, c.history_len, name=f"block_{i}")
+  nothing else), which is exact and saves the FFN and output projection of W - 1 positions.
+  rng: dropout key (training; split per example and block) or None."""
+  blocks = [CausalBlock(c.dim, c.num_heads, c.history_len, dropout=dropout, name=f"block_{i}")
             for i in range(c.num_layers)]
   ln = nn.LayerNorm(name="ln_f")
 
-  def one(h, v):
+  def one(h, v, k=None):
     if not blocks:
       return ln(h[-1])
-    for block in blocks[:-1]:
-      h = block(h, v)
-    return ln(blocks[-1].last(h, v))
+    keys = [None] * len(blocks) if k is None else list(jax.random.split(k, len(blocks)))
+    for block, kb in zip(blocks[:-1], keys):
+      h = block(h, v, kb)
+    return ln(blocks[-1].last(h, v, keys[-1]))
 
-  return jax.vmap(one)(x, valid)
+  if rng is None:
+    return jax.vmap(one)(x, valid)
+  return jax.vmap(one)(x, valid, jax.random.split(rng, x.shape[0]))
 
 
 def init_params(net: nn.Module, key: jax.Array):

@@ -64,6 +64,22 @@ def two_phase(first: optax.GradientTransformation, second: optax.GradientTransfo
   return optax.GradientTransformationExtraArgs(init, update)
 
 
+class TrainingNet:
+  """`net` as a learner calls it (`apply(params, history)`) in training: the encoder's dropout
+  on, each call its own key, fold_in(key, i) for the i-th call traced. A learner's calls come
+  in a fixed order, so the keys are a deterministic function of the update's key. Every
+  forward of an update drops out (the target copy's and the bootstrap's too), as the SQN / SA2C
+  authors' code runs all of them with is_training=True."""
+
+  def __init__(self, net, key: jax.Array):
+    self.net, self.cfg, self._key, self._calls = net, net.cfg, key, 0
+
+  def apply(self, params, history):
+    k = jax.random.fold_in(self._key, self._calls)
+    self._calls += 1
+    return self.net.apply(params, history, k)
+
+
 def make_train(learner: Learner, net, optimizer: optax.GradientTransformation, hp: HParams,
                batch_size: int, num_batches: int):
   """-> (init_state(key), train_epoch(state, data, key) -> (state, points)); points: one row
@@ -86,8 +102,12 @@ def make_train(learner: Learner, net, optimizer: optax.GradientTransformation, h
     main_i = jax.random.randint(k_role, (), 0, copies)
     target_i = (main_i + 1) % copies
     main, target = take(state.params, main_i), take(state.params, target_i)
+    # With dropout, its keys come from a stream of their own: the role and loss keys (and
+    # so a run without dropout) are what they were before dropout existed.
+    loss_net = (TrainingNet(net, jax.random.fold_in(key, 2))
+                if getattr(net, "dropout", 0.0) > 0 else net)
     (loss, metrics), grads = jax.value_and_grad(batch_loss, argnums=1, has_aux=True)(
-        net, main, target, batch, hp, k_loss, state.updates)
+        loss_net, main, target, batch, hp, k_loss, state.updates)
     opt = take(state.opt_state, main_i)
     upd, opt = optimizer.update(grads, opt, main, step=state.updates)
     main = optax.apply_updates(main, upd)

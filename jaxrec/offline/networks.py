@@ -18,13 +18,16 @@ BACKBONES = {"sasrec": "sasrec", "gru": "gru"}  # --backbone -> NetConfig.tracke
 
 class SupervisedQNet(nn.Module):
   """history [..., L] int32 (-1 = padding, right-aligned) -> (logits [..., I], Q [..., I] or
-  None without a Q head)."""
+  None without a Q head). rng: a PRNG key in training (the encoder's dropout, SASRec only;
+  `dropout` > 0), None in evaluation."""
   cfg: NetConfig
   q_head: bool = False
+  dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, history) -> tuple[jax.Array, jax.Array | None]:
-    s = StateEncoder(self.cfg, name="encoder")(history)
+  def __call__(self, history, rng: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array | None]:
+    s = StateEncoder(self.cfg, dropout=self.dropout, name="encoder")(history, rng)
     logits = nn.Dense(self.cfg.num_items, name="ce")(s)
     q = nn.Dense(self.cfg.num_items, name="q")(s) if self.q_head else None
     return logits, q

@@ -67,6 +67,9 @@ class OfflineConfig:
   dim: int = option(64, "embedding and hidden size (LEA, SQN: 64)")
   num_layers: int = option(1, "SASRec blocks (SQN code --num_blocks 1)")
   num_heads: int = option(1, "SASRec attention heads (SQN code --num_heads 1)")
+  dropout: float = option(0.1, "SASRec dropout in training (SQN code --dropout_rate 0.1: the "
+                          "embedded input, attention weights, feed-forward outputs); never in "
+                          "evaluation; the GRU backbone has none (nor has the authors')")
   learning_rate: float = option(0.01, "Adam learning rate (SQN code --lr 0.01; LEA: 1e-3 on "
                                 "LFM)")
   batch_size: int = option(256, "minibatch (SQN code --batch_size 256; LEA: 100)")
@@ -121,6 +124,8 @@ class OfflineConfig:
                         f"({self.num_heads})")
     if not self.learning_rate > 0:
       raise ConfigError(f"--learning_rate must be positive, got {self.learning_rate}")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
     if self.neg <= 0:
       raise ConfigError(f"--neg must be positive, got {self.neg}")
     if self.warmup < 0:
@@ -138,6 +143,9 @@ class OfflineConfig:
       raise ConfigError(f"--topk must be positive integers, got {self.topk}")
     if self.train_frac is not None and not 0.0 < self.train_frac < 1.0:
       raise ConfigError(f"--train_frac must be in (0, 1), got {self.train_frac}")
+    if self.prep.max_seq_len is not None and self.prep.max_seq_len < 2:
+      raise ConfigError(f"--max_seq_len must be >= 2: next-item learning needs two items per "
+                        f"user, got {self.prep.max_seq_len}")
 
   def hparams(self) -> HParams:
     return HParams(gamma=self.gamma, neg=self.neg, neg_reward=self.neg_reward,
@@ -189,7 +197,7 @@ def train_and_evaluate(cfg: OfflineConfig, workdir: str, log=print,
     raise DataError(f"dataset {ds.name!r}: {train.size} train transitions, fewer than one "
                     f"--batch_size ({cfg.batch_size})")
   learner = LEARNERS[cfg.agent]
-  net = SupervisedQNet(cfg.net(ds.num_items), q_head=learner.q_head)
+  net = SupervisedQNet(cfg.net(ds.num_items), q_head=learner.q_head, dropout=cfg.dropout)
   if ds.num_items < 2 and "neg" in learner.reads:
     raise DataError(f"dataset {ds.name!r}: {ds.num_items} item(s); --agent={cfg.agent} samples "
                     "negatives among the items other than the logged one")

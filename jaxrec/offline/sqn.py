@@ -12,8 +12,9 @@ step's loss is mean(ce + td loss) over the batch (no weight between the two).
 Defaults (jaxrec.offline.run.OfflineConfig), each from that code's argparse: discount 0.5
 (`--discount`), Adam learning rate 0.01 (`--lr`), batch 256 (`--batch_size`), hidden size 64
 (`--hidden_factor`), SASRec 1 block / 1 head (`--num_blocks`, `--num_heads`); state length 10
-(its data statistics' state_size; also LEA Sec. 5.1). Its dropout (0.1) is not applied:
-jaxrec's encoders are deterministic.
+(its data statistics' state_size; also LEA Sec. 5.1); its SASRec dropout 0.1
+(`--dropout_rate`: the embedded input, attention weights, feed-forward outputs) in every
+training forward (`--dropout`, jaxrec.offline.loop.TrainingNet), never in evaluation.
 """
 
 from __future__ import annotations

@@ -61,9 +61,11 @@ def build_transitions(ds: Dataset, history_len: int, *, to_device: bool = True) 
     raise DataError(f"dataset {ds.name!r}: no interactions, so no transitions")
   if lengths.min() < 2:
     user = int(np.argmin(lengths))
-    raise DataError(f"dataset {ds.name!r}: user {ds.user_keys[user]!r} has a sequence of "
-                    f"{int(lengths[user])} item(s); next-item learning needs >= 2 (raise "
-                    "--min_user)")
+    short = int((lengths < 2).sum())
+    raise DataError(f"dataset {ds.name!r}: {short} of {ds.num_users} users have a sequence "
+                    f"shorter than 2 items (user {str(ds.user_keys[user])!r}: "
+                    f"{int(lengths[user])} item(s)); next-item learning needs >= 2 per user "
+                    "(--min_user 2 or more drops the shorter ones)")
   items = ds.seq_items.astype(np.int64)
   n = ds.num_interactions
   pos = np.arange(n, dtype=np.int64)

@@ -57,7 +57,8 @@ class Epoch:
 class Job:
   """The fixed facts of one run.
 
-  name: "train" | "pretrain": its failpoints are NAME.saving / NAME.saved (jaxrec.faults).
+  name: "train" | "pretrain" | "offline": its failpoints are NAME.saving / NAME.saved
+    (jaxrec.faults.POINTS).
   config: the validated config, written to flags.json.
   logs: the per-epoch logs besides metrics (each LOG.jsonl).
   counter: the metrics row's second key ("env_steps", "updates") and its value at an epoch.

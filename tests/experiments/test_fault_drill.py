@@ -40,6 +40,14 @@ def test_label_drills_lose_and_duplicate_nothing(drill_dir):
   assert all(r["label_shards"] == drills.LABEL_SHARDS for r in summary["results"])
 
 
+def test_offline_drills_resume_bit_for_bit(drill_dir):
+  names = [d.name for d in drills.DRILL_LIST if d.job == "offline"]
+  assert len(names) == 3  # kill -9 at random, inside a checkpoint save, SIGTERM
+  summary = drills.run_drills(drill_dir, names, log=lambda s: None)
+  _check(summary)
+  assert [r["name"] for r in summary["results"]] == names
+
+
 def test_the_drill_detects_damage(drill_dir, tmp_path):
   """The checks can fail: a label shard deleted after the drill is reported as lost rows."""
   runner = drills.Drills(drill_dir, seed=0, max_reruns=2, log=lambda s: None)

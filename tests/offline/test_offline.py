@@ -225,6 +225,10 @@ def test_resume_equals_uninterrupted(chain_runs):
     (["--agent=sqn", "--neg=5", "--clip=1"], "--clip, --neg do not apply to --agent=sqn"),
     (["--agent=snqn", "--warmup=5"], "--warmup does not apply to --agent=snqn"),
     (["--agent=sa2c", "--neg=0"], "--neg must be positive"),
+    (["--max_seq_len=1"], "--max_seq_len must be >= 2"),
+    # a test split with no positions
+    (["--split=chrono", "--train_frac=0.99999", "--synthetic_users=50", "--synthetic_items=40"],
+     "--split=chrono) at --train_frac=0.99999 leaves the test side with no positions"),
 ])
 def test_cli_refuses_bad_input_with_one_line_and_writes_nothing(flags, message, tmp_path):
   workdir = tmp_path / "run"
@@ -234,6 +238,15 @@ def test_cli_refuses_bad_input_with_one_line_and_writes_nothing(flags, message, 
   lines = res.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
   assert not workdir.exists()
+
+
+def test_a_dataset_of_one_item_users_is_refused_before_anything_is_written(tmp_path):
+  ds = make_dataset([[u % 5] for u in range(20)], num_items=5, name="singles")
+  with pytest.raises(DataError, match=r"'singles-train': 16 of 16 users have a sequence "
+                     r"shorter than 2 items .*--min_user"):
+    train_and_evaluate(OfflineConfig(epochs=1, **(TINY | {"topk": (1,)})),
+                       str(tmp_path / "run"), lambda s: None, ds)
+  assert not (tmp_path / "run").exists()
 
 
 def test_nan_epoch_is_refused_and_not_saved(tmp_path):

@@ -134,6 +134,7 @@ def test_pretrain_sigterm_resumes_exactly(best_item_env_dir, pretrained_dir, tmp
 
 @pytest.mark.parametrize("spec, ok", [
     ("shards.record_written=2", True), ("train.saving=1,label.labeled=3", True),
+    ("offline.saving=2,offline.saved=1", True),  # jaxrec.offline's driver job
     ("nope=1", False), ("train.saving=0", False), ("train.saving", False),
 ])
 def test_failpoint_spec(spec, ok):
