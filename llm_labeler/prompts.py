@@ -79,7 +79,7 @@ from jaxrec.shards import Catalog
 TEMPLATE_VERSION = "table1-v2"
 # LEA's augmentation prompt (module docstring): its own version, recorded in the request and
 # label manifests of jaxrec.offline.augment; k candidates, no None option.
-LEA_TEMPLATE_VERSION = "lea-select-v1"
+LEA_TEMPLATE_VERSION = shards.LEA_TEMPLATE
 TEMPLATES = (TEMPLATE_VERSION, LEA_TEMPLATE_VERSION)
 
 PREAMBLE = ("Below is an instruction that describes a task, paired with an input that provides "
