@@ -6,6 +6,9 @@ LEA's Table 2 on one dataset (paper 002, Sec. 5): every (backbone, learner) of j
 trained with and without LEA's augmentation, --seeds seeds each, HR@k / NDCG@k on the test
 users. The pipeline of one (backbone, learner, seed), each step skipped on a rerun when done:
 
+Seed by seed (so results.json, tables.md and curves.png are rewritten after each seed, over
+the seeds finished):
+
   1. train the plain run for --augment_epoch epochs           runs/B-A/seedS (jaxrec.offline)
   2. request shards from its checkpoint there: the supervised head's top-5 for the train
      transitions (every one, or --num_requests)                aug/B-A/seedS/requests
@@ -19,8 +22,8 @@ users. The pipeline of one (backbone, learner, seed), each step skipped on a rer
 
 So plain and +aug runs share their first --augment_epoch epochs bit for bit (LEA: "after an
 early training stage, we sample the top-5 items from the supervised head"), and differ only by
-the augmentation from then on. Steps 1-4 run for every run before the labeler, so a model
-backend loads once. The oracle needs an env directory built from the same dataset (--env, or
+the augmentation from then on. Steps 1-4 run for every method of a seed before the labeler,
+and one labeler backend serves the whole experiment (a model loads once). The oracle needs an env directory built from the same dataset (--env, or
 WORKDIR/env built with experiments.build_envs' defaults).
 
 WORKDIR holds lea.json (the flags; a rerun with other shaping flags is refused), results.json
@@ -195,27 +198,25 @@ def early_stage(cfg: LeaConfig, ds, backbone: str, agent: str, seed: int, log) -
                        log=quiet, dataset=ds)
 
 
-def label_all(cfg: LeaConfig, env_dir: str, log) -> None:
-  """Step 5: every request directory's pending shards, with one backend."""
+def label_all(cfg: LeaConfig, env_dir: str, seed: int, backends: list, log) -> None:
+  """Step 5 for one seed: every request directory's pending shards, with one backend for the
+  whole experiment (built on first use, kept in `backends`)."""
   from llm_labeler import job
-  backend = None
   for backbone, agent in cfg.methods():
-    for seed in range(cfg.seeds):
-      root = aug_dir(cfg.workdir, f"{backbone}-{agent}", seed)
-      req, lab = (os.path.join(root, d) for d in (augment.REQUESTS, augment.LABELS))
-      pending = set(shards.list_shards(req)) - (
-          set(shards.list_shards(lab)) if os.path.isdir(lab) else set())
-      if not pending:
-        continue
-      lcfg = job.LabelConfig(requests=req, out=lab, backend=cfg.labeler, env=env_dir,
-                             model=cfg.model, lora=cfg.lora, seed=seed,
-                             oracle=OracleConfig())
-      if backend is None:
-        backend = job.make_backend(lcfg, shards.directory_meta(req))
-        log(f"labeler: {backend.model}")
-      summary = job.label_directory(lcfg, log=lambda s: None, backend=backend)
-      log(f"labels {backbone}-{agent} seed {seed}: {summary['rows']} rows, "
-          f"{summary['invalid']} invalid")
+    root = aug_dir(cfg.workdir, f"{backbone}-{agent}", seed)
+    req, lab = (os.path.join(root, d) for d in (augment.REQUESTS, augment.LABELS))
+    pending = set(shards.list_shards(req)) - (
+        set(shards.list_shards(lab)) if os.path.isdir(lab) else set())
+    if not pending:
+      continue
+    lcfg = job.LabelConfig(requests=req, out=lab, backend=cfg.labeler, env=env_dir,
+                           model=cfg.model, lora=cfg.lora, seed=seed, oracle=OracleConfig())
+    if not backends:
+      backends.append(job.make_backend(lcfg, shards.directory_meta(req)))
+      log(f"labeler: {backends[0].model}")
+    summary = job.label_directory(lcfg, log=lambda s: None, backend=backends[0])
+    log(f"labels {backbone}-{agent} seed {seed}: {summary['rows']} rows, "
+        f"{summary['invalid']} invalid")
 
 
 def late_stage(cfg: LeaConfig, ds, backbone: str, agent: str, seed: int, log) -> None:
@@ -233,7 +234,7 @@ def late_stage(cfg: LeaConfig, ds, backbone: str, agent: str, seed: int, log) ->
 
 
 def collect(cfg: LeaConfig) -> dict:
-  """results.json's content from the finished runs."""
+  """results.json's content from the finished runs of seeds 0..cfg.seeds-1."""
   methods, popularity, curves = {}, [], {}
   extra = {}
   for backbone, agent in cfg.methods():
@@ -324,19 +325,19 @@ def run_lea(cfg: LeaConfig, log=print, dataset=None) -> dict:
   os.makedirs(cfg.workdir, exist_ok=True)
   atomic_write_text(path, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
   env_dir = ensure_env(cfg, ds, log)
-  for seed in range(cfg.seeds):
+  backends = []
+  for seed in range(cfg.seeds):  # seed-major: the files cover the seeds finished so far
     for backbone, agent in cfg.methods():
       early_stage(cfg, ds, backbone, agent, seed, log)
-  label_all(cfg, env_dir, log)
-  for seed in range(cfg.seeds):
+    label_all(cfg, env_dir, seed, backends, log)
     for backbone, agent in cfg.methods():
       late_stage(cfg, ds, backbone, agent, seed, log)
-  results = collect(cfg)
-  atomic_write_text(os.path.join(cfg.workdir, "results.json"),
-                    json.dumps(results, indent=2) + "\n")
-  atomic_write_text(os.path.join(cfg.workdir, "tables.md"), tables_markdown(results))
-  write_curves(os.path.join(cfg.workdir, "curves.png"), results, log)
-  log(f"wrote {cfg.workdir}/results.json, tables.md, curves.png")
+    results = collect(dataclasses.replace(cfg, seeds=seed + 1))
+    atomic_write_text(os.path.join(cfg.workdir, "results.json"),
+                      json.dumps(results, indent=2) + "\n")
+    atomic_write_text(os.path.join(cfg.workdir, "tables.md"), tables_markdown(results))
+    write_curves(os.path.join(cfg.workdir, "curves.png"), results, log)
+    log(f"seed {seed}: wrote {cfg.workdir}/results.json, tables.md, curves.png")
   return results
 
 
