@@ -226,3 +226,29 @@ def test_tiny_experiment_writes_every_file_and_resumes_without_training(world, t
   monkeypatch.setattr(lea_exp, "train_and_evaluate", no_training)
   again = lea_exp.run_lea(cfg, log=lambda s: None, dataset=ds)
   assert again["methods"] == res["methods"]
+
+
+def test_lea_template_has_no_none_label():
+  from llm_labeler.backends.base import choose
+  from llm_labeler.prompts import LEA_TEMPLATE_VERSION, PromptRenderer, has_none
+  scores = np.array([[0.1, 0.5, 0.2, 3.0], [2.0, 0.0, 1.0, 0.5]])  # k = 3, None scored highest
+  choice, logprobs = choose(scores, none_option=False)
+  np.testing.assert_array_equal(choice, [1, 0])
+  assert np.isneginf(logprobs[:, 3]).all()
+  np.testing.assert_allclose(np.exp(logprobs).sum(1), 1.0, rtol=1e-6)
+  assert not has_none(LEA_TEMPLATE_VERSION) and LEA_TEMPLATE_VERSION == shards.LEA_TEMPLATE
+  cat = shards.Catalog("d", "f", "music", "tracks", "listen", ("title",),
+                       np.array([["t0"], ["t1"], ["t2"], ["t3"]]))
+  prompt = PromptRenderer(cat, 3, template=LEA_TEMPLATE_VERSION).render_one([-1, 0], [1, 2, 3])
+  assert "In the list of following 3 tracks, based on the history, select the letter" in prompt
+  assert "None" not in prompt and "\nc. t3\nResponse: " in prompt
+
+
+def test_augment_cli_refuses_a_missing_run(tmp_path):
+  out = tmp_path / "aug"
+  res = subprocess.run([sys.executable, "-m", "jaxrec.offline.augment",
+                        f"--run={tmp_path / 'nope'}", f"--out={out}"],
+                       capture_output=True, text=True, timeout=120)
+  assert res.returncode == 2
+  assert res.stderr.strip().splitlines()[-1].startswith("error: --run ")
+  assert not out.exists()
