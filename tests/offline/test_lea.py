@@ -252,3 +252,17 @@ def test_augment_cli_refuses_a_missing_run(tmp_path):
   assert res.returncode == 2
   assert res.stderr.strip().splitlines()[-1].startswith("error: --run ")
   assert not out.exists()
+
+
+def test_augmented_run_resumed_equals_the_uninterrupted_one(world, labeled, tmp_path):
+  ds, _, run = world
+  cfg = lambda epochs: OfflineConfig(agent="sa2c", epochs=epochs, warmup=5, augment=labeled,
+                                     augment_start=30, **TINY)
+  whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+  for d in (whole, parts):
+    shutil.copytree(run, d)
+  a = train_and_evaluate(cfg(3), whole, log=lambda s: None, dataset=ds)
+  train_and_evaluate(cfg(2), parts, log=lambda s: None, dataset=ds)
+  b = train_and_evaluate(cfg(3), parts, log=lambda s: None, dataset=ds)
+  drop = lambda rows: [{k: v for k, v in r.items() if k != "samples_per_s"} for r in rows]
+  assert drop(a) == drop(b)
