@@ -70,8 +70,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxrec.errors import ConfigError, DataError
 from jaxrec import shards
+from jaxrec.errors import ConfigError, DataError
 from jaxrec.shards import Catalog
 
 # Bump whenever a rendered prompt changes; recorded in every label manifest.
@@ -218,8 +218,8 @@ class PromptRenderer:
     noun = lambda v: _clean(v, pattern)
     attributes = "; ".join(noun(a) for a in catalog.attribute_names)
     lea = template == LEA_TEMPLATE_VERSION
-    nouns = dict(scenario=noun(catalog.scenario), item=noun(catalog.item_noun),
-                 attributes=attributes, behavior=noun(catalog.behavior))
+    nouns = {"scenario": noun(catalog.scenario), "item": noun(catalog.item_noun),
+             "attributes": attributes, "behavior": noun(catalog.behavior)}
     instruction = (LEA_INSTRUCTION if lea else INSTRUCTION).format(**nouns)
     before_history, after_history = INPUT.split("{history}")
     if lea:

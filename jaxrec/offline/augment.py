@@ -252,6 +252,7 @@ def load_augmentation(directory: str, ds: Dataset, train: Transitions,
 
 def main(argv):
   from absl import flags
+
   from jaxrec import cli
   cli.reject_extra_args(argv)
   f = flags.FLAGS

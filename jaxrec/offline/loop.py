@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrec.offline.learners import HParams, Learner
 from jaxrec.offline.lea import with_augmentation
+from jaxrec.offline.learners import HParams, Learner
 from jaxrec.offline.transitions import Transitions
 from jaxrec.train.loop import FINITE, all_finite
 

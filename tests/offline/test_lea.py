@@ -26,7 +26,7 @@ from jaxrec.offline.run import OfflineConfig, train_and_evaluate
 from jaxrec.offline.transitions import build_transitions
 
 SYN = SyntheticConfig(num_users=120, num_items=40, num_genres=4, mean_length=8)
-TINY = dict(dim=16, batch_size=64, synthetic=SYN, dataset="synthetic")
+TINY = {"dim": 16, "batch_size": 64, "synthetic": SYN, "dataset": "synthetic"}
 
 
 # --- the losses -------------------------------------------------------------------------------
@@ -139,7 +139,7 @@ def labeled(world, tmp_path_factory):
 
 
 def test_round_trip_through_shards_with_the_oracle(world, labeled, tmp_path):
-  ds, env, run = world
+  ds, _, run = world
   req_dir, lab_dir = (os.path.join(labeled, d) for d in ("requests", "labels"))
   meta = shards.directory_meta(req_dir)
   assert meta["template_version"] == shards.LEA_TEMPLATE and meta["k"] == 5
@@ -167,7 +167,8 @@ def test_round_trip_through_shards_with_the_oracle(world, labeled, tmp_path):
                                           augment_start=10, **TINY), cont,
                             log=lambda s: None, dataset=ds)
   assert rows[-1]["epoch"] == 2 and rows[-1]["aug_share"] > 0
-  res = json.load(open(os.path.join(cont, "results.json")))
+  with open(os.path.join(cont, "results.json")) as f:
+    res = json.load(f)
   assert res["augment_rows"] == 100
 
 
@@ -176,7 +177,7 @@ def test_another_dataset_is_refused_by_the_cli(labeled, tmp_path):
   res = subprocess.run([sys.executable, "-m", "jaxrec.offline", "--dataset=synthetic",
                         "--synthetic_users=100", "--synthetic_items=40", "--epochs=1",
                         f"--augment={labeled}", f"--workdir={work}"],
-                       capture_output=True, text=True, timeout=300)
+                       check=False, capture_output=True, text=True, timeout=300)
   assert res.returncode == 2, res.stderr
   line = res.stderr.strip().splitlines()[-1]
   assert line.startswith("error: ") and "manifest.json" in line and "fingerprint" in line
@@ -248,7 +249,7 @@ def test_augment_cli_refuses_a_missing_run(tmp_path):
   out = tmp_path / "aug"
   res = subprocess.run([sys.executable, "-m", "jaxrec.offline.augment",
                         f"--run={tmp_path / 'nope'}", f"--out={out}"],
-                       capture_output=True, text=True, timeout=120)
+                       check=False, capture_output=True, text=True, timeout=120)
   assert res.returncode == 2
   assert res.stderr.strip().splitlines()[-1].startswith("error: --run ")
   assert not out.exists()
