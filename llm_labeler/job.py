@@ -37,7 +37,7 @@ from jaxrec.config import nested, option
 from jaxrec.errors import ConfigError, DataError, JaxrecError
 from jaxrec.oracle_config import OracleConfig
 from llm_labeler.backends import BACKENDS
-from llm_labeler.prompts import TEMPLATE_VERSION
+from llm_labeler.prompts import TEMPLATE_VERSION, check_template, has_none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,11 +168,21 @@ def make_backend(cfg: LabelConfig, request_meta: dict):
   return backend
 
 
+def template_of(request_meta: dict) -> str:
+  """The prompt template the requests ask for (their manifest's template_version; Table 1
+  when absent), refused if this labeler does not render it."""
+  return check_template(request_meta.get("template_version", TEMPLATE_VERSION))
+
+
 def _make_backend(cfg: LabelConfig, request_meta: dict):
   k = int(request_meta["k"])
+  template = template_of(request_meta)
   if cfg.backend == "oracle":
     from jaxrec.labeling import make_oracle_backend
-    backend = make_oracle_backend(cfg.env, cfg.oracle, cfg.seed)
+    oracle_cfg = cfg.oracle
+    if not has_none(template):  # no None option: the judge always picks a candidate
+      oracle_cfg = dataclasses.replace(oracle_cfg, none_threshold=float("-inf"))
+    backend = make_oracle_backend(cfg.env, oracle_cfg, cfg.seed)
     want = request_meta.get("fingerprint")
     if want is not None and backend.fingerprint != want:
       raise DataError(f"--env {cfg.env}: built from dataset fingerprint {backend.fingerprint}, "
@@ -182,7 +192,8 @@ def _make_backend(cfg: LabelConfig, request_meta: dict):
   if cfg.backend == "hf":
     from llm_labeler.backends.hf_backend import HFBackend
     return HFBackend(cfg.model, catalog, k, cfg.batch_size, cfg.chat_template,
-                     "float32" if cfg.dtype == "auto" else cfg.dtype, cfg.device, lora=cfg.lora)
+                     "float32" if cfg.dtype == "auto" else cfg.dtype, cfg.device, lora=cfg.lora,
+                     template=template)
   from llm_labeler.backends.vllm_backend import VLLMBackend, VLLMConfig
   if cfg.lora:  # vLLM: files, template and k are checked; the base weights are not (docs)
     from llm_labeler import lora
@@ -193,12 +204,13 @@ def _make_backend(cfg: LabelConfig, request_meta: dict):
       gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
       constraint=cfg.constraint, enable_prefix_caching=cfg.prefix_caching,
       enforce_eager=cfg.enforce_eager, chat_template=cfg.chat_template, seed=cfg.seed),
-      catalog, k)
+      catalog, k, template)
 
 
 def label_meta(backend, request_meta: dict) -> dict:
   """What every label shard of --out records (CONSISTENT_KEYS must agree across shards)."""
-  return {"backend": backend.name, "model": backend.model, "template_version": TEMPLATE_VERSION,
+  return {"backend": backend.name, "model": backend.model,
+          "template_version": template_of(request_meta),
           "k": int(request_meta["k"]), "dataset": request_meta.get("dataset"),
           "fingerprint": request_meta.get("fingerprint"),
           "history_len": request_meta.get("history_len"),

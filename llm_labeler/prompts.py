@@ -20,6 +20,22 @@ lettered a, b, ... with the next letter for "None" (k = 10: a-j and "k. None"):
   k. None
   Response: By analysing the user's preference, the user will select
 
+LEA's augmentation prompt (template LEA_TEMPLATE_VERSION; paper 002, Sec. 3.4): the Table 1
+user part (preamble, an instruction naming the platform, the item form and the history) with
+LEA's selection prompt p_l in place of the candidate question, and no None option:
+
+  Input: History: {interacted items}. In the list of following 5 {item}, based on the history,
+  select the letter of the {item} that the user is most likely to continue to {behavior}:
+  a. {item1}
+  ...
+  e. {item5}
+  Response: By analysing the user's preference, the user will select
+
+LEA asks for "the number of the track"; the candidates stay lettered here because every label
+must be one token after the response (`label_token_ids`), and digit-splitting tokenizers (Qwen,
+Llama) spend two tokens on " 1". The shard format keeps k + 1 label columns; for this template
+the last ("None") is never shown and the backends give it probability 0.
+
 The prompt ends where the paper's response puts "{label from a-k}", so the model's next token
 is the label (" a" ... " k"). An item is rendered as its attribute values joined by "; " (the
 form the instruction announces), in parentheses inside the history. The paper prints the
@@ -54,13 +70,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxrec.errors import ConfigError, DataError
 from jaxrec import shards
+from jaxrec.errors import ConfigError, DataError
 from jaxrec.shards import Catalog
 
 # Bump whenever a rendered prompt changes; recorded in every label manifest.
 # v2: catalog values are cleaned (`clean_value`); prompts of clean catalogs are as in v1.
 TEMPLATE_VERSION = "table1-v2"
+# LEA's augmentation prompt (module docstring): its own version, recorded in the request and
+# label manifests of jaxrec.offline.augment; k candidates, no None option.
+LEA_TEMPLATE_VERSION = shards.LEA_TEMPLATE
+TEMPLATES = (TEMPLATE_VERSION, LEA_TEMPLATE_VERSION)
 
 PREAMBLE = ("Below is an instruction that describes a task, paired with an input that provides "
             "further context. Write a response that appropriately completes the request.")
@@ -72,6 +92,13 @@ INSTRUCTION = (
     "think that none of the candidates will be selected by the user, please answer \"None\"")
 INPUT = ("History: {history}. Which one the user will mostly like at next timestamp in the "
          "following candidates?")
+LEA_INSTRUCTION = (
+    "You are a user in a {scenario} platform now. The {item} is in the form of {attributes}. "
+    "Given a user's {behavior} history of {item}, identify which {item} the user will most "
+    "likely {behavior} at next timestamp. Please judge by the user's preference on "
+    "{attributes}")
+LEA_SELECT = ("In the list of following {k} {item}, based on the history, select the letter of "
+              "the {item} that the user is most likely to continue to {behavior}:")
 RESPONSE = "By analysing the user's preference, the user will select"
 NONE_TEXT = "None"
 EMPTY_HISTORY = "none"
@@ -80,6 +107,19 @@ MAX_K = shards.MAX_K  # the shard format's bound: one lowercase letter per label
 # Characters kept of one attribute value (after cleaning): long real titles (Amazon's run to
 # ~200) pass whole; a 10k-character value cannot crowd out the rest of the prompt.
 MAX_VALUE_CHARS = 256
+
+
+def has_none(template: str) -> bool:
+  """Whether prompts of `template` offer the "None" label (Table 1 does, LEA's does not)."""
+  check_template(template)
+  return template == TEMPLATE_VERSION
+
+
+def check_template(template: str) -> str:
+  if template not in TEMPLATES:
+    raise DataError(f"prompt template {template!r} unknown to this labeler (it renders "
+                    f"{', '.join(TEMPLATES)})")
+  return template
 
 
 def letters(k: int) -> list[str]:
@@ -162,24 +202,31 @@ class PromptRenderer:
   """Renders Table 1 prompts for a catalog and k; build once, call per shard."""
 
   def __init__(self, catalog: Catalog, k: int, chat: tuple[str, str] | None = None,
-               reserved: Sequence[str] = ()):
+               reserved: Sequence[str] = (), template: str = TEMPLATE_VERSION):
     """Args:
       catalog: the dataset's item text and prompt nouns (all cleaned by `clean_value`).
       k: candidates per prompt.
       chat: (head, tail) from `chat_wrapper` for instruct models; None = the plain template.
       reserved: strings cut out of catalog text: `special_strings(tokenizer)`.
+      template: TEMPLATE_VERSION (Table 1) or LEA_TEMPLATE_VERSION (no None line).
     """
+    self.template = check_template(template)
     self.k = k
     self.labels = letters(k)
     self.num_items = len(catalog.item_text)
     pattern = _reserved_pattern(reserved)
     noun = lambda v: _clean(v, pattern)
     attributes = "; ".join(noun(a) for a in catalog.attribute_names)
-    instruction = INSTRUCTION.format(scenario=noun(catalog.scenario), item=noun(catalog.item_noun),
-                                     attributes=attributes, behavior=noun(catalog.behavior))
+    lea = template == LEA_TEMPLATE_VERSION
+    nouns = {"scenario": noun(catalog.scenario), "item": noun(catalog.item_noun),
+             "attributes": attributes, "behavior": noun(catalog.behavior)}
+    instruction = (LEA_INSTRUCTION if lea else INSTRUCTION).format(**nouns)
     before_history, after_history = INPUT.split("{history}")
+    if lea:
+      after_history = ". " + LEA_SELECT.format(k=k, item=nouns["item"],
+                                              behavior=nouns["behavior"])
     body_head = f"{PREAMBLE}\n\nInstruction: {instruction}\nInput: {before_history}"
-    none_line = f"\n{self.labels[k]}. {NONE_TEXT}"
+    none_line = "" if lea else f"\n{self.labels[k]}. {NONE_TEXT}"
     if chat is None:
       self._head = body_head
       self._tail = f"{none_line}\nResponse: {RESPONSE}"

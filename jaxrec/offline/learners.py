@@ -37,6 +37,9 @@ class HParams:
   neg_reward: float = 0.0  # snqn, sa2c: their reward in the TD loss
   warmup: int = 15000  # sac, sa2c: updates of the first phase (sqn / snqn loss)
   clip: float = 0.0  # sa2c: the advantage is clipped to [clip, 10] when clip >= 0
+  w_ah: float = 0.1  # LEA augmentation (jaxrec/offline/lea.py): weight of L_ah
+  w_aq: float = 0.01  # ... of L_aq (learners with a Q head)
+  augment_start: int = 0  # ... the first update that uses the augmented actions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,13 +61,14 @@ class Learner:
 
 
 _NEG = ("neg", "neg_reward")
+_Q = ("gamma", "w_aq")  # w_aq: LEA's augmented Q loss needs a Q head
 LEARNERS = {
     "normal": Learner("normal", copies=1, q_head=False),
-    "sqn": Learner("sqn", copies=2, q_head=True, reads=("gamma",)),
-    "sac": Learner("sac", copies=2, q_head=True, reads=("gamma", "warmup"), warmup=True),
-    "snqn": Learner("snqn", copies=2, q_head=True, reads=("gamma",) + _NEG),
+    "sqn": Learner("sqn", copies=2, q_head=True, reads=_Q),
+    "sac": Learner("sac", copies=2, q_head=True, reads=_Q + ("warmup",), warmup=True),
+    "snqn": Learner("snqn", copies=2, q_head=True, reads=_Q + _NEG),
     "sa2c": Learner("sa2c", copies=2, q_head=True,
-                    reads=("gamma",) + _NEG + ("warmup", "lr_2", "clip"), warmup=True,
+                    reads=_Q + _NEG + ("warmup", "lr_2", "clip"), warmup=True,
                     second_lr="lr_2"),
 }
 # Every learner-specific field: refused on the command line for a learner that does not read it.

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxrec.offline.lea import with_augmentation
 from jaxrec.offline.learners import HParams, Learner
 from jaxrec.offline.transitions import Transitions
 from jaxrec.train.loop import FINITE, all_finite
@@ -81,12 +82,15 @@ class TrainingNet:
 
 
 def make_train(learner: Learner, net, optimizer: optax.GradientTransformation, hp: HParams,
-               batch_size: int, num_batches: int):
+               batch_size: int, num_batches: int, augment: bool = False):
   """-> (init_state(key), train_epoch(state, data, key) -> (state, points)); points: one row
   per update (loss, the learner's metrics, FINITE). optimizer: one GradientTransformation
-  per copy (its update may take the update count as `step`: two_phase)."""
+  per copy (its update may take the update count as `step`: two_phase). augment: the loss adds
+  LEA's augmented terms on data.aug_action (jaxrec/offline/lea.py)."""
   optimizer = optax.with_extra_args_support(optimizer)
   batch_loss = learner.loss_module().batch_loss
+  if augment:
+    batch_loss = with_augmentation(batch_loss, learner.q_head)
   copies = learner.copies
 
   def init_state(key: jax.Array) -> OfflineState:

@@ -15,6 +15,7 @@ Run directory (the lifecycle is jaxrec.train.driver's: resume, NaN guard, SIGTER
                   split, the popularity reference's (popularity_HR@k, ...: train-split next-item
                   counts, the same every row), the epoch's mean losses and samples/s
   results.json    after the last epoch: the final metrics and the popularity reference
+                  (with --augment: how many train transitions have an augmented action)
   checkpoints/    orbax: "state" = params + Adam states of every copy + update count
 """
 
@@ -39,6 +40,7 @@ from jaxrec.errors import ConfigError, DataError
 from jaxrec.io import atomic_write_text
 from jaxrec.nets.networks import NetConfig
 from jaxrec.offline import metrics as rank_metrics
+from jaxrec.offline.augment import load_augmentation
 from jaxrec.offline.learners import LEARNERS, HParams
 from jaxrec.offline.loop import FINITE, make_train, take, two_phase
 from jaxrec.offline.sa2c import ADVANTAGE_MAX
@@ -95,6 +97,15 @@ class OfflineConfig:
   split_seed: int = option(0, "seed of the user split (experiments.build_envs --seed: the "
                            "same users)")
   seed: int = option(0, "seed of the init, the shuffles and the double-Q role swaps")
+  augment: str = option("", "LEA augmentation directory: requests/ (python -m "
+                        "jaxrec.offline.augment) and labels/ (python -m llm_labeler.label); "
+                        "each labeled item is an extra positive (jaxrec/offline/lea.py)")
+  w_ah: float = option(0.1, "--augment: weight of the augmented cross-entropy L_ah (LEA Eq. "
+                       "16; its best, Sec. 5.3: 0.1)")
+  w_aq: float = option(0.01, "--augment: weight of the augmented Q loss L_aq (LEA Eq. 16; its "
+                       "best, Sec. 5.3: 0.01)")
+  augment_start: int = option(0, "--augment: the first update (counted over the whole run) "
+                              "that uses the augmented actions")
   dataset: str = "synthetic"
   data_dir: str = ""
   synthetic: SyntheticConfig = SyntheticConfig()
@@ -141,6 +152,11 @@ class OfflineConfig:
       raise ConfigError(f"--gamma must be in [0, 1], got {self.gamma}")
     if not self.topk or any(k <= 0 for k in self.topk):
       raise ConfigError(f"--topk must be positive integers, got {self.topk}")
+    for f in ("w_ah", "w_aq"):
+      if not (np.isfinite(getattr(self, f)) and getattr(self, f) >= 0):
+        raise ConfigError(f"--{f} must be finite and >= 0, got {getattr(self, f)}")
+    if self.augment_start < 0:
+      raise ConfigError(f"--augment_start must be >= 0, got {self.augment_start}")
     if self.train_frac is not None and not 0.0 < self.train_frac < 1.0:
       raise ConfigError(f"--train_frac must be in (0, 1), got {self.train_frac}")
     if self.prep.max_seq_len is not None and self.prep.max_seq_len < 2:
@@ -149,7 +165,8 @@ class OfflineConfig:
 
   def hparams(self) -> HParams:
     return HParams(gamma=self.gamma, neg=self.neg, neg_reward=self.neg_reward,
-                   warmup=self.warmup, clip=self.clip)
+                   warmup=self.warmup, clip=self.clip, w_ah=self.w_ah, w_aq=self.w_aq,
+                   augment_start=self.augment_start)
 
   def optimizer(self) -> optax.GradientTransformation:
     """Adam at --learning_rate; for a learner with a warm-up, a second fresh Adam (at the
@@ -201,8 +218,15 @@ def train_and_evaluate(cfg: OfflineConfig, workdir: str, log=print,
   if ds.num_items < 2 and "neg" in learner.reads:
     raise DataError(f"dataset {ds.name!r}: {ds.num_items} item(s); --agent={cfg.agent} samples "
                     "negatives among the items other than the logged one")
+  aug_stats = {}
+  if cfg.augment:
+    aug = load_augmentation(cfg.augment, ds, train, cfg.history_len)
+    train, aug_stats = train._replace(aug_action=jnp.asarray(aug.action)), aug.stats
+    log(f"--augment {cfg.augment}: {aug_stats['augment_rows']} of {train.size} train "
+        f"transitions have an augmented action ({aug_stats['augment_dropped']} labels dropped: "
+        f"unparsed or None), from update {cfg.augment_start}")
   init_state, train_epoch = make_train(learner, net, cfg.optimizer(), cfg.hparams(),
-                                       cfg.batch_size, num_batches)
+                                       cfg.batch_size, num_batches, augment=bool(cfg.augment))
   train_epoch = jax.jit(train_epoch)
   init_key, train_root = jax.random.split(jax.random.PRNGKey(cfg.seed))
   state = jax.jit(init_state)(init_key)
@@ -258,7 +282,7 @@ def train_and_evaluate(cfg: OfflineConfig, workdir: str, log=print,
   final = logs["metrics"][-1]
   names = [f"{m}@{k}" for k in ks for m in ("HR", "NDCG")]
   results = {"dataset": ds.name, "fingerprint": fingerprint(ds), "epochs": final["epoch"],
-             "test_positions": test.size, "train_transitions": train.size,
+             "test_positions": test.size, "train_transitions": train.size, **aug_stats,
              "methods": {cfg.method: {n: final[n] for n in names},
                          "popularity": {n: final[f"popularity_{n}"] for n in names}}}
   atomic_write_text(os.path.join(workdir, "results.json"), json.dumps(results, indent=2) + "\n")

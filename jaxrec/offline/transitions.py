@@ -37,6 +37,9 @@ class Transitions(NamedTuple):
   reward: jax.Array  # [N] float32
   next_history: jax.Array  # [N, L] int32
   done: jax.Array  # [N] bool
+  # [N] int32 LEA's labeled item per transition, -1 = none (jaxrec.offline.augment); None
+  # without augmentation (no field in the pytree, so the unaugmented programs are unchanged).
+  aug_action: jax.Array | None = None
 
   @property
   def size(self) -> int:
@@ -76,4 +79,4 @@ def build_transitions(ds: Dataset, history_len: int, *, to_device: bool = True) 
                     reward=np.full(n, REWARD_CLICK, np.float32),
                     next_history=_windows(items, starts, pos + 1, history_len),
                     done=pos == ends - 1)
-  return Transitions(*map(jnp.asarray, out)) if to_device else out
+  return jax.tree_util.tree_map(jnp.asarray, out) if to_device else out

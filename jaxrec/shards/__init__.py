@@ -33,7 +33,8 @@ processes (`remove_stale_temps`) and leaves live writers' and other hosts' files
 """
 
 from jaxrec.shards.catalog import catalog_of, read_catalog, write_catalog
-from jaxrec.shards.format import (CATALOG, CONSISTENT_KEYS, DONE, FORMAT, KINDS, MANIFEST, MAX_K,
+from jaxrec.shards.format import (CATALOG, CONSISTENT_KEYS, DONE, FORMAT, KINDS, LEA_TEMPLATE,
+                                  MANIFEST, MAX_K,
                                   Catalog, LabelShard, RequestShard, ShardExistsError,
                                   check_name, encode, label_name)
 from jaxrec.shards.store import (check_meta, directory_meta, is_done, list_shards, locked,
@@ -41,8 +42,8 @@ from jaxrec.shards.store import (check_meta, directory_meta, is_done, list_shard
                                  remove_stale_temps, repair_manifest, write_labels,
                                  write_requests)
 
-__all__ = ["CATALOG", "CONSISTENT_KEYS", "DONE", "FORMAT", "KINDS", "MANIFEST", "MAX_K",
-           "Catalog", "LabelShard", "RequestShard", "ShardExistsError", "catalog_of",
+__all__ = ["CATALOG", "CONSISTENT_KEYS", "DONE", "FORMAT", "KINDS", "LEA_TEMPLATE", "MANIFEST",
+           "MAX_K", "Catalog", "LabelShard", "RequestShard", "ShardExistsError", "catalog_of",
            "check_meta", "check_name", "directory_meta", "encode", "is_done", "label_name",
            "list_shards", "locked", "mark_done", "read_catalog", "read_labels", "read_manifest",
            "read_requests", "remove_stale_temps", "repair_manifest", "write_catalog",

@@ -22,6 +22,10 @@ _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 # Candidates per request: each of the k + 1 labels (k candidates and "None") is one lowercase
 # letter in the prompts, so k <= 25.
 MAX_K = 25
+# The prompt template of LEA's augmentation requests (jaxrec.offline.augment; rendered by
+# llm_labeler.prompts): k candidates, no "None" option. Requests without a template_version
+# are the Table 1 preference requests.
+LEA_TEMPLATE = "lea-select-v1"
 # Keys that must agree between every shard of a directory (others, e.g. timings, may differ).
 CONSISTENT_KEYS = ("dataset", "fingerprint", "k", "history_len", "num_items", "template_version",
                    "backend", "model")

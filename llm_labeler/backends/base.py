@@ -46,12 +46,16 @@ def label_token_ids(tokenizer, labels: list[str]) -> list[int]:
   return ids
 
 
-def choose(label_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def choose(label_scores: np.ndarray, none_option: bool = True
+           ) -> tuple[np.ndarray, np.ndarray]:
   """label_scores [N, k+1] (logits or log-probabilities of the label tokens only) ->
   (choice [N] int32 = argmax, the greedy constrained decode; logprobs [N, k+1] float32
   normalised over the labels: the soft preference). Whatever else the model would have
-  written, the choice is a label."""
-  s = np.asarray(label_scores, np.float64)
+  written, the choice is a label. none_option=False (a template without "None", LEA's): the
+  last label gets probability 0."""
+  s = np.array(label_scores, np.float64)
+  if not none_option:
+    s[:, -1] = -np.inf
   s = s - s.max(axis=1, keepdims=True)
   logprobs = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
   return np.argmax(s, axis=1).astype(np.int32), logprobs.astype(np.float32)

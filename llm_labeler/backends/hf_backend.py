@@ -16,7 +16,8 @@ import numpy as np
 from jaxrec.errors import ConfigError
 from jaxrec.shards import Catalog, LabelShard, RequestShard
 from llm_labeler.backends.base import choose, label_token_ids
-from llm_labeler.prompts import PromptRenderer, chat_wrapper, letters, special_strings
+from llm_labeler.prompts import (TEMPLATE_VERSION, PromptRenderer, chat_wrapper, has_none,
+                                 letters, special_strings)
 
 
 def load_model(model: str, dtype: str = "float32"):
@@ -81,12 +82,14 @@ class HFBackend:
 
   def __init__(self, model: str, catalog: Catalog, k: int, batch_size: int = 16,
                chat_template: bool = False, dtype: str = "float32", device: str = "cpu",
-               loaded=None, lora: str = "", share_prefix: bool = True):
+               loaded=None, lora: str = "", share_prefix: bool = True,
+               template: str = TEMPLATE_VERSION):
     """`loaded`: an already built (tokenizer, model) pair, e.g. a benchmark's randomly
     initialised one; `model` then only names it. `lora`: an adapter directory of
     llm_labeler.tune, checked against the model, template and k, merged into the weights.
     `share_prefix`: the tokens a batch's prompts share (the template's head, about a third of
-    a Table 1 prompt) run once per batch (`label_logits`): the same logits, fewer tokens."""
+    a Table 1 prompt) run once per batch (`label_logits`): the same logits, fewer tokens.
+    `template`: the prompt template of the requests (llm_labeler.prompts.TEMPLATES)."""
     from llm_labeler import lora as lora_lib
     # The adapter's files, template and k are checked before torch is imported or a model read.
     manifest = lora_lib.check_files(lora, k, chat_template) if lora else None
@@ -102,7 +105,8 @@ class HFBackend:
     if self.tokenizer.pad_token is None:
       self.tokenizer.pad_token = self.tokenizer.eos_token
     chat = chat_wrapper(self.tokenizer) if chat_template else None
-    self.renderer = PromptRenderer(catalog, k, chat, special_strings(self.tokenizer))
+    self.renderer = PromptRenderer(catalog, k, chat, special_strings(self.tokenizer), template)
+    self.none_option = has_none(template)
     self.label_ids = label_token_ids(self.tokenizer, letters(k))
     self.batch_size = batch_size
     self.share_prefix = share_prefix
@@ -133,5 +137,5 @@ class HFBackend:
   def label(self, requests: RequestShard, shard: str = "") -> LabelShard:
     del shard
     prompts = self.renderer.render(requests.history, requests.candidates)
-    choice, logprobs = choose(self.scores(prompts))
+    choice, logprobs = choose(self.scores(prompts), self.none_option)
     return LabelShard(choice, np.ones(len(choice), bool), logprobs)

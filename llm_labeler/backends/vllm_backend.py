@@ -20,7 +20,8 @@ from jaxrec.errors import ConfigError
 from jaxrec.shards import Catalog, LabelShard, RequestShard
 from llm_labeler.backends.base import choose, label_token_ids
 from llm_labeler.parse import Parser
-from llm_labeler.prompts import PromptRenderer, chat_wrapper, letters, special_strings
+from llm_labeler.prompts import (TEMPLATE_VERSION, PromptRenderer, chat_wrapper, has_none,
+                                 letters, special_strings)
 
 CONSTRAINTS = ("tokens", "choice")
 
@@ -57,7 +58,8 @@ class VLLMConfig:
 class VLLMBackend:
   name = "vllm"
 
-  def __init__(self, cfg: VLLMConfig, catalog: Catalog, k: int):
+  def __init__(self, cfg: VLLMConfig, catalog: Catalog, k: int,
+               template: str = TEMPLATE_VERSION):
     cfg.validate()
     import vllm
     from vllm.sampling_params import StructuredOutputsParams
@@ -77,13 +79,16 @@ class VLLMBackend:
     self.label_ids = label_token_ids(tokenizer, labels)
     # The constraint below depends on the tokenizer and k only: item text cannot widen it.
     chat = chat_wrapper(tokenizer) if cfg.chat_template else None
-    self.renderer = PromptRenderer(catalog, k, chat, special_strings(tokenizer))
+    self.renderer = PromptRenderer(catalog, k, chat, special_strings(tokenizer), template)
+    self.none_option = has_none(template)
     self.parser = Parser(k)
+    # A template without "None" (LEA's) allows only the k candidate labels.
+    allowed = self.label_ids if self.none_option else self.label_ids[:k]
     if cfg.constraint == "tokens":
-      constraint = {"allowed_token_ids": self.label_ids}
+      constraint = {"allowed_token_ids": allowed}
     else:  # the same token as text: " a", so the choice strings carry the space
       constraint = {"structured_outputs": StructuredOutputsParams(
-          choice=[tokenizer.decode([i]) for i in self.label_ids])}
+          choice=[tokenizer.decode([i]) for i in allowed])}
     self.sampling = vllm.SamplingParams(max_tokens=1, temperature=0.0,
                                         logprob_token_ids=self.label_ids, **constraint)
     self.lora = None
@@ -113,5 +118,5 @@ class VLLMBackend:
     # The choice is what the model wrote (under the constraint: the argmax label token); a
     # parse failure (e.g. an unexpected detokenisation) is counted, never guessed.
     choice, valid = self.parser(texts)
-    _, logprobs = choose(scores)
+    _, logprobs = choose(scores, self.none_option)
     return LabelShard(choice, valid, logprobs)
