@@ -9,6 +9,11 @@ only with the target "None" (jaxrec.labeling.heldout). The loss is the cross-ent
 label token at the end of the prompt, and the forward pass computes logits there only
 (logits_to_keep=1): the vocabulary projection at every other position, most of a small
 model's training cost, is never computed. --history and --k shorten the prompt on CPUs.
+--layers puts LoRA on a range of decoder layers only (the layers below run without a backward
+pass). --val_num sets more train-split interactions aside and scores them every --val_every
+steps (loss against the label prior's entropy, hit@1, the largest label share, and how much the
+label distribution moves from prompt to prompt), so a tune that learnt only the label prior, or
+answers every prompt alike, shows it without touching the test split.
 
 ADAPTER_DIR (peft's files + manifest.json, llm_labeler.lora) appears only when training is
 complete: it is written to a temp directory beside it and renamed. Until then the state of
@@ -37,7 +42,7 @@ from llm_labeler import lora
 from llm_labeler.prompts import TEMPLATE_VERSION
 
 # Flags that do not change the result: a checkpoint resumes under other values of these.
-_RUN_ONLY = ("out", "log_every", "save_every", "threads")
+_RUN_ONLY = ("out", "log_every", "save_every", "threads", "val_every")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +60,8 @@ class TuneConfig:
   rank: int = option(8, "LoRA rank")
   alpha: float = option(16.0, "LoRA alpha")
   targets: str = option("q_proj,v_proj", "comma-separated modules LoRA adapts")
+  layers: str = option("", "decoder layers LoRA adapts, FIRST-LAST (e.g. 15-29; empty: all): "
+                       "layers below the first run without a backward pass")
   lr: float = option(1e-3, "AdamW learning rate")
   loss: str = option("vocab", "label-token cross-entropy over the whole vocabulary, or over "
                      "the k + 1 label tokens only (the labeler's own normalisation)",
@@ -66,6 +73,9 @@ class TuneConfig:
   chat_template: bool = option(False, "wrap prompts in the tokenizer's chat template")
   seed: int = option(0, "examples, their order and the LoRA init")
   threads: int = option(0, "torch threads (0 = torch's default)")
+  val_num: int = option(0, "validation examples: more interactions of the train split, "
+                        "disjoint from the tuning examples, scored every --val_every steps")
+  val_every: int = option(25, "steps between validation passes (and after the last step)")
   log_every: int = option(5, "steps between progress lines")
   save_every: int = option(25, "steps between checkpoints")
 
@@ -74,13 +84,17 @@ class TuneConfig:
       raise ConfigError("--env, --model and --out are required")
     if not 0.0 <= self.none_frac < 1.0:
       raise ConfigError(f"--none_frac must be in [0, 1), got {self.none_frac}")
-    for f in ("num", "history", "rank", "epochs", "batch_size", "log_every", "save_every"):
+    for f in ("num", "history", "rank", "epochs", "batch_size", "log_every", "save_every",
+              "val_every"):
       if getattr(self, f) < 1:
         raise ConfigError(f"--{f} must be positive, got {getattr(self, f)}")
     if self.lr <= 0 or self.alpha <= 0 or self.threads < 0:
       raise ConfigError("--lr and --alpha must be positive, --threads >= 0")
     if not 2 <= self.k <= 25:
       raise ConfigError(f"--k must be in 2..25, got {self.k}")
+    if self.val_num < 0:
+      raise ConfigError(f"--val_num must be >= 0, got {self.val_num}")
+    layer_range(self.layers)
 
   def result_flags(self) -> dict:
     """The flags a checkpoint must agree on to resume; paths as absolute paths, so a rerun
@@ -89,16 +103,79 @@ class TuneConfig:
     return flags | {k: os.path.abspath(flags[k]) for k in ("env", "model")}
 
 
+def layer_range(layers: str) -> list[int] | None:
+  """--layers "FIRST-LAST" -> [FIRST, ..., LAST]; "" -> None (every layer)."""
+  if not layers:
+    return None
+  first, sep, last = layers.partition("-")
+  if not sep or not first.isdigit() or not last.isdigit() or int(first) > int(last):
+    raise ConfigError(f"--layers must be FIRST-LAST with FIRST <= LAST (e.g. 15-29), got "
+                      f"{layers!r}")
+  return list(range(int(first), int(last) + 1))
+
+
 def checkpoint_dir(out: str) -> str:
   out = os.path.abspath(out)
   return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.tune-ckpt")
 
 
 def train_examples(cfg: TuneConfig):
-  """(Examples of the env's train split, catalog): checked before any model is loaded."""
+  """(tuning Examples, validation Examples or None, catalog), all from the env's train split;
+  checked before any model is loaded. --val_num > 0 draws num + val_num distinct interactions
+  and sets val_num of them aside (`split_validation`)."""
   from jaxrec.labeling import heldout_examples
-  return heldout_examples(cfg.env, "train", num=cfg.num, k=cfg.k, history_len=cfg.history,
-                          none_frac=cfg.none_frac, negatives=cfg.negatives, seed=cfg.seed)
+  ex, catalog = heldout_examples(cfg.env, "train", num=cfg.num + cfg.val_num, k=cfg.k,
+                                 history_len=cfg.history, none_frac=cfg.none_frac,
+                                 negatives=cfg.negatives, seed=cfg.seed)
+  train, val = split_validation(ex, cfg.val_num, cfg.seed)
+  return train, val, catalog
+
+
+def split_validation(ex, val_num: int, seed: int):
+  """(tuning rows, validation rows) of Examples: a seeded draw of val_num rows set aside; the
+  two never share a row (each row is a distinct logged interaction). val_num = 0: (ex, None)."""
+  if not val_num:
+    return ex, None
+  perm = np.random.default_rng([seed, 4]).permutation(len(ex.target))
+  val, train = np.sort(perm[:val_num]), np.sort(perm[val_num:])
+  return type(ex)(*(f[train] for f in ex)), type(ex)(*(f[val] for f in ex))
+
+
+def target_entropy(target: np.ndarray, k: int) -> float:
+  """Entropy (nats) of the targets' own distribution over the k + 1 labels: the loss of a
+  model that learnt the label prior and nothing about the prompt."""
+  p = np.bincount(target, minlength=k + 1) / len(target)
+  p = p[p > 0]
+  return float(-(p * np.log(p)).sum())
+
+
+def evaluate(model, enc, target, label_ids, loss: str, pad: int, prefix: int,
+             batch_size: int) -> dict:
+  """Validation on encoded prompts: the mean loss; hit@1 of the argmax over the k + 1 labels
+  (the labeler's choice); the largest share one label takes among the choices; and
+  `prompt_spread`, the mean total-variation distance of each prompt's label distribution from
+  their mean: 0 when the model answers every prompt alike (it learnt a prior, not a choice)."""
+  import torch
+
+  from llm_labeler.backends import hf_backend
+  losses, scores = [], []
+  with torch.no_grad():
+    for s in range(0, len(enc), batch_size):
+      logits = hf_backend.label_logits(model, enc[s:s + batch_size], pad, prefix)
+      t = target[s:s + batch_size]
+      losses.append(float(label_loss(logits, t, label_ids, loss)) * len(t))
+      scores.append(logits[:, torch.as_tensor(np.asarray(label_ids))].double().numpy())
+  return {"loss": sum(losses) / len(enc)} | label_stats(np.concatenate(scores), target)
+
+
+def label_stats(scores: np.ndarray, target: np.ndarray) -> dict:
+  """hit@1, largest label share and prompt spread (see `evaluate`) of label scores [N, k+1]."""
+  from llm_labeler.backends.base import choose
+  choice, logprobs = choose(scores)
+  p = np.exp(logprobs.astype(np.float64))
+  return {"hit_at_1": float((choice == target).mean()),
+          "label_share_max": float(np.bincount(choice, minlength=p.shape[1]).max() / len(choice)),
+          "prompt_spread": float(0.5 * np.abs(p - p.mean(0)).sum(1).mean())}
 
 
 def render(cfg: TuneConfig, ex, catalog, tokenizer) -> tuple[list[str], np.ndarray]:
@@ -196,7 +273,7 @@ def tune(cfg: TuneConfig, log=print) -> dict:
     log(f"{out}: already complete (rerun with another --out to tune again)")
     return manifest
   t_load = time.perf_counter()
-  ex, catalog = train_examples(cfg)  # bad --env / --num refused before torch is imported
+  ex, val, catalog = train_examples(cfg)  # bad --env / --num refused before torch is imported
   try:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -211,25 +288,47 @@ def tune(cfg: TuneConfig, log=print) -> dict:
           "class": type(lm).__name__}
   prompts, label_ids = render(cfg, ex, catalog, tokenizer)
   enc = [tokenizer.encode(p, add_special_tokens=True) for p in prompts]
-  prefix = hf_backend.common_prefix(enc) if cfg.share_prefix else 0
-  log(f"loaded {cfg.model} and rendered {len(enc)} train-split prompts in "
-      f"{time.perf_counter() - t_load:.1f}s (mean {np.mean([len(e) for e in enc]):.0f} tokens, "
-      f"target None in {(ex.target == cfg.k).mean():.1%}; {prefix} shared head tokens run once "
-      "per step)")
+  val_enc = ([tokenizer.encode(p, add_special_tokens=True)
+              for p in render(cfg, val, catalog, tokenizer)[0]] if val is not None else [])
+  prefix = hf_backend.common_prefix(enc + val_enc) if cfg.share_prefix else 0
+  prior = target_entropy(ex.target, cfg.k)
+  log(f"loaded {cfg.model} and rendered {len(enc)} train-split prompts (+{len(val_enc)} "
+      f"validation) in {time.perf_counter() - t_load:.1f}s (mean "
+      f"{np.mean([len(e) for e in enc]):.0f} tokens, target None in "
+      f"{(ex.target == cfg.k).mean():.1%}, the targets' entropy {prior:.4f}: the loss of the "
+      f"label prior alone; {prefix} shared head tokens run once per step)")
   torch.manual_seed(cfg.seed)
   model = get_peft_model(lm, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0,
                                         target_modules=cfg.targets.split(","),
+                                        layers_to_transform=layer_range(cfg.layers),
                                         task_type="CAUSAL_LM"))
   model.train()
   opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                           weight_decay=0.0)
   ckpt = checkpoint_dir(out)
-  state = _restore(ckpt, cfg, model, opt) or {"step": 0, "losses": [], "seconds": 0.0}
+  state = (_restore(ckpt, cfg, model, opt)
+           or {"step": 0, "losses": [], "seconds": 0.0, "validation": []})
   batches = _batches(cfg.num, cfg.batch_size, cfg.epochs, cfg.seed)
   if state["step"]:
     log(f"resumed from {ckpt} at step {state['step']}/{len(batches)}")
   state["flags"] = cfg.result_flags()
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+  state.setdefault("validation", [])
+  val_seconds = [0.0]  # validation time, left out of the training rates
+
+  def validate(step):
+    if not val_enc or any(v["step"] == step for v in state["validation"]):
+      return
+    t = time.perf_counter()
+    v = {"step": step} | evaluate(model, val_enc, val.target, label_ids, cfg.loss, pad, prefix,
+                                  cfg.batch_size)
+    state["validation"].append(v)
+    log(f"validation at step {step}: loss {v['loss']:.4f} (label prior "
+        f"{target_entropy(val.target, cfg.k):.4f}), hit@1 {v['hit_at_1']:.3f}, largest label "
+        f"share {v['label_share_max']:.3f}, prompt spread {v['prompt_spread']:.3f} "
+        f"({len(val_enc)} prompts, {time.perf_counter() - t:.0f}s)")
+    val_seconds[0] += time.perf_counter() - t
+
   t0, done_examples, tokens = time.perf_counter(), 0, 0
   with faults.Preemption() as preemption:
     for step in range(state["step"], len(batches)):
@@ -246,15 +345,18 @@ def tune(cfg: TuneConfig, log=print) -> dict:
       state["step"] = step + 1
       done_examples += len(idx)
       tokens += sum(len(enc[i]) for i in idx)
-      dt = time.perf_counter() - t0
+      dt = time.perf_counter() - t0 - val_seconds[0]
       last = step + 1 == len(batches)
       if (step + 1) % cfg.log_every == 0 or last:
         rate = done_examples / dt
         left = sum(len(b) for b in batches[step + 1:])
         log(f"step {step + 1}/{len(batches)} loss {np.mean(state['losses'][-cfg.log_every:]):.4f}"
             f" | {rate:.3g} examples/s, {tokens / dt:.4g} tokens/s, ETA {left / rate:.0f}s")
+      if (step + 1) % cfg.val_every == 0 or last:
+        validate(step + 1)
       if preemption.requested or (step + 1) % cfg.save_every == 0:
-        _save(ckpt, step + 1, model, opt, state | {"seconds": state["seconds"] + dt})
+        _save(ckpt, step + 1, model, opt,
+              state | {"seconds": state["seconds"] + time.perf_counter() - t0})
         if preemption.requested:
           raise faults.Preempted(f"{ckpt}: tuning stopped after step {step + 1} (checkpoint "
                                  "saved); rerun the same command to resume")
@@ -267,8 +369,11 @@ def tune(cfg: TuneConfig, log=print) -> dict:
                                           catalog.fingerprint, "env": os.path.abspath(cfg.env),
                                           "split": "train"},
       "flags": dataclasses.asdict(cfg), "steps": len(batches), "examples_seen": trained,
-      "loss_curve": state["losses"], "seconds": round(seconds, 2),
-      "examples_per_s": round(done_examples / max(time.perf_counter() - t0, 1e-9), 4)}
+      "loss_curve": state["losses"], "target_entropy": prior,
+      "validation": state.get("validation", []), "seconds": round(seconds, 2),
+      "validation_seconds": round(val_seconds[0], 2),
+      "examples_per_s": round(done_examples / max(time.perf_counter() - t0 - val_seconds[0],
+                                                  1e-9), 4)}
   tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(out)}-", dir=os.path.dirname(out))
   try:
     model.save_pretrained(tmp)

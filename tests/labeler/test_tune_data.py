@@ -244,7 +244,8 @@ def test_an_adapter_for_another_k_or_template_is_refused_by_the_cli(tmp_path, re
 
 
 def test_tune_refuses_bad_flags_before_loading_a_model(seq_env_dir, tmp_path):  # noqa: F811
-  for flag, match in (("--none_frac=1.0", "--none_frac"), ("--num=1000000", "--num")):
+  for flag, match in (("--none_frac=1.0", "--none_frac"), ("--num=1000000", "--num"),
+                      ("--layers=29-15", "--layers")):
     out = tmp_path / "ad"
     res = subprocess.run([sys.executable, "-m", "llm_labeler.tune", f"--env={seq_env_dir}",
                           "--model=nonexistent", f"--out={out}", flag], capture_output=True,
@@ -333,3 +334,46 @@ def test_tune_refuses_an_unknown_loss(tmp_path):
                        timeout=300)
   assert res.returncode == 2 and "--loss" in res.stderr and not out.exists(), res.stderr
   assert res.stderr.strip().count("\n") == 0
+
+
+def test_validation_rows_are_distinct_interactions_set_aside_from_the_tuning_rows(sides):
+  from llm_labeler.tune import split_validation
+  train, _, ds = sides
+  ex = _examples(train, ds, num=300, none_frac=0.1)
+  assert split_validation(ex, 0, 0) == (ex, None)
+  tr, val = split_validation(ex, 60, 0)
+  assert len(tr.target) == 240 and len(val.target) == 60
+  row = lambda e, i: (int(e.user[i]), int(e.true_item[i]), tuple(e.history[i].tolist()))
+  rows_tr = {row(tr, i) for i in range(240)}
+  rows_val = {row(val, i) for i in range(60)}
+  assert len(rows_tr) == 240 and len(rows_val) == 60 and not rows_tr & rows_val
+  assert rows_tr | rows_val == {row(ex, i) for i in range(300)}
+  again, _ = split_validation(ex, 60, 0)
+  for x, y in zip(tr, again):  # deterministic given the seed
+    np.testing.assert_array_equal(x, y)
+
+
+def test_the_label_priors_loss_and_a_model_that_answers_every_prompt_alike():
+  """The 2026-12-01 L1 adapter's failure: the same label distribution for every prompt (None
+  on top), so hit@1 0 and one label 100% of the choices; validation must show it."""
+  from llm_labeler.tune import label_stats, target_entropy
+  assert target_entropy(np.arange(10), 9) == pytest.approx(np.log(10))
+  assert target_entropy(np.array([3, 3, 3]), 4) == 0.0
+  target = np.arange(40) % 4  # k = 4: letters only
+  flat = np.tile(np.log([0.2, 0.2, 0.2, 0.1, 0.3]), (40, 1))
+  s = label_stats(flat, target)
+  assert s == {"hit_at_1": 0.0, "label_share_max": 1.0, "prompt_spread": pytest.approx(0.0)}
+  right = np.full((40, 5), -3.0)
+  right[np.arange(40), target] = 3.0
+  s = label_stats(right, target)
+  assert s["hit_at_1"] == 1.0 and s["label_share_max"] == 0.25 and s["prompt_spread"] > 0.5
+
+
+def test_lora_layers_flag():
+  from llm_labeler.tune import TuneConfig, layer_range
+  assert layer_range("") is None and layer_range("15-17") == [15, 16, 17]
+  for bad in ("15", "a-b", "17-15", "-3"):
+    with pytest.raises(ConfigError, match="--layers"):
+      layer_range(bad)
+  with pytest.raises(ConfigError, match="--val_num"):
+    TuneConfig(env="e", model="m", out="o", val_num=-1).validate()

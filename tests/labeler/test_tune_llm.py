@@ -163,7 +163,7 @@ def test_the_shared_head_gives_the_full_forwards_logits_and_gradients(seq_env_di
   from llm_labeler import tune as tune_lib
   from llm_labeler.backends import hf_backend
   cfg = TuneConfig(env=seq_env_dir, model=tiny_dir, out="unused", num=6, k=K, history=3)
-  ex, catalog = tune_lib.train_examples(cfg)
+  ex, _, catalog = tune_lib.train_examples(cfg)
   tokenizer, lm = hf_backend.load_model(tiny_dir, "float32")
   prompts, label_ids = tune_lib.render(cfg, ex, catalog, tokenizer)
   enc = [tokenizer.encode(p, add_special_tokens=True) for p in prompts]
@@ -201,3 +201,18 @@ def test_the_hf_backend_scores_the_same_with_and_without_the_shared_head(tiny_di
   assert a.shape == (len(prompts), K + 1) and len(prompts) % 3 != 0  # a short last batch too
   np.testing.assert_allclose(a, b, atol=1e-4)
   assert shared.prompt_tokens == full.prompt_tokens > 0
+
+
+def test_validation_passes_and_lora_on_chosen_layers(seq_env_dir, tiny_dir, tmp_path):  # noqa: F811
+  from safetensors.numpy import load_file
+  lines = []
+  m = tune(TuneConfig(env=seq_env_dir, model=tiny_dir, out=str(tmp_path / "a"), num=16,
+                      val_num=8, val_every=2, k=K, history=3, batch_size=4, layers="1-1",
+                      threads=1, log_every=2), log=lines.append)
+  assert [v["step"] for v in m["validation"]] == [2, 4]
+  for v in m["validation"]:
+    assert v["loss"] > 0 and 0 <= v["hit_at_1"] <= 1 and 0 <= v["prompt_spread"] <= 1
+  assert sum("validation at step" in s for s in lines) == 2
+  assert m["target_entropy"] > 0 and m["flags"]["val_num"] == 8
+  names = list(load_file(os.path.join(tmp_path, "a", "adapter_model.safetensors")))
+  assert names and all(".layers.1." in n for n in names), names
