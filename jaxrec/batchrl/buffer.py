@@ -95,7 +95,8 @@ def walk(env: MatrixEnv, params, items: jax.Array, ratings: jax.Array, lengths: 
   def start(user):
     # MatrixEnv._initial for a given user: its token first where the env has user tokens.
     first = env.num_actions + user if env.num_users else jnp.int32(-1)
-    return env._fresh(user, jnp.asarray(first, jnp.int32), ())  # noqa: SLF001 (no reset-to-user API)
+    # The env has no reset-to-a-given-user API; _fresh is the state its reset builds.
+    return env._fresh(user, jnp.asarray(first, jnp.int32), ())
 
   def one_user(user, seq, rats, length):
     def body(carry, xs):

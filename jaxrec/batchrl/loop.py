@@ -15,7 +15,8 @@ optimizer (agents.optim.adam) are the shared pieces.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
