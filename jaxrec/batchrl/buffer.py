@@ -36,6 +36,9 @@ Fields (N transitions, L the env's history length):
   boot                   [N] int32 the transition whose next observation the n-step target
                          bootstraps from (t + n - 1; unused where boot_discount is 0)
   boot_discount          [N] float32 gamma^n, or 0 where the episode ends within n steps
+  env_reward             [N] float32 what the env itself pays for the logged item (the true
+                         rating): never trained on; the logged behaviour's return in the true
+                         env (`summary`), the reference the learners' returns are read against
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class Logged(NamedTuple):
   nstep_return: jax.Array
   boot: jax.Array
   boot_discount: jax.Array
+  env_reward: jax.Array
 
   @property
   def size(self) -> int:
@@ -88,8 +92,8 @@ def walk(env: MatrixEnv, params, items: jax.Array, ratings: jax.Array, lengths: 
   """Steps every user's logged items through `env` (the module docstring's walk).
 
   items, ratings [U, T]; lengths [U]; bounds: (min, max) the reward input is normalised by.
-  -> {field: [U, T, ...]} of items, rewards, action, reward, done, next_items, next_rewards
-  (positions t >= lengths[u] are padding). Jittable; user u is the env's user u."""
+  -> {field: [U, T, ...]} of items, rewards, action, reward, done, next_items, next_rewards,
+  env_reward (positions t >= lengths[u] are padding). Jittable; user u is the env's user u."""
   fresh_rewards, _ = reward_history(env.history_len, bounds)
 
   def start(user):
@@ -104,12 +108,13 @@ def walk(env: MatrixEnv, params, items: jax.Array, ratings: jax.Array, lengths: 
       t, a, r = xs
       state = jax.tree_util.tree_map(lambda f, s: jnp.where(restart, f, s), start(user), state)
       rew_hist = jnp.where(restart, fresh_rewards, rew_hist)
-      _, nxt, _, env_done, _ = env.step_env(jax.random.PRNGKey(0), state, a, params)
+      _, nxt, env_reward, env_done, _ = env.step_env(jax.random.PRNGKey(0), state, a, params)
       last = t == length - 1
       done = (env_done if leave_split else False) | last
       next_rew = append(rew_hist, normalise_rewards(r, bounds))
       out = {"items": state.history, "rewards": rew_hist, "action": a, "reward": r,
-             "done": done, "next_items": nxt.history, "next_rewards": next_rew}
+             "done": done, "next_items": nxt.history, "next_rewards": next_rew,
+             "env_reward": env_reward}
       return (nxt, next_rew, done), out
 
     init = (start(user), fresh_rewards, jnp.bool_(False))
@@ -153,9 +158,10 @@ def build_logged(ds: Dataset, env: MatrixEnv, params, gamma: float, n_step: int,
   if ds.ratings.shape[0] != ds.num_interactions:
     raise DataError(f"dataset {ds.name!r}: no ratings; the peer's buffer takes each logged "
                     "interaction's rating as its reward")
-  if env.num_users and env.num_users != ds.num_users:
-    raise DataError(f"dataset {ds.name!r} has {ds.num_users} users, the env's user tokens "
-                    f"{env.num_users}")
+  rows = int(params.table.shape[0])
+  if rows != ds.num_users:  # a logged user past the matrix would read another's row under jit
+    raise DataError(f"dataset {ds.name!r} has {ds.num_users} users, the true env's matrix "
+                    f"{rows}")
   items, ratings, lengths = _padded(ds)
   bounds = (float(ds.ratings.min()), float(ds.ratings.max()))
   out = jax.jit(walk, static_argnums=(0, 6))(env, params, items, ratings, lengths, bounds,
@@ -167,13 +173,20 @@ def build_logged(ds: Dataset, env: MatrixEnv, params, gamma: float, n_step: int,
                   action=flat["action"].astype(np.int32), reward=flat["reward"],
                   done=flat["done"], next_items=flat["next_items"].astype(np.int32),
                   next_rewards=flat["next_rewards"], nstep_return=ret, boot=boot,
-                  boot_discount=disc)
+                  boot_discount=disc, env_reward=flat["env_reward"])
   return Logged(*map(jnp.asarray, logged)) if to_device else logged
 
 
 def summary(logged: Logged) -> dict:
-  """Counts the run logs: transitions, episodes, mean episode length and reward."""
+  """What the run logs of its buffer: transitions, episodes, mean episode length and logged
+  reward, and the logged behaviour's episodes replayed in the env (its R, Len, Ravg: each
+  episode's sum of env_reward, its length, their ratio, averaged over episodes)."""
   done = np.asarray(logged.done)
+  episode = np.concatenate([[0], np.cumsum(done)[:-1]])  # every buffer ends with a done
+  ret = np.bincount(episode, weights=np.asarray(logged.env_reward, np.float64))
+  length = np.bincount(episode)
   return {"transitions": logged.size, "episodes": int(done.sum()),
           "episode_len": float(logged.size / max(int(done.sum()), 1)),
-          "mean_reward": float(np.asarray(logged.reward).mean())}
+          "mean_reward": float(np.asarray(logged.reward).mean()),
+          "behaviour": {"R": float(ret.mean()), "Len": float(length.mean()),
+                        "Ravg": float((ret / length).mean())}}

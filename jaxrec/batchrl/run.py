@@ -14,7 +14,8 @@ Run directory (the lifecycle is jaxrec.train.driver's: resume, NaN guard, SIGTER
                   updates/s
   results.json    after the last epoch: per mode the last epoch's metrics and the mean of the
                   last quarter of the epochs (the peer's convention), the uniformly random
-                  policy's metrics in the same modes, and the buffer's counts
+                  policy's metrics in the same modes, and the buffer's counts with the logged
+                  behaviour's own episodes replayed in the true env (buffer.summary)
   checkpoints/    orbax: "state" = params, target params, Adam state, update count
 """
 
@@ -211,7 +212,9 @@ def train_and_evaluate(cfg: BatchConfig, workdir: str, log=print) -> list[dict]:
 
   log(f"{cfg.agent} on {cfg.env}: {counts['transitions']} logged transitions in "
       f"{counts['episodes']} episodes (mean length {counts['episode_len']:.2f}, leave rule "
-      f"{'applied' if cfg.leave_split else 'not applied'}), {test_env.num_actions} items; "
+      f"{'applied' if cfg.leave_split else 'not applied'}; in the true env R "
+      f"{counts['behaviour']['R']:.2f}, Ravg {counts['behaviour']['Ravg']:.3f}), "
+      f"{test_env.num_actions} items; "
       f"{cfg.epochs} epochs x {cfg.updates_per_epoch} updates of {cfg.batch_size}")
 
   def epoch_fn(state, epoch):

@@ -51,8 +51,8 @@ def np_walk(true, threshold, sequences, history_len, window, max_turn):
 
 
 def test_a_hand_made_walk_splits_where_the_leave_rule_fires():
-  # Items 0 and 1 are 0.5 apart; every other pair at least 3 apart; threshold 1.
-  true = np.array([[0.0, 0.5, 3.0, 6.0, 9.0]], np.float32)
+  # Items 0 and 1 are 0.71 apart; every other pair at least 4.2 apart; threshold 1.
+  true = np.array([[0.0, 0.5, 3.0, 6.0, 9.0]] * 2, np.float32)
   ds = rated_dataset([[0, 2, 1, 3], [4, 4]], [[1, 2, 3, 4], [5, 5]], 5)
   env, params = true_env(true, 1.0)
   b = buffer.build_logged(ds, env, params, gamma=0.5, n_step=2, to_device=False)
@@ -65,6 +65,11 @@ def test_a_hand_made_walk_splits_where_the_leave_rule_fires():
   np.testing.assert_array_equal(b.next_items[2], [-1, 0, 2, 1])
   np.testing.assert_array_equal(b.action, [0, 2, 1, 3, 4, 4])
   np.testing.assert_array_equal(b.reward, [1, 2, 3, 4, 5, 5])
+  np.testing.assert_array_equal(b.env_reward, true[0, [0, 2, 1, 3, 4, 4]])
+  # the logged behaviour in the env: episodes (0, 2, 1), (3), (4, 4) -> R 3.5, 6, 18
+  beh = buffer.summary(b)["behaviour"]
+  np.testing.assert_allclose([beh["R"], beh["Len"], beh["Ravg"]],
+                             [27.5 / 3, 2.0, (3.5 / 3 + 6.0 + 9.0) / 3], rtol=1e-6)
   # The reward input: ratings normalised by the logged min / max (1, 5), the fresh episode's
   # initial reward 1 -> 0 (capped at 1 either way).
   np.testing.assert_allclose(b.next_rewards[1], [0, 0, 0, 0.25])
@@ -118,6 +123,13 @@ def test_nstep_matches_tianshou_by_hand():
   np.testing.assert_allclose(ret, [2.75, 4.5, 5.0, 4.0, 5.0])
   np.testing.assert_allclose(disc, [0.125, 0, 0, 0, 0])
   assert boot[0] == 2
+
+
+def test_a_true_matrix_of_other_users_is_refused():
+  true = np.array([[0.0, 0.5]], np.float32)
+  env, params = true_env(true, 1.0)
+  with pytest.raises(DataError, match="2 users, the true env's matrix 1"):
+    buffer.build_logged(rated_dataset([[0], [1]], [[1], [1]], 2), env, params, 0.9, 1)
 
 
 def test_data_without_ratings_is_refused():
