@@ -58,7 +58,10 @@ def config(env, **kw):
   return BatchConfig(env=env, **(TINY | kw))
 
 
-@pytest.mark.parametrize("agent", ["bcq", "cql", "crr"])
+# bcq in the default suite (with the three modes); cql and crr in the slow one (pytest -m slow):
+# the default suite sits near its 10-minute limit on 2 cores.
+@pytest.mark.parametrize("agent", ["bcq", pytest.param("cql", marks=pytest.mark.slow),
+                                   pytest.param("crr", marks=pytest.mark.slow)])
 def test_each_learner_runs_and_reports_the_modes(env_dirs, agent, tmp_path):
   modes = "FB,NX_0,NX_10" if agent == "bcq" else "FB"
   rows = train_and_evaluate(config(env_dirs["peer"], agent=agent, eval_mode=modes),
