@@ -298,12 +298,13 @@ def build_peer(ds: Dataset, cfg: BuildConfig, true: np.ndarray, log=print):
   return sides, proto, fitted.table
 
 
-def build_dorl(ds: Dataset, cfg: BuildConfig, first: np.ndarray, directory: str, log=print) -> dict:
+def build_dorl(ds: Dataset, cfg: BuildConfig, first: np.ndarray, first_rmse: float,
+               directory: str, log=print) -> dict:
   """Fits the DORL ensemble's other members (seeds cfg.seed + 1, ..; `first` [U, I] is member
-  0's predicted table, the train env's) and writes `directory` (jaxrec.envs.dorl.save).
-  -> the record for env.json."""
+  0's predicted table, the train env's, `first_rmse` its held-out RMSE) and writes `directory`
+  (jaxrec.envs.dorl.save). -> the record for env.json."""
   from jaxrec.envs import dorl
-  tables, rmse = [np.asarray(first, np.float32)], []
+  tables, rmse = [np.asarray(first, np.float32)], [first_rmse]
   for i in range(1, cfg.dorl_ensemble):
     log(f"fitting DORL ensemble member {i + 1}/{cfg.dorl_ensemble} (seed {cfg.seed + i})")
     _, params, report, _ = build_matrix(ds, dataclasses.replace(cfg, seed=cfg.seed + i),
@@ -351,7 +352,8 @@ def build_envs(ds: Dataset, cfg: BuildConfig, out: str, log=print,
         reports[name] = report | {"users": ds.num_users, "interactions": ds.num_interactions}
       extra = {"protocol": "peer", "peer": proto | {"true_matrix": true_source or {}}}
       if cfg.dorl_ensemble:
-        extra["dorl"] = build_dorl(ds, cfg, first, os.path.join(tmp, "dorl"), log)
+        extra["dorl"] = build_dorl(ds, cfg, first, reports["train"]["rmse"],
+                                   os.path.join(tmp, "dorl"), log)
     else:
       train, test = split_dataset(ds, cfg.split, cfg.train_frac, cfg.seed)
       builder = build_sequential if kind == "sequential" else build_matrix

@@ -5,8 +5,9 @@ Sec. 5.3; epoch 0 = before any update = R@0). Agents: a2c, dqn, pg (from scratch
 (the actor proposes --num_candidates items, the simulated oracle labeler picks); ialp,
 ialp_ft, ialp_ap (need --init_from, a `python -m jaxrec.pretrain` run directory).
 Rerunning the same command resumes from the latest checkpoint. `--config=easyrl4rec` runs
-EasyRL4Rec's Coat A2C setup, `--config=dorl` its DORL (jaxrec.train.presets). The flags are TrainConfig's
-options (jaxrec.config); a hyperparameter the chosen agent does not read is refused.
+EasyRL4Rec's Coat A2C setup, `--config=dorl` its DORL (jaxrec.train.presets). The flags are
+TrainConfig's options (jaxrec.config); a hyperparameter the chosen agent does not read is
+refused.
 """
 
 from __future__ import annotations

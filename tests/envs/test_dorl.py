@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import types
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 import jax
 import jax.numpy as jnp
@@ -142,7 +142,7 @@ def test_hand_made_trajectory():
   """Items 0 -> 1 -> 4 for one user: H1[0] + pad 1, then H1[1] + H2[{0, 1}], then H1[4]
   (absent: 1) + H2[{1, 4}] (absent: 1)."""
   lv, le = 0.5, 2.0
-  _, _, env, params, pred, var = _envs(lv, le)
+  _, _, env, params, _, var = _envs(lv, le)
   emap = _authors_map(SEQS)
   state = env.reset(jax.random.PRNGKey(0), params)[1].replace(user=jnp.int32(2))
   shift = float(params.shift)
@@ -150,7 +150,7 @@ def test_hand_made_trajectory():
   bonus = [emap[(0,)] + 1, emap[(1,)] + emap[(0, 1)], 1 + 1]
   assert (4,) not in emap and (1, 4) not in emap
   for a, b in zip([0, 1, 4], bonus):
-    _, state, r, d, _ = env.step_env(jax.random.PRNGKey(0), state, jnp.int32(a), params)
+    _, state, r, _, _ = env.step_env(jax.random.PRNGKey(0), state, jnp.int32(a), params)
     want = max(0.0, table[2, a] - lv * var[2, a] + le * b - shift)
     assert float(r) == pytest.approx(want, abs=1e-5)
   np.testing.assert_allclose(
@@ -201,12 +201,18 @@ def _error_line(res):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
+  """(a plain peer env directory, the same built with --dorl_ensemble=3)."""
+  from jaxrec.data import SyntheticConfig, load_dataset
+  from jaxrec.envs import build
+  syn = SyntheticConfig(num_users=40, num_items=25, num_genres=3, mean_length=8)
+  ds = load_dataset("synthetic", synthetic_cfg=syn)
+  true, source = peer.true_matrix_for(ds, None, syn)
   tmp = tmp_path_factory.mktemp("dorl")
-  plain, plain_dir = _build(tmp, "plain")
-  assert plain.returncode == 0, plain.stderr[-1500:]
-  res, out = _build(tmp, "dorl", "--dorl_ensemble=3")
-  assert res.returncode == 0, res.stderr[-1500:]
-  return plain_dir, out
+  for name, n in (("plain", 0), ("dorl", 3)):
+    cfg = build.BuildConfig(protocol="peer", mf_steps=200, leave_threshold=3.5, dorl_ensemble=n)
+    build.build_envs(ds, cfg, str(tmp / name), log=lambda s: None, true_matrix=true,
+                     true_source=source)
+  return tmp / "plain", tmp / "dorl"
 
 
 def test_env_directory_carries_the_statistics_and_default_builds_do_not(built):
@@ -215,6 +221,7 @@ def test_env_directory_carries_the_statistics_and_default_builds_do_not(built):
   from jaxrec.usermodels import matrix as mx
   meta = json.loads((out / "env.json").read_text())
   assert meta["build"]["dorl_ensemble"] == 3 and meta["dorl"]["seeds"] == [0, 1, 2]
+  assert len(meta["dorl"]["member_rmse"]) == 3
   plain_meta = json.loads((plain_dir / "env.json").read_text())
   assert "dorl_ensemble" not in plain_meta["build"] and "dorl" not in plain_meta
   assert not (plain_dir / "dorl").exists()
@@ -238,24 +245,41 @@ def test_env_directory_carries_the_statistics_and_default_builds_do_not(built):
   assert isinstance(env, dorl.DorlMatrixEnv) and params.var.shape == p1.table.shape
 
 
-def test_train_refuses_an_env_without_statistics_and_runs_with_them(built, tmp_path):
+def _train(env, workdir, *extra):
+  return subprocess.run([sys.executable, "-m", "jaxrec.train", f"--env={env}",
+                         f"--workdir={workdir}", "--total_steps=6000", "--steps_per_epoch=3000",
+                         "--eval_sessions=20", *extra], capture_output=True, text=True,
+                        timeout=600)
+
+
+def test_train_refuses_an_env_without_statistics(built, tmp_path):
   plain_dir, out = built
-  run = lambda env, wd, *x: subprocess.run(
-      [sys.executable, "-m", "jaxrec.train", "--config=dorl", f"--env={env}",
-       f"--workdir={wd}", "--total_steps=6000", "--steps_per_epoch=3000",
-       "--eval_sessions=20", *x], capture_output=True, text=True, timeout=600)
-  res = run(plain_dir, tmp_path / "r0")
-  line = _error_line(res)
+  line = _error_line(_train(plain_dir, tmp_path / "r0", "--config=dorl"))
   assert str(plain_dir) in line and "--dorl_ensemble" in line
   assert not (tmp_path / "r0").exists()
-  res = run(out, tmp_path / "r1")
-  assert res.returncode == 0, res.stderr[-2000:]
-  flags = json.loads((tmp_path / "r1" / "flags.json").read_text())
+  line = _error_line(_train(out, tmp_path / "r1", "--config=dorl", "--train_reward=plain"))
+  assert "--train_reward" in line and not (tmp_path / "r1").exists()
+  line = _error_line(_train(out, tmp_path / "r2", "--train_reward=dorl", "--lambda_entropy=-1"))
+  assert "--lambda_entropy" in line and not (tmp_path / "r2").exists()
+
+
+@pytest.mark.slow
+def test_dorl_runs_and_with_lambda_zero_is_the_easyrl4rec_run(built, tmp_path):
+  """End to end: --config=dorl trains; with both weights 0 it trains and evaluates exactly as
+  --config=easyrl4rec (same curve and test metrics; only the wall-clock field differs)."""
+  _, out = built
+  rows = {}
+  for name, extra in (("dorl", ["--config=dorl"]), ("a2c", ["--config=easyrl4rec"]),
+                      ("dorl0", ["--config=dorl", "--lambda_variance=0", "--lambda_entropy=0"])):
+    res = _train(out, tmp_path / name, *extra)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows[name] = [{k: v for k, v in json.loads(x).items() if k != "steps_per_s"}
+                  for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+  flags = json.loads((tmp_path / "dorl" / "flags.json").read_text())
   assert flags["train_reward"] == "dorl" and flags["lambda_entropy"] == 3.0
-  rows = [json.loads(x) for x in (tmp_path / "r1" / "metrics.jsonl").read_text().splitlines()]
-  assert [r["epoch"] for r in rows] == [0, 1, 2] and "NX_10_R" in rows[-1]
-  res = run(out, tmp_path / "r2", "--train_reward=plain")
-  assert "--train_reward" in _error_line(res)
+  assert [r["epoch"] for r in rows["dorl"]] == [0, 1, 2] and "NX_10_R" in rows["dorl"][-1]
+  assert rows["a2c"] == rows["dorl0"]
+  assert rows["dorl"][1]["train_curve_return"] != rows["a2c"][1]["train_curve_return"]
 
 
 def test_bad_stats_and_flags_are_refused(built, tmp_path):
