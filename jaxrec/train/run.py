@@ -125,6 +125,14 @@ def resolved_agent_config(cfg: TrainConfig) -> AgentConfig:
   return a
 
 
+def train_env_of(cfg: TrainConfig):
+  """-> (env, params, meta) of the run's train env: the env directory's, or DORL's shaping of
+  it (--train_reward=dorl)."""
+  if cfg.train_reward == "dorl":
+    return dorl.load_train_env(cfg.env, cfg.lambda_variance, cfg.lambda_entropy)
+  return build.load_env(cfg.env, "train")
+
+
 def build_agent(cfg: TrainConfig, env, env_params, env_meta: EnvMeta | None = None,
                 load_pretrained: bool = True):
   """The agent of a run, built exactly as `train_and_evaluate` builds it.
@@ -154,10 +162,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print,
   mesh = sharding.make_mesh() if mesh is None else mesh
   sharding.check_sessions(mesh, num_sessions=cfg.num_sessions, eval_sessions=cfg.eval_sessions)
   primary = jax.process_index() == 0  # one process writes the logs (orbax: every process)
-  if cfg.train_reward == "dorl":
-    env, env_params, meta = dorl.load_train_env(cfg.env, cfg.lambda_variance, cfg.lambda_entropy)
-  else:
-    env, env_params, meta = build.load_env(cfg.env, "train")
+  env, env_params, meta = train_env_of(cfg)
   test_env, test_params, _ = build.load_env(cfg.env, "test")
   max_len = meta.max_len
   agent = build_agent(cfg, env, env_params, meta)

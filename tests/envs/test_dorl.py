@@ -279,6 +279,8 @@ def test_dorl_runs_and_with_lambda_zero_is_the_easyrl4rec_run(built, tmp_path):
   assert flags["train_reward"] == "dorl" and flags["lambda_entropy"] == 3.0
   assert [r["epoch"] for r in rows["dorl"]] == [0, 1, 2] and "NX_10_R" in rows["dorl"][-1]
   assert rows["a2c"] == rows["dorl0"]
+  from jaxrec.checkpoint import restore_run  # export's path rebuilds the DORL train env too
+  assert restore_run(str(tmp_path / "dorl")) is not None
   assert rows["dorl"][1]["train_curve_return"] != rows["a2c"][1]["train_curve_return"]
 
 
