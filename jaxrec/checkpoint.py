@@ -23,14 +23,13 @@ import jax
 
 from jaxrec import config
 from jaxrec.agents.registry import AgentConfig
-from jaxrec.envs import build
 from jaxrec.envs.store import EnvMeta
 from jaxrec.errors import DataError
 from jaxrec.io import one_line, read_json_object
 from jaxrec.oracle import OracleConfig
 from jaxrec.train import driver, sharding
 from jaxrec.train.loop import LoopConfig, make_train
-from jaxrec.train.run import TrainConfig, build_agent
+from jaxrec.train.run import TrainConfig, build_agent, train_env_of
 
 CHECKPOINT_DIR = driver.CHECKPOINT_DIR
 
@@ -126,7 +125,7 @@ def abstract_runner(cfg: TrainConfig):
   """-> (agent, abstract RunnerState, env meta): the structure of the run's loop state (shapes
   and dtypes only), built the way `train_and_evaluate` builds it."""
   cfg.validate()
-  env, env_params, meta = build.load_env(cfg.env, "train")
+  env, env_params, meta = train_env_of(cfg)
   # The pre-trained agents' init params only fix shapes here: the checkpoint holds the values.
   agent = build_agent(cfg, env, env_params, meta, load_pretrained=False)
   loop_cfg = LoopConfig(num_sessions=cfg.num_sessions, iterations_per_epoch=1,

@@ -92,6 +92,12 @@ class BuildConfig:
                                     "1 (default 5 under --protocol=peer, the peer's neg_K "
                                     "'pointneg' loss; else 0)")
   seed: int = option(0, "split and fit seed")
+  # Off by default: env.json's build record then has no such key, so default builds are the
+  # same bytes as before the option existed.
+  dorl_ensemble: int = option(0, "peer: also fit this many DeepFMs (seeds --seed, --seed + 1, "
+                              "..; the first is the train env's) and store DORL's ensemble "
+                              "variance and logged-data entropy tables (jaxrec.envs.dorl; the "
+                              "authors fit 5); 0: off")
 
   def resolved_mf_negatives(self) -> int:
     if self.mf_negatives is not None:
@@ -130,6 +136,12 @@ class BuildConfig:
     for f in ("quit_reward_quantile", "beta_quantile"):
       if not 0.0 <= getattr(self, f) < 1.0:
         raise ConfigError(f"--{f} must be in [0, 1), got {getattr(self, f)}")
+    if self.dorl_ensemble < 0 or self.dorl_ensemble == 1:
+      raise ConfigError(f"--dorl_ensemble must be 0 (off) or at least 2 models, got "
+                        f"{self.dorl_ensemble}")
+    if self.dorl_ensemble and self.protocol != "peer":
+      raise ConfigError("--dorl_ensemble applies to --protocol=peer (DORL trains in the peer "
+                        "protocol's fitted user model)")
     if not 0.0 < self.calib_neg < self.calib_pos < self.reward_max:
       raise ConfigError("need 0 < calib_neg < calib_pos < reward_max")
 
@@ -283,7 +295,32 @@ def build_peer(ds: Dataset, cfg: BuildConfig, true: np.ndarray, log=print):
            "test": (test, static, {"model": "ground truth", "reward": "true rating"} | quit)}
   proto = {"leave_threshold": threshold, "threshold_rule": rule,
            "random_policy_len": float(lens[0]), "true_mean_rating": float(true.mean())}
-  return sides, proto
+  return sides, proto, fitted.table
+
+
+def build_dorl(ds: Dataset, cfg: BuildConfig, first: np.ndarray, first_rmse: float,
+               directory: str, log=print) -> dict:
+  """Fits the DORL ensemble's other members (seeds cfg.seed + 1, ..; `first` [U, I] is member
+  0's predicted table, the train env's, `first_rmse` its held-out RMSE) and writes `directory`
+  (jaxrec.envs.dorl.save). -> the record for env.json."""
+  from jaxrec.envs import dorl
+  tables, rmse = [np.asarray(first, np.float32)], [first_rmse]
+  for i in range(1, cfg.dorl_ensemble):
+    log(f"fitting DORL ensemble member {i + 1}/{cfg.dorl_ensemble} (seed {cfg.seed + i})")
+    _, params, report, _ = build_matrix(ds, dataclasses.replace(cfg, seed=cfg.seed + i),
+                                        lambda s: None)
+    tables.append(np.asarray(params.table, np.float32))
+    rmse.append(report["rmse"])
+  var = dorl.variance_table(np.stack(tables))
+  stats = dorl.entropy_stats(ds)
+  lo, hi = dorl.entropy_bounds(stats)
+  meta = {"models": cfg.dorl_ensemble, "seeds": [cfg.seed + i for i in range(cfg.dorl_ensemble)],
+          "member_rmse": rmse, "entropy_window": list(dorl.ENTROPY_WINDOW),
+          "entropy_min": lo, "entropy_max": hi, "var_mean": float(var.mean()),
+          "var_max": float(var.max()), "contexts": {
+              "single": int(stats["single_seen"].sum()), "pair": int(len(stats["pair_codes"]))}}
+  dorl.save(directory, var, stats, meta)
+  return meta
 
 
 def build_envs(ds: Dataset, cfg: BuildConfig, out: str, log=print,
@@ -309,11 +346,14 @@ def build_envs(ds: Dataset, cfg: BuildConfig, out: str, log=print,
   try:
     reports, extra = {}, {}
     if cfg.protocol == "peer":
-      sides, proto = build_peer(ds, cfg, true_matrix, log)
+      sides, proto, first = build_peer(ds, cfg, true_matrix, log)
       for name, (params, static, report) in sides.items():
         save_params(os.path.join(tmp, name), params, static | {"report": report})
         reports[name] = report | {"users": ds.num_users, "interactions": ds.num_interactions}
       extra = {"protocol": "peer", "peer": proto | {"true_matrix": true_source or {}}}
+      if cfg.dorl_ensemble:
+        extra["dorl"] = build_dorl(ds, cfg, first, reports["train"]["rmse"],
+                                   os.path.join(tmp, "dorl"), log)
     else:
       train, test = split_dataset(ds, cfg.split, cfg.train_frac, cfg.seed)
       builder = build_sequential if kind == "sequential" else build_matrix
@@ -329,8 +369,11 @@ def build_envs(ds: Dataset, cfg: BuildConfig, out: str, log=print,
                                   "interactions": part.num_interactions}
       extra = {"protocol": "paper"}
     ds.save(os.path.join(tmp, "dataset.npz"))
+    build = dataclasses.asdict(cfg)
+    if not cfg.dorl_ensemble:
+      del build["dorl_ensemble"]  # see BuildConfig.dorl_ensemble
     meta = {"format": FORMAT, "dataset": ds.name, "fingerprint": fingerprint(ds), "kind": kind,
-            "build": dataclasses.asdict(cfg), "reports": reports} | extra
+            "build": build, "reports": reports} | extra
     atomic_write_text(os.path.join(tmp, "env.json"), json.dumps(meta, indent=2) + "\n")
     os.rename(tmp, out)
   except BaseException:

@@ -5,6 +5,8 @@ An env directory (what every training CLI takes as --env; jaxrec.envs.build writ
   env.json       format, dataset name + fingerprint, env kind, build config, fit reports
   dataset.npz    the preprocessed dataset (item catalog for prompts, sequences)
   train/, test/  params/ (orbax checkpoint of the env params) + env.json (static shapes)
+  dorl/          only with --dorl_ensemble (peer protocol): dorl.npz + dorl.json, DORL's
+                 ensemble variance and entropy tables (jaxrec.envs.dorl; its own format number)
 
 Each env kind is registered once in KIND_SPECS (its env from the static shapes, its params
 type and fields, its own shape checks) instead of isinstance switches in the loader.
@@ -98,7 +100,7 @@ def read_meta(env_dir: str, expect_dataset: str | None = None) -> EnvMeta:
   build = meta.get("build")
   if not isinstance(build, dict) or not _is_int(build.get("max_len")):
     raise DataError(f"{path}: build.max_len: expected a positive integer")
-  for key, want in (("protocol", str), ("reports", dict), ("peer", dict)):
+  for key, want in (("protocol", str), ("reports", dict), ("peer", dict), ("dorl", dict)):
     if key in meta and not isinstance(meta[key], want):
       raise DataError(f"{path}: {key}: expected a JSON {want.__name__}")
   if expect_dataset is not None and meta["dataset"] != expect_dataset:

@@ -5,8 +5,9 @@ Sec. 5.3; epoch 0 = before any update = R@0). Agents: a2c, dqn, pg (from scratch
 (the actor proposes --num_candidates items, the simulated oracle labeler picks); ialp,
 ialp_ft, ialp_ap (need --init_from, a `python -m jaxrec.pretrain` run directory).
 Rerunning the same command resumes from the latest checkpoint. `--config=easyrl4rec` runs
-EasyRL4Rec's Coat A2C setup (jaxrec.train.presets). The flags are TrainConfig's
-options (jaxrec.config); a hyperparameter the chosen agent does not read is refused.
+EasyRL4Rec's Coat A2C setup, `--config=dorl` its DORL (jaxrec.train.presets). The flags are
+TrainConfig's options (jaxrec.config); a hyperparameter the chosen agent does not read is
+refused.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ config.define_flags(TrainConfig)
 WORKDIR = flags.DEFINE_string("workdir", None, "run directory (created; resumed if it exists)")
 CONFIG = flags.DEFINE_enum("config", None, sorted(presets.PRESETS),
                            "a preset (jaxrec.train.presets): easyrl4rec = EasyRL4Rec's Coat A2C "
-                           "for equal-work comparisons; it fixes its flags, other flags apply")
+                           "for equal-work comparisons, dorl = its DORL (A2C in the shaped "
+                           "train env); it fixes its flags, other flags apply")
 
 
 def config_from_flags() -> TrainConfig:

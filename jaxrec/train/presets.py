@@ -15,6 +15,16 @@ embeddings; it collects 100 whole episodes per update (one per env) where the fu
 collects a fixed 30 steps of each session (3,000 transitions = 100 episodes at the peer's
 converged length of 30); its minibatches are 1,024 transitions with the remainder merged
 (2 steps per 3,000), here 3 of 1,000.
+
+`dorl`: DORL (jaxrec.envs.dorl) as EasyRL4Rec's Coat script runs it (Coat.sh:
+`examples/advance/run_DORL.py --which_tracker avg --reward_handle cat --window_size 3 --lr 0.005
+--ent-coef 0.01 --lambda_entropy 3 --no_exploration_noise --no_feature_level`): run_DORL.py is
+run_A2C.py's A2C (the same A2CPolicy_withEmbedding, trainer and defaults; --no_exploration_noise
+is the A2C default) in the shaped train env, so it is `easyrl4rec`'s fixed flags plus
+--train_reward=dorl. The weights are suggested, not fixed (an ablation sets them): lambda_entropy
+3 (Coat.sh), lambda_variance 0.05 (DORL-codes script/run_main.sh, KuaiRec "Ours": EasyRL4Rec's
+port has no variance term). The env directory must carry DORL's statistics
+(`experiments.build_envs --protocol=peer --dorl_ensemble=5`).
 """
 
 from __future__ import annotations
@@ -59,7 +69,16 @@ EASYRL4REC_DEFAULTS = {
     "eval_sessions": (100, "--test-num 100"),
     "eval_mode": ("FB,NX_0,NX_10", "prepare_test_envs: FB, NX_0, NX_{force_length=10}"),
 }
-PRESETS = {"easyrl4rec": (EASYRL4REC_FIXED, EASYRL4REC_DEFAULTS)}
+DORL_FIXED = EASYRL4REC_FIXED | {
+    "train_reward": ("dorl", "run_DORL.py: PenaltyEntExpSimulatedEnv as the train env"),
+}
+DORL_DEFAULTS = EASYRL4REC_DEFAULTS | {
+    "lambda_entropy": (3.0, "Coat.sh run_DORL.py --lambda_entropy 3"),
+    "lambda_variance": (0.05, "DORL-codes script/run_main.sh KuaiEnv 'Ours' --lambda_variance "
+                        "0.05 (EasyRL4Rec's port has no variance penalty)"),
+}
+PRESETS = {"easyrl4rec": (EASYRL4REC_FIXED, EASYRL4REC_DEFAULTS),
+           "dorl": (DORL_FIXED, DORL_DEFAULTS)}
 
 
 def _flag_value(value):

@@ -30,12 +30,15 @@ from jaxrec.agents.registry import AGENTS, PRETRAINED, AgentConfig, make_agent
 from jaxrec.agents.acting import check_strategy
 from jaxrec.agents.types import STRATEGIES
 from jaxrec.config import nested, option
-from jaxrec.envs import build
+from jaxrec.envs import build, dorl
 from jaxrec.envs.store import EnvMeta
 from jaxrec.errors import ConfigError
 from jaxrec.train import driver, sharding
 from jaxrec.train.evaluation import env_popularity, eval_modes
 from jaxrec.train.loop import FINITE, LoopConfig, evaluate, make_train
+
+
+TRAIN_REWARDS = ("plain", "dorl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +61,13 @@ class TrainConfig:
   keep_checkpoints: int = 2
   init_from: str = option("", "pre-training run directory (python -m jaxrec.pretrain) for "
                           "ialp, ialp_ft, ialp_ap")
+  train_reward: str = option("plain", "the train env's reward: plain (the env directory's) or "
+                             "dorl (DORL's shaping of a peer env built with --dorl_ensemble; "
+                             "jaxrec.envs.dorl)", choices=TRAIN_REWARDS)
+  lambda_variance: float = option(dorl.LAMBDA_VARIANCE, "dorl: weight of the ensemble-variance "
+                                  "penalty")
+  lambda_entropy: float = option(dorl.LAMBDA_ENTROPY, "dorl: weight of the logged-data entropy "
+                                 "bonus")
 
   def validate(self) -> None:
     if self.agent not in AGENTS:
@@ -79,6 +89,12 @@ class TrainConfig:
     if self.eval_explore:
       check_strategy(self.eval_explore)
     eval_modes(self.eval_mode)
+    if self.train_reward not in TRAIN_REWARDS:
+      raise ConfigError(f"--train_reward must be one of {', '.join(TRAIN_REWARDS)}; got "
+                        f"{self.train_reward!r}")
+    for f in ("lambda_variance", "lambda_entropy"):
+      if not (math.isfinite(getattr(self, f)) and getattr(self, f) >= 0.0):
+        raise ConfigError(f"--{f} must be a finite number >= 0, got {getattr(self, f)}")
     self.agent_cfg.validate()
     a = self.agent_cfg
     if a.schedule == "collect":
@@ -107,6 +123,14 @@ def resolved_agent_config(cfg: TrainConfig) -> AgentConfig:
   if a.alpha_steps == 0:
     a = dataclasses.replace(a, alpha_steps=max(1, cfg.total_steps // 2))
   return a
+
+
+def train_env_of(cfg: TrainConfig):
+  """-> (env, params, meta) of the run's train env: the env directory's, or DORL's shaping of
+  it (--train_reward=dorl)."""
+  if cfg.train_reward == "dorl":
+    return dorl.load_train_env(cfg.env, cfg.lambda_variance, cfg.lambda_entropy)
+  return build.load_env(cfg.env, "train")
 
 
 def build_agent(cfg: TrainConfig, env, env_params, env_meta: EnvMeta | None = None,
@@ -138,7 +162,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: str, log=print,
   mesh = sharding.make_mesh() if mesh is None else mesh
   sharding.check_sessions(mesh, num_sessions=cfg.num_sessions, eval_sessions=cfg.eval_sessions)
   primary = jax.process_index() == 0  # one process writes the logs (orbax: every process)
-  env, env_params, meta = build.load_env(cfg.env, "train")
+  env, env_params, meta = train_env_of(cfg)
   test_env, test_params, _ = build.load_env(cfg.env, "test")
   max_len = meta.max_len
   agent = build_agent(cfg, env, env_params, meta)
