@@ -46,15 +46,23 @@ from jaxrec.offline.networks import SupervisedQNet
 from jaxrec.offline.run import OfflineConfig, load_splits
 from jaxrec.offline.transitions import build_transitions
 
-OUT = flags.DEFINE_string("out", None, "JSON output file (also printed)")
-BATCH = flags.DEFINE_integer("batch_size", 256, "minibatch (SA2C code --batch_size 256)")
-UPDATES = flags.DEFINE_integer("updates", 20, "updates per timed call (each side)")
-MIN_TIME = flags.DEFINE_float("min_time", 2.0, "seconds to time each function per round")
-ROUNDS = flags.DEFINE_integer("rounds", 3, "interleaved timing rounds (matmul included)")
-DROPOUT = flags.DEFINE_float("dropout", OfflineConfig.dropout, "SASRec dropout of both sides "
-                             "(jaxrec.offline's --dropout; 0: none)")
 PHASES = ("warmup", "sa2c")
 SIDES = ("jax", "pyloop", "torch")
+
+
+def define_flags() -> None:
+  """The CLI's flags, defined only when this module runs as the program: tests import it beside
+  other experiments whose flags share names (--out)."""
+  global OUT, BATCH, UPDATES, MIN_TIME, ROUNDS, DROPOUT
+  OUT = flags.DEFINE_string("out", None, "JSON output file (also printed)")
+  BATCH = flags.DEFINE_integer("batch_size", 256, "minibatch (SA2C code --batch_size 256)")
+  UPDATES = flags.DEFINE_integer("updates", 20, "updates per timed call (each side)")
+  MIN_TIME = flags.DEFINE_float("min_time", 2.0, "seconds to time each function per round")
+  ROUNDS = flags.DEFINE_integer("rounds", 3, "interleaved timing rounds (matmul included)")
+  DROPOUT = flags.DEFINE_float("dropout", OfflineConfig.dropout, "SASRec dropout of both sides "
+                               "(jaxrec.offline's --dropout; 0: none)")
+
+
 
 
 def bench_config(batch_size: int, **sizes) -> OfflineConfig:
@@ -108,7 +116,8 @@ def torch_fns(cfg: OfflineConfig, num_items: int, data, updates: int, init_param
   the JAX init (init_params: stacked [2, ...])."""
   from experiments import sa2c_torch
   trainer = sa2c_torch.Trainer(
-      {f: np.asarray(getattr(data, f)) for f in data._fields}, num_items, cfg.history_len,
+      {f: np.asarray(getattr(data, f)) for f in data._fields
+       if getattr(data, f) is not None}, num_items, cfg.history_len,
       cfg.dim, cfg.num_layers, cfg.num_heads, cfg.batch_size, cfg.learning_rate, cfg.lr_2,
       cfg.gamma, cfg.neg, cfg.neg_reward, cfg.warmup, cfg.clip, cfg.dropout, seed=seed,
       init=init_params)
@@ -180,4 +189,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -341,10 +341,14 @@ def run_lea(cfg: LeaConfig, log=print, dataset=None) -> dict:
   return results
 
 
-config.define_flags(LeaConfig, skip=("offline.agent", "offline.backbone", "offline.seed",
-                                     "offline.epochs", "offline.augment", "offline.w_ah",
-                                     "offline.w_aq", "offline.augment_start"))
-WORKDIR = flags.DEFINE_string("workdir", None, "experiment directory (resumed if it exists)")
+def define_flags() -> None:
+  """The CLI's flags, defined only when this module runs as the program: tests import it beside
+  other experiments (experiments.paper) whose flags share names (--workdir, --seeds)."""
+  global WORKDIR
+  config.define_flags(LeaConfig, skip=("offline.agent", "offline.backbone", "offline.seed",
+                                       "offline.epochs", "offline.augment", "offline.w_ah",
+                                       "offline.w_aq", "offline.augment_start"))
+  WORKDIR = flags.DEFINE_string("workdir", None, "experiment directory (resumed if it exists)")
 
 
 def config_from_flags() -> LeaConfig:
@@ -360,4 +364,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

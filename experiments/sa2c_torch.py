@@ -164,7 +164,8 @@ class Trainer:
     Flax params tree [2, ...] to start from (else torch's own random init)."""
     self.gen = torch.Generator().manual_seed(seed)
     self.rng = np.random.default_rng(seed)
-    self.data = {k: torch.from_numpy(np.array(v)) for k, v in data.items()}
+    self.data = {k: torch.from_numpy(np.array(v)) for k, v in data.items()
+                 if v is not None}  # aug_action: LEA's augmentation, not in this benchmark
     for k in ("history", "next_history", "action"):
       self.data[k] = self.data[k].long()
     self.n = self.data["action"].shape[0]

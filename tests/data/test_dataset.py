@@ -215,7 +215,8 @@ def test_split_chronological_by_time(ds):
   assert by_user(train) == {"u0": ["i0", "i1", "i2"], "u1": ["i5"], "u2": ["i6"]}
   assert by_user(test) == {"u0": ["i3", "i4"], "u2": ["i7"]}
   assert_same_catalog(train, ds)
-  with pytest.raises(DataError, match="leaves one side empty"):
+  with pytest.raises(DataError, match=r"--split=chrono\) at --train_frac=0.01 leaves the train "
+                     "side with no positions"):
     split_chronological(ds, 0.01)
   with pytest.raises(DataError, match="train_frac must be in"):
     split_chronological(ds, 0.0)

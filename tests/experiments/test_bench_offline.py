@@ -38,7 +38,8 @@ def random_batch(seed=0) -> Transitions:
 
 
 def torch_batch(b: Transitions) -> dict:
-  out = {f: torch.from_numpy(np.array(getattr(b, f))) for f in b._fields}
+  out = {f: torch.from_numpy(np.array(getattr(b, f))) for f in b._fields
+         if getattr(b, f) is not None}  # aug_action: LEA's, not in this benchmark
   for f in ("history", "next_history", "action"):
     out[f] = out[f].long()
   return out
@@ -60,7 +61,7 @@ def test_torch_loss_and_grads_equal_the_jax_learner(num_layers, num_heads, step,
       lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(x.size), x.shape), params)
   main, target = take(params, 0), take(params, 1)
   hp = HParams(gamma=0.5, neg=NEG, neg_reward=0.2, warmup=50, clip=clip)
-  batch = Transitions(*map(jnp.asarray, random_batch()))
+  batch = jax.tree_util.tree_map(jnp.asarray, Transitions(*random_batch()))
   key = jax.random.PRNGKey(7)
   (loss, metrics), grads = jax.value_and_grad(sa2c.batch_loss, argnums=1, has_aux=True)(
       net, main, target, batch, hp, key, jnp.int32(step))
