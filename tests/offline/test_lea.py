@@ -138,6 +138,7 @@ def labeled(world, tmp_path_factory):
   return out
 
 
+@pytest.mark.slow
 def test_round_trip_through_shards_with_the_oracle(world, labeled, tmp_path):
   ds, _, run = world
   req_dir, lab_dir = (os.path.join(labeled, d) for d in ("requests", "labels"))
@@ -202,6 +203,7 @@ def test_another_template_is_refused_before_anything_is_written(world, labeled, 
 
 
 # --- experiments.lea ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_tiny_experiment_writes_every_file_and_resumes_without_training(world, tmp_path,
                                                                         monkeypatch):
   from experiments import lea as lea_exp
@@ -255,6 +257,7 @@ def test_augment_cli_refuses_a_missing_run(tmp_path):
   assert not out.exists()
 
 
+@pytest.mark.slow
 def test_augmented_run_resumed_equals_the_uninterrupted_one(world, labeled, tmp_path):
   ds, _, run = world
   cfg = lambda epochs: OfflineConfig(agent="sa2c", epochs=epochs, warmup=5, augment=labeled,
