@@ -20,7 +20,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 LONGEST_FIRST = ("train/test_loop.py", "envs/test_envs.py", "envs/test_usermodels.py",
                  "train/test_sharding.py", "train/test_faults.py", "test_export.py",
                  "envs/test_bench.py", "agents/test_trackers.py", "offline/test_learners.py",
-                 "offline/test_offline.py", "train/test_reward_input.py", "offline/test_lea.py")
+                 "offline/test_offline.py", "train/test_reward_input.py", "offline/test_lea.py",
+                 "batchrl/test_run.py", "offline/test_dropout.py", "envs/test_dorl.py",
+                 "experiments/test_bench_offline.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -107,6 +107,7 @@ def test_torch_trainer_learns_from_the_jax_init():
   assert np.isfinite(last) and last < first
 
 
+@pytest.mark.slow
 def test_a_tiny_run_writes_every_key(tmp_path):
   cfg = bench_offline.bench_config(16, history_len=L, dim=8)
   result = bench_offline.run_bench(

@@ -75,6 +75,7 @@ def epochs():
   return out
 
 
+@pytest.mark.slow
 def test_training_with_dropout_differs_and_is_deterministic(epochs):
   leaves = {k: jax.tree.leaves(v) for k, v in epochs.items()}
   assert all(a.tobytes() == b.tobytes() for a, b in zip(leaves["off"], leaves["off_again"]))

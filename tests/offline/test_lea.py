@@ -173,6 +173,7 @@ def test_round_trip_through_shards_with_the_oracle(world, labeled, tmp_path):
   assert res["augment_rows"] == 100
 
 
+@pytest.mark.slow
 def test_another_dataset_is_refused_by_the_cli(labeled, tmp_path):
   work = tmp_path / "w"
   res = subprocess.run([sys.executable, "-m", "jaxrec.offline", "--dataset=synthetic",
@@ -185,6 +186,7 @@ def test_another_dataset_is_refused_by_the_cli(labeled, tmp_path):
   assert not work.exists()
 
 
+@pytest.mark.slow
 def test_another_template_is_refused_before_anything_is_written(world, labeled, tmp_path):
   ds, _, _ = world
   other = tmp_path / "table1"

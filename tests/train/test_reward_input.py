@@ -71,6 +71,7 @@ def runs(best_item_env_dir, tmp_path_factory):
   return root, cfg(128), rows
 
 
+@pytest.mark.slow
 def test_resume_with_the_reward_input_equals_uninterrupted(runs):
   root, _, _ = runs
   assert metric_rows(root / "full" / "metrics.jsonl") == metric_rows(root / "part" / "metrics.jsonl")
