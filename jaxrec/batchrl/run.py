@@ -34,7 +34,7 @@ from jaxrec.agents import acting
 from jaxrec.agents.optim import adam
 from jaxrec.batchrl import buffer as logged_buffer
 from jaxrec.batchrl.learners import LEARNERS, HParams
-from jaxrec.batchrl.loop import FINITE, make_train
+from jaxrec.batchrl.loop import make_train
 from jaxrec.batchrl.networks import MultiHead
 from jaxrec.config import option
 from jaxrec.envs import build
@@ -217,17 +217,7 @@ def train_and_evaluate(cfg: BatchConfig, workdir: str, log=print) -> list[dict]:
       f"{test_env.num_actions} items; "
       f"{cfg.epochs} epochs x {cfg.updates_per_epoch} updates of {cfg.batch_size}")
 
-  def epoch_fn(state, epoch):
-    new_state, points = train_epoch(state, data, jax.random.fold_in(train_root, epoch))
-    points = jax.tree_util.tree_map(np.asarray, jax.device_get(points))
-    ok = points.pop(FINITE)
-    where = None
-    if not ok.all():
-      i = int(np.argmin(ok))
-      where = (f"at update {(epoch - 1) * cfg.updates_per_epoch + i + 1} (update {i + 1} of "
-               f"epoch {epoch})")
-    return new_state, driver.Epoch(stats={k: float(v.mean()) for k, v in points.items()},
-                                   nonfinite=where)
+  epoch_fn = driver.scan_epoch(train_epoch, data, train_root, cfg.updates_per_epoch)
 
   def evaluate_fn(state, epoch):
     return driver.scalars(evaluate(state.params, jax.random.fold_in(eval_root, epoch),

@@ -42,7 +42,7 @@ from jaxrec.nets.networks import NetConfig
 from jaxrec.offline import metrics as rank_metrics
 from jaxrec.offline.augment import load_augmentation
 from jaxrec.offline.learners import LEARNERS, HParams
-from jaxrec.offline.loop import FINITE, make_train, take, two_phase
+from jaxrec.offline.loop import make_train, take, two_phase
 from jaxrec.offline.sa2c import ADVANTAGE_MAX
 from jaxrec.offline.networks import BACKBONES, SupervisedQNet
 from jaxrec.offline.transitions import build_transitions
@@ -248,17 +248,7 @@ def train_and_evaluate(cfg: OfflineConfig, workdir: str, log=print,
       f"{test.size} test positions ({test_ds.num_users} users), {ds.num_items} items; "
       f"{cfg.epochs} epochs x {num_batches} updates")
 
-  def epoch_fn(state, epoch):
-    new_state, points = train_epoch(state, train, jax.random.fold_in(train_root, epoch))
-    points = jax.tree_util.tree_map(np.asarray, jax.device_get(points))
-    ok = points.pop(FINITE)
-    where = None
-    if not ok.all():
-      i = int(np.argmin(ok))
-      where = (f"at update {(epoch - 1) * num_batches + i + 1} (update {i + 1} of epoch "
-               f"{epoch})")
-    return new_state, driver.Epoch(stats={k: float(v.mean()) for k, v in points.items()},
-                                   nonfinite=where)
+  epoch_fn = driver.scan_epoch(train_epoch, train, train_root, num_batches)
 
   def evaluate_fn(state, epoch):
     del epoch

@@ -177,3 +177,24 @@ def run_epochs(job: Job, state, abstract_state, *,
       manager.close()
     write_logs()
   return state, logs
+
+
+def scan_epoch(train_epoch, data, root_key, updates_per_epoch: int):
+  """-> epoch_fn(state, epoch) for run_epochs over a jitted `train_epoch(state, data, key)` that
+  returns per-update points (one of them FINITE): the epoch's mean of each point, and where the
+  first non-finite update fell (the offline and batch-RL loops)."""
+  from jaxrec.train.loop import FINITE
+
+  def epoch_fn(state, epoch):
+    new_state, points = train_epoch(state, data, jax.random.fold_in(root_key, epoch))
+    points = jax.tree_util.tree_map(np.asarray, jax.device_get(points))
+    ok = points.pop(FINITE)
+    where = None
+    if not ok.all():
+      i = int(np.argmin(ok))
+      where = (f"at update {(epoch - 1) * updates_per_epoch + i + 1} (update {i + 1} of epoch "
+               f"{epoch})")
+    return new_state, Epoch(stats={k: float(v.mean()) for k, v in points.items()},
+                            nonfinite=where)
+
+  return epoch_fn
