@@ -1,7 +1,7 @@
-"""python -m jaxrec.batchrl --agent=bcq|cql|crr --env=DIR --workdir=RUN [--epochs
+"""python -m jaxrec.batchrl --agent=bcq|cql|crr|sqn --env=DIR --workdir=RUN [--epochs
 --updates_per_epoch --batch_size --learning_rate --gamma --n_step --target_period
 --unlikely_threshold --imitation_penalty --head_softmax --num_quantiles --min_q_weight --beta
---ratio_max --leave_split --eval_mode --eval_sessions --seed ...]
+--ratio_max --which_head --leave_split --eval_mode --eval_sessions --seed ...]
 
 Batch RL from the logged data of a peer-protocol env directory, evaluated in its true env
 every epoch (jaxrec/batchrl/run.py). Rerunning the same command resumes from the latest

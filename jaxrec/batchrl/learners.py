@@ -10,6 +10,7 @@ A learner module defines
   bcq  discrete BCQ (bcq.py; Fujimoto et al. 2019, tianshou DiscreteBCQPolicy)
   cql  discrete CQL on QR-DQN (cql.py; Kumar et al. 2020, tianshou DiscreteCQLPolicy)
   crr  discrete CRR (crr.py; Wang et al. 2020, tianshou DiscreteCRRPolicy)
+  sqn  EasyRL4Rec's SQN (sqn.py; BCQ's loss, the action of the head --which_head picks)
 
 `reads` names the BatchConfig options a learner uses beyond the shared ones; `python -m
 jaxrec.batchrl` refuses the others when they are set on the command line.
@@ -52,6 +53,7 @@ class HParams:
   min_q_weight: float = 10.0  # cql, crr
   beta: float = 1.0  # crr
   ratio_max: float = 20.0  # crr
+  which_head: str = "shead"  # sqn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +73,8 @@ LEARNERS = {
                                      "head_softmax")),
     "cql": Learner("cql", "greedy", ("n_step", "num_quantiles", "min_q_weight")),
     "crr": Learner("crr", "categorical", ("min_q_weight", "beta", "ratio_max")),
+    "sqn": Learner("sqn", "greedy", ("n_step", "unlikely_threshold", "imitation_penalty",
+                                     "which_head")),
 }
 LEARNER_FIELDS = tuple(dict.fromkeys(f for le in LEARNERS.values() for f in le.reads))
 

@@ -36,6 +36,7 @@ from jaxrec.batchrl import buffer as logged_buffer
 from jaxrec.batchrl.learners import LEARNERS, HParams
 from jaxrec.batchrl.loop import make_train
 from jaxrec.batchrl.networks import MultiHead
+from jaxrec.batchrl.sqn import WHICH_HEADS
 from jaxrec.config import option
 from jaxrec.envs import build
 from jaxrec.errors import ConfigError, DataError
@@ -53,7 +54,8 @@ class BatchConfig:
   modules (bcq.py, cql.py, crr.py) name theirs. A learner-specific flag set for a learner
   that does not read it is refused."""
   agent: str = option("bcq", "batch learner: bcq (discrete BCQ), cql (discrete CQL on "
-                      "QR-DQN), crr (discrete CRR)", choices=tuple(LEARNERS))
+                      "QR-DQN), crr (discrete CRR), sqn (EasyRL4Rec's SQN: BCQ's loss, "
+                      "--which_head's action)", choices=tuple(LEARNERS))
   env: str = option("", "peer-protocol env directory (experiments.build_envs --protocol=peer)")
   tracker: str = option("avg", "state tracker (Coat.sh --which_tracker avg)", choices=TRACKERS)
   window: int = option(3, "newest history items the tracker reads (Coat.sh --window_size 3)")
@@ -85,6 +87,9 @@ class BatchConfig:
                                "(--min-q-weight 10; tianshou CRR's default 10)")
   beta: float = option(1.0, "crr: temperature of the exp advantage weight (tianshou 1.0)")
   ratio_max: float = option(20.0, "crr: upper bound of the weight (tianshou 20)")
+  which_head: str = option("shead", "sqn: the head that picks the action, to act and to "
+                           "bootstrap: qhead, shead (supervised) or bcq (Coat.sh --which_head "
+                           "shead; run_SQN.py's default qhead)", choices=WHICH_HEADS)
   leave_split: bool = option(True, "split each logged sequence where the true env's leave "
                              "rule fires, as the peer's buffer does (buffer.py); off: one "
                              "episode per user")
@@ -104,6 +109,9 @@ class BatchConfig:
     if self.tracker not in TRACKERS:
       raise ConfigError(f"--tracker must be one of {', '.join(TRACKERS)}; got "
                         f"{self.tracker!r}")
+    if self.which_head not in WHICH_HEADS:
+      raise ConfigError(f"--which_head must be one of {', '.join(WHICH_HEADS)}; got "
+                        f"{self.which_head!r}")
     if self.reward_handle not in REWARD_HANDLES:
       raise ConfigError(f"--reward_handle must be one of {', '.join(REWARD_HANDLES)}; got "
                         f"{self.reward_handle!r}")
@@ -137,7 +145,7 @@ class BatchConfig:
     return HParams(gamma=self.gamma, unlikely_threshold=self.unlikely_threshold,
                    imitation_penalty=self.imitation_penalty, head_softmax=self.head_softmax,
                    num_quantiles=self.num_quantiles, min_q_weight=self.min_q_weight,
-                   beta=self.beta, ratio_max=self.ratio_max)
+                   beta=self.beta, ratio_max=self.ratio_max, which_head=self.which_head)
 
   def net(self, num_items: int, history_len: int, num_tokens: int) -> NetConfig:
     return NetConfig(num_items=num_items, history_len=history_len, dim=self.dim,

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec.batchrl import bcq, cql, crr
+from jaxrec.batchrl import bcq, cql, crr, learners, sqn
 
 F = jnp.float32
 
@@ -118,3 +118,46 @@ class CRRTest(chex.TestCase):
     # d/dlogits of -log pi(a) * w = (pi - onehot(a)) * w
     np.testing.assert_allclose(grad_l, np.array([0.25 - 1.0, 0.75]) * math.exp(-0.75),
                                rtol=1e-5)
+
+
+class SQNTest(chex.TestCase):
+  """EasyRL4Rec's SQN: BCQ's loss, the bootstrap and acting action of the --which_head head."""
+
+  @chex.all_variants(with_jit=True, without_jit=True, with_pmap=False)
+  def test_the_head_picks_the_bootstrap_action(self):
+    q, imitation = F([3.0, 2.0, 0.5]), F([0.0, 1.0, 2.5])  # imitation - max = -2.5, -1.5, 0
+    q_target = F([10.0, 20.0, 30.0])
+    # qhead: argmax Q = 0 -> 1 + 0.81 * 10; shead: argmax imitation = 2 -> 1 + 0.81 * 30;
+    # bcq at tau 0.3 (log -1.20): only item 2 is likely -> 30 as well; at tau 0.1 (log -2.30)
+    # items 1 and 2 are likely, Q prefers 1 -> 20
+    for head, tau, want in (("qhead", 0.5, 9.1), ("shead", 0.5, 25.3), ("bcq", 0.3, 25.3),
+                            ("bcq", 0.1, 17.2)):
+      fn = self.variant(functools.partial(sqn.sqn_target, which_head=head,
+                                          log_threshold=bcq.log_tau(tau)))
+      np.testing.assert_allclose(fn(F(1.0), F(0.81), q_target, q, imitation), want, rtol=1e-6,
+                                 err_msg=f"{head} {tau}")
+
+  def test_loss_is_bcqs_with_the_heads_target(self):
+    q = F([[1.0, 2.0, 0.5]])
+    imitation = F([[0.0, -2.0, 1.0]])
+    apply = lambda params, obs: (q * params, imitation * params)  # target params 2: heads x 2
+    sample = learners.Sample(obs=None, action=jnp.int32([0]), reward=F([0.0]),
+                             done=jnp.bool_([False]), next_obs=None, nstep_return=F([0.5]),
+                             boot_obs=None, boot_discount=F([1.0]))
+    ce = math.log(1 + math.exp(-2) + math.e)  # CE of imitation at the logged action 0
+    # shead: argmax imitation = 2, target Q [2] = 1: target 1.5, td 0.5 -> 0.5 * 0.5^2
+    # qhead: argmax Q = 1, target Q [1] = 4: target 4.5, td 3.5 -> 3.5 - 0.5 = 3.0
+    for head, td in (("shead", 0.125), ("qhead", 3.0)):
+      hp = learners.HParams(which_head=head, imitation_penalty=0.01)
+      loss, m = sqn.batch_loss(apply, F(1.0), F(2.0), sample, hp)
+      np.testing.assert_allclose([m["q_loss"], m["imitation_loss"], m["reg_loss"]],
+                                 [td, ce, 5 / 3], rtol=1e-6, err_msg=head)
+      np.testing.assert_allclose(loss, td + ce + 0.01 * 5 / 3, rtol=1e-6, err_msg=head)
+
+  def test_acting_scores_are_the_chosen_head(self):
+    q, imitation = F([[3.0, 2.0, 0.5]]), F([[0.0, 1.0, 2.5]])
+    apply = lambda params, obs: (q, imitation)
+    for head, tau, want in (("qhead", 0.5, 0), ("shead", 0.5, 2), ("bcq", 0.1, 1)):
+      s = sqn.scores(apply, None, None, learners.HParams(which_head=head,
+                                                         unlikely_threshold=tau))
+      assert int(jnp.argmax(s[0])) == want and bool(jnp.all(jnp.isfinite(s))), head

@@ -58,10 +58,11 @@ def config(env, **kw):
   return BatchConfig(env=env, **(TINY | kw))
 
 
-# bcq in the default suite (with the three modes); cql and crr in the slow one (pytest -m slow):
-# the default suite sits near its 10-minute limit on 2 cores.
+# bcq in the default suite (with the three modes); cql, crr and sqn in the slow one (pytest -m
+# slow): the default suite sits near its 10-minute limit on 2 cores.
 @pytest.mark.parametrize("agent", ["bcq", pytest.param("cql", marks=pytest.mark.slow),
-                                   pytest.param("crr", marks=pytest.mark.slow)])
+                                   pytest.param("crr", marks=pytest.mark.slow),
+                                   pytest.param("sqn", marks=pytest.mark.slow)])
 def test_each_learner_runs_and_reports_the_modes(env_dirs, agent, tmp_path):
   modes = "FB,NX_0,NX_10" if agent == "bcq" else "FB"
   rows = train_and_evaluate(config(env_dirs["peer"], agent=agent, eval_mode=modes),
@@ -108,6 +109,8 @@ def test_a_paper_protocol_env_is_refused(env_dirs, tmp_path):
     (["--agent=bcq", "--num_quantiles=5"], "--num_quantiles does not apply to --agent=bcq"),
     (["--agent=crr", "--n_step=2", "--unlikely_threshold=0.3"],
      "--n_step, --unlikely_threshold do not apply to --agent=crr"),
+    (["--agent=bcq", "--which_head=qhead"], "--which_head does not apply to --agent=bcq"),
+    (["--agent=sqn", "--which_head=vhead"], "--which_head"),
     (["--agent=bcq", "--unlikely_threshold=1.5"], "--unlikely_threshold must be in [0, 1)"),
     (["--eval_mode=FB,NX_x"], "--eval_mode must be FB, NX_0 or NX_<k>"),
     (["--env=/nonexistent"], "/nonexistent: not an env directory"),
