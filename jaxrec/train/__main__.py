@@ -5,7 +5,8 @@ Sec. 5.3; epoch 0 = before any update = R@0). Agents: a2c, dqn, pg (from scratch
 (the actor proposes --num_candidates items, the simulated oracle labeler picks); ialp,
 ialp_ft, ialp_ap (need --init_from, a `python -m jaxrec.pretrain` run directory).
 Rerunning the same command resumes from the latest checkpoint. `--config=easyrl4rec` runs
-EasyRL4Rec's Coat A2C setup, `--config=dorl` its DORL (jaxrec.train.presets). The flags are
+EasyRL4Rec's Coat A2C setup, `--config=dorl` its DORL, `--config=easyrl4rec_pg` and
+`easyrl4rec_dqn` its PG and DQN (jaxrec.train.presets). The flags are
 TrainConfig's options (jaxrec.config); a hyperparameter the chosen agent does not read is
 refused.
 """
@@ -25,7 +26,8 @@ WORKDIR = flags.DEFINE_string("workdir", None, "run directory (created; resumed 
 CONFIG = flags.DEFINE_enum("config", None, sorted(presets.PRESETS),
                            "a preset (jaxrec.train.presets): easyrl4rec = EasyRL4Rec's Coat A2C "
                            "for equal-work comparisons, dorl = its DORL (A2C in the shaped "
-                           "train env); it fixes its flags, other flags apply")
+                           "train env), easyrl4rec_pg / easyrl4rec_dqn = its PG / DQN; it "
+                           "fixes its flags, other flags apply")
 
 
 def config_from_flags() -> TrainConfig:

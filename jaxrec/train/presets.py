@@ -25,6 +25,25 @@ is the A2C default) in the shaped train env, so it is `easyrl4rec`'s fixed flags
 3 (Coat.sh), lambda_variance 0.05 (DORL-codes script/run_main.sh, KuaiRec "Ours": EasyRL4Rec's
 port has no variance term). The env directory must carry DORL's statistics
 (`experiments.build_envs --protocol=peer --dorl_ensemble=5`).
+
+`easyrl4rec_pg`: EasyRL4Rec's PG on Coat (Coat.sh: `run_PG.py --which_tracker avg --reward_handle
+cat --window_size 3 --no_exploration_noise`, the rest `get_args_all("onpolicy")` and
+`get_args_PG`): tianshou's `PGPolicy` (REINFORCE on discounted Monte-Carlo returns, no return
+normalisation (--rew-norm False), no entropy term) on the same avg tracker and MLP, lr 0.001,
+the onpolicy trainer's 100 x 100,000 steps. Differences that remain: the peer collects 100
+whole episodes and takes one pass of 1,024-transition minibatches (about 3 steps), jaxrec's
+PG one gradient step per 32-step unroll of the 100 sessions (jaxrec.agents.pg: an episode begun
+late in the unroll is cut there); the peer's orthogonal init (gain sqrt 2) and softmax output
+layer against flax's default init and a log-softmax of the logits (the same distribution).
+
+`easyrl4rec_dqn`: EasyRL4Rec's DQN on Coat (Coat.sh: `run_DQN.py --which_tracker avg
+--reward_handle cat --window_size 3 --is_exploration_noise`, the rest `get_args_all("offpolicy")`
+and `get_args_DQN`): 100 envs collect 1,000 steps, then 100 updates (--update-per-step 0.1) of
+64 transitions from a 100,000-transition buffer, target network every 320 updates, lr 0.001,
+epsilon-greedy training at --eps-train 0.1, 100 epochs of 1,000 steps (100,000 env steps,
+10,000 updates). Differences that remain: jaxrec's DQN is one-step and not double (the peer's
+`DQNPolicy_with_Embedding`: n-step 3, is_double True); its evaluation is greedy (the peer's
+test collectors act epsilon-greedily at a small epsilon).
 """
 
 from __future__ import annotations
@@ -77,8 +96,54 @@ DORL_DEFAULTS = EASYRL4REC_DEFAULTS | {
     "lambda_variance": (0.05, "DORL-codes script/run_main.sh KuaiEnv 'Ours' --lambda_variance "
                         "0.05 (EasyRL4Rec's port has no variance penalty)"),
 }
+# The avg tracker, its reward input and the MLP, as every Coat.sh script passes them.
+_PEER_NET = {k: EASYRL4REC_FIXED[k] for k in ("tracker", "window", "reward_handle", "dim",
+                                               "hidden_sizes", "gamma")}
+PG_FIXED = _PEER_NET | {
+    "agent": ("pg", "run_PG.py: tianshou PGPolicy"),
+    "learning_rate": (0.001, "get_args_all --lr 1e-3 (Coat.sh passes none for PG)"),
+    "entropy_coef": (0.0, "tianshou PGPolicy: no entropy term"),
+    "normalize_returns": (False, "get_args_PG --rew-norm False"),
+    "max_grad_norm": (0.0, "PGPolicy clips no gradient"),
+    "unroll_len": (32, "jaxrec.agents.pg's unroll (>= the 30-turn episodes); the peer collects "
+                   "--episode-per-collect 100 whole episodes"),
+    "num_sessions": (100, "--training-num 100"),
+    "explore": ("categorical", "PGPolicy samples its Categorical; --no_exploration_noise"),
+}
+PG_DEFAULTS = {
+    "total_steps": (10_240_000, "--epoch 100 x --step-per-epoch 100000, rounded up to whole "
+                    "unrolls of 3,200"),
+    "steps_per_epoch": (102_400, "--step-per-epoch 100000, rounded up to whole unrolls"),
+    "eval_sessions": (100, "--test-num 100"),
+    "eval_mode": ("FB,NX_0,NX_10", "prepare_test_envs: FB, NX_0, NX_{force_length=10}"),
+}
+DQN_FIXED = _PEER_NET | {
+    "agent": ("dqn", "run_DQN.py: DQNPolicy_with_Embedding"),
+    "learning_rate": (0.001, "get_args_all --lr 1e-3"),
+    "max_grad_norm": (0.0, "tianshou DQNPolicy clips no gradient (--clip-loss-grad False)"),
+    "huber_delta": (0.0, "--clip-loss-grad False: the squared TD error"),
+    "batch_size": (64, "get_args_all('offpolicy') --batch-size 64"),
+    "buffer_size": (100_000, "get_args_all --buffer-size 100000"),
+    "min_buffer": (1_000, "offpolicy_trainer updates after the first collect of "
+                   "--step-per-collect 1000"),
+    "target_period": (320, "get_args_DQN --target-update-freq 320"),
+    "unroll_len": (10, "--step-per-collect 1000 over --training-num 100 envs"),
+    "updates_per_iteration": (100, "--update-per-step 0.1 x 1000 collected steps"),
+    "num_sessions": (100, "--training-num 100"),
+    "explore": ("epsilon", "--eps-train 0.1 (--is_exploration_noise)"),
+    "epsilon": (0.1, "get_args_DQN --eps-train 0.1"),
+}
+DQN_DEFAULTS = {
+    "total_steps": (100_000, "--epoch 100 x get_args_DQN --step-per-epoch 1000"),
+    "steps_per_epoch": (1_000, "get_args_DQN --step-per-epoch 1000"),
+    "eval_explore": ("greedy", "the peer's test collectors act at a small epsilon"),
+    "eval_sessions": (100, "--test-num 100"),
+    "eval_mode": ("FB,NX_0,NX_10", "prepare_test_envs: FB, NX_0, NX_{force_length=10}"),
+}
 PRESETS = {"easyrl4rec": (EASYRL4REC_FIXED, EASYRL4REC_DEFAULTS),
-           "dorl": (DORL_FIXED, DORL_DEFAULTS)}
+           "dorl": (DORL_FIXED, DORL_DEFAULTS),
+           "easyrl4rec_pg": (PG_FIXED, PG_DEFAULTS),
+           "easyrl4rec_dqn": (DQN_FIXED, DQN_DEFAULTS)}
 
 
 def _flag_value(value):

@@ -3,6 +3,7 @@ equals a Python loop of the same jitted pieces, reuses the acting forward's valu
 learns, resumes exactly; the EasyRL4Rec preset and the schedule's bad input."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -185,3 +186,29 @@ def test_preset_runs_the_peer_setup_and_keeps_overridable_flags(best_item_env_di
   assert (flags["num_sessions"], flags["eval_sessions"], flags["seed"]) == (100, 100, 3)
   rows = metric_rows(tmp_path / "w" / "metrics.jsonl")
   assert [r["env_steps"] for r in rows] == [0, 3000]
+
+
+@pytest.mark.parametrize("preset, agent, want", [
+    ("easyrl4rec_pg", "pg", {"learning_rate": 0.001, "entropy_coef": 0.0,
+                             "normalize_returns": False, "unroll_len": 32}),
+    ("easyrl4rec_dqn", "dqn", {"batch_size": 64, "target_period": 320, "huber_delta": 0.0,
+                               "updates_per_iteration": 100, "unroll_len": 10}),
+])
+def test_pg_and_dqn_presets_run_the_peers_setup(preset, agent, want, best_item_env_dir,
+                                                tmp_path):
+  steps = 3200 if agent == "pg" else 2000
+  res = _train_cli(f"--config={preset}", f"--env={best_item_env_dir}",
+                   f"--workdir={tmp_path / 'w'}", f"--total_steps={steps}",
+                   f"--steps_per_epoch={steps}", "--eval_mode=FB")
+  assert res.returncode == 0, res.stderr
+  flags = json.load(open(tmp_path / "w" / "flags.json"))
+  a = flags["agent_cfg"]
+  assert flags["agent"] == agent and flags["num_sessions"] == 100
+  assert (a["tracker"], a["window"], a["dim"], a["hidden_sizes"], a["reward_handle"]) == (
+      "avg", 3, 32, [64, 64], "cat")
+  assert {k: a[k] for k in want} == want
+  rows = metric_rows(tmp_path / "w" / "metrics.jsonl")
+  assert [r["env_steps"] for r in rows] == [0, steps] and math.isfinite(rows[-1]["R"])
+  res = _train_cli(f"--config={preset}", "--learning_rate=0.1", f"--env={best_item_env_dir}",
+                   f"--workdir={tmp_path / 'x'}")
+  assert res.returncode == 2 and not (tmp_path / "x").exists()
