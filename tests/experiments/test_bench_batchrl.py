@@ -2,7 +2,6 @@
 same network and each learner's loss as jaxrec.batchrl on copied weights, and a tiny run
 writes every key. No timing is asserted."""
 
-import dataclasses
 import json
 
 import jax
@@ -116,20 +115,44 @@ def test_torch_trainer_learns_from_the_jax_init():
   assert trainer.iter == 41
 
 
-def test_a_tiny_run_writes_every_key(tmp_path):
+def test_a_tiny_run_writes_every_key():
   from experiments import bench_batchrl
-  env = bench_batchrl.tiny_env(str(tmp_path / "env"))
-  out = tmp_path / "bench.json"
-  result = bench_batchrl.run_bench(env, ("bcq", "crr"), updates=3, rounds=1, min_time=0.0,
-                                   threads=1, out=str(out), dim=4, hidden=(8, 8))
-  assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-  for agent in ("bcq", "crr"):
-    row = result["learners"][agent]
-    assert row["jax_updates_per_s"] > 0 and row["peer_updates_per_s"] > 0
-    np.testing.assert_allclose(row["ratio"],
-                               row["jax_updates_per_s"] / row["peer_updates_per_s"])
+  from jaxrec.batchrl.buffer import Logged
+  from jaxrec.batchrl.run import BatchConfig
+  d = random_data(3)
+  data = Logged(**{k: jnp.asarray(v) for k, v in d.items()}, env_reward=jnp.zeros(B))
+  cfg = BatchConfig(env="unused", dim=4, hidden_sizes=(8, 8), num_quantiles=4)
+  result = bench_batchrl.bench_logged(data, bench_batchrl.Shape(I, L, I), cfg, ("crr",),
+                                      updates=3, rounds=1, min_time=0.0, threads=1)
+  assert json.loads(json.dumps(result)) == result
+  row = result["learners"]["crr"]
+  assert row["jax_updates_per_s"] > 0 and row["torch_updates_per_s"] > 0
+  np.testing.assert_allclose(row["ratio"], row["jax_updates_per_s"] / row["peer_updates_per_s"])
+  want = "tianshou_updates_per_s" if result["tianshou"] else "torch_updates_per_s"
+  assert row["peer_updates_per_s"] == row[want]
   for k in ("torch", "jax", "torch_threads", "batch_size", "load_average", "peer",
             "matmul_gflops", "transitions", "pinned_cpus", "compile_time_timed"):
     assert k in result, k
   assert result["torch_threads"] == 1 and result["batch_size"] == 64
-  assert dataclasses.is_dataclass(bench_batchrl.BatchConfig)
+  assert (result["transitions"], result["num_items"], result["dim"]) == (B, I, 4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("agent", ["bcq", "cql", "crr"])
+def test_the_tianshou_side_updates_each_learner(agent):
+  """With tianshou 2.0 (the `peer` extra), its algorithm classes train the copied network on the
+  same transitions (finite losses; the losses equal to jaxrec's are the torch port's test)."""
+  pytest.importorskip("tianshou")
+  from experiments import bench_batchrl
+  from jaxrec.batchrl.buffer import Logged
+  from jaxrec.batchrl.run import BatchConfig
+  d = random_data(4)
+  d["boot"] = np.minimum(np.arange(B) + 2, B - 1).astype(np.int32)
+  data = Logged(**{k: jnp.asarray(v) for k, v in d.items()}, env_reward=jnp.zeros(B))
+  cfg = BatchConfig(env="unused", agent=agent, dim=4, hidden_sizes=(8, 8), num_quantiles=4)
+  shape = bench_batchrl.Shape(I, L, I)
+  _, params = bench_batchrl.jax_fn(cfg, shape, data, 1)
+  call = bench_batchrl.tianshou_fn(cfg, shape, bench_batchrl.tianshou_buffer(data, L), 5,
+                                   params)
+  stats = call()
+  assert np.isfinite(stats.loss)
