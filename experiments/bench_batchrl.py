@@ -205,6 +205,18 @@ def tianshou_fn(cfg: BatchConfig, env, buf, updates: int, params, seed: int = 0)
   return call
 
 
+def check_args(agents, updates: int, rounds: int, threads: int) -> None:
+  """One-line ConfigErrors for the flags, before anything is loaded."""
+  unknown = [a for a in agents if a not in AGENTS]
+  if unknown or not agents:
+    raise ConfigError(f"--agents must name some of {', '.join(AGENTS)} (the learners with a "
+                      f"peer reference); got {','.join(agents)}")
+  for name, v in (("updates", updates), ("threads", threads)):
+    if v <= 0:
+      raise ConfigError(f"--{name} must be positive, got {v}")
+  benchlib.check_rounds(rounds)
+
+
 class Shape(NamedTuple):
   """What the networks read of the env: its items, history length and input ids."""
   num_actions: int
@@ -215,6 +227,7 @@ class Shape(NamedTuple):
 def run_bench(env_dir: str, agents, updates: int, rounds: int, min_time: float, threads: int,
               out: str | None = None) -> dict:
   """The benchmark's JSON (module docstring) on env_dir's logged buffer."""
+  check_args(agents, updates, rounds, threads)
   base = BatchConfig(env=env_dir)
   base.validate()
   data, env = load_buffer(env_dir, base)
@@ -233,14 +246,7 @@ def bench_logged(data, env: Shape, base: BatchConfig, agents, updates: int, roun
   except ImportError:
     raise ConfigError("experiments.bench_batchrl needs PyTorch for its reference (the `hf` "
                       "extra: pip install -e .[hf])") from None
-  unknown = [a for a in agents if a not in AGENTS]
-  if unknown or not agents:
-    raise ConfigError(f"--agents must name some of {', '.join(AGENTS)} (the learners with a "
-                      f"peer reference); got {','.join(agents)}")
-  for name, v in (("updates", updates), ("threads", threads)):
-    if v <= 0:
-      raise ConfigError(f"--{name} must be positive, got {v}")
-  benchlib.check_rounds(rounds)
+  check_args(agents, updates, rounds, threads)
   load_start = os.getloadavg()
   torch.set_num_threads(threads)
   ts = tianshou_version()
