@@ -188,6 +188,7 @@ def test_preset_runs_the_peer_setup_and_keeps_overridable_flags(best_item_env_di
   assert [r["env_steps"] for r in rows] == [0, 3000]
 
 
+@pytest.mark.slow  # two CLI runs: about a minute on 2 cores
 @pytest.mark.parametrize("preset, agent, want", [
     ("easyrl4rec_pg", "pg", {"learning_rate": 0.001, "entropy_coef": 0.0,
                              "normalize_returns": False, "unroll_len": 32}),
