@@ -9,7 +9,10 @@ only with the target "None" (jaxrec.labeling.heldout). The loss is the cross-ent
 label token at the end of the prompt, and the forward pass computes logits there only
 (logits_to_keep=1): the vocabulary projection at every other position, most of a small
 model's training cost, is never computed. --history and --k shorten the prompt on CPUs.
---layers puts LoRA on a range of decoder layers only (the layers below run without a backward
+--warmup and --schedule shape the learning rate (linear warm-up, then constant or a linear or
+cosine decay); --orders shows each example in several rotations of its candidates within its
+step, so the targets of a step spread over the letters. --layers puts LoRA on a range of
+decoder layers only (the layers below run without a backward
 pass). --val_num sets more train-split interactions aside and scores them every --val_every
 steps (loss against the label prior's entropy, hit@1, the largest label share, and how much the
 label distribution moves from prompt to prompt), so a tune that learnt only the label prior, or

@@ -3,6 +3,7 @@ label_quality's metrics on hand-made labels, and the bad-input refusals of tune 
 label_quality that need no model."""
 
 import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -385,10 +386,10 @@ def test_learning_rate_warm_up_and_decay():
   assert [lr_factor(s, 10, 4, "constant") for s in range(6)] == [0.25, 0.5, 0.75, 1, 1, 1]
   lin = [lr_factor(s, 10, 2, "linear") for s in range(10)]
   assert lin[:3] == [0.5, 1.0, 1.0] and lin[-1] == pytest.approx(1 / 8)
-  assert all(a > b for a, b in zip(lin[2:], lin[3:]))  # decays after the warm-up, never to 0
+  assert all(a > b for a, b in itertools.pairwise(lin[2:]))  # decays after the warm-up, never to 0
   cos = [lr_factor(s, 102, 2, "cosine") for s in range(102)]
   assert cos[2] == 1.0 and cos[52] == pytest.approx(0.5) and 0 < cos[-1] < 1e-3
-  assert all(a >= b for a, b in zip(cos[2:], cos[3:]))
+  assert all(a >= b for a, b in itertools.pairwise(cos[2:]))
   assert lr_factor(5, 3, 10, "linear") == 0.6  # a warm-up longer than the run: still warming
   with pytest.raises(ConfigError, match="--warmup"):
     TuneConfig(env="e", model="m", out="o", warmup=-1).validate()
