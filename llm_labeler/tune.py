@@ -9,7 +9,10 @@ only with the target "None" (jaxrec.labeling.heldout). The loss is the cross-ent
 label token at the end of the prompt, and the forward pass computes logits there only
 (logits_to_keep=1): the vocabulary projection at every other position, most of a small
 model's training cost, is never computed. --history and --k shorten the prompt on CPUs.
---layers puts LoRA on a range of decoder layers only (the layers below run without a backward
+--warmup and --schedule shape the learning rate (linear warm-up, then constant or a linear or
+cosine decay); --orders shows each example in several rotations of its candidates within its
+step, so the targets of a step spread over the letters. --layers puts LoRA on a range of
+decoder layers only (the layers below run without a backward
 pass). --val_num sets more train-split interactions aside and scores them every --val_every
 steps (loss against the label prior's entropy, hit@1, the largest label share, and how much the
 label distribution moves from prompt to prompt), so a tune that learnt only the label prior, or
@@ -62,7 +65,16 @@ class TuneConfig:
   targets: str = option("q_proj,v_proj", "comma-separated modules LoRA adapts")
   layers: str = option("", "decoder layers LoRA adapts, FIRST-LAST (e.g. 15-29; empty: all): "
                        "layers below the first run without a backward pass")
-  lr: float = option(1e-3, "AdamW learning rate")
+  lr: float = option(1e-3, "AdamW learning rate (the peak, with --warmup / --schedule)")
+  warmup: int = option(0, "steps of linear warm-up from lr / warmup to lr")
+  schedule: str = option("constant", "the learning rate after the warm-up: constant, or a "
+                         "linear or cosine decay towards 0 at the last step",
+                         choices=("constant", "linear", "cosine"))
+  orders: int = option(1, "candidate orders each example is shown in within its step "
+                       "(rotations as --permutations draws them, the target letter moving "
+                       "with its item): a step's targets spread over `orders` letters, so a "
+                       "per-letter bias earns less gradient than the choice; each example's "
+                       "orders share their head and history (--share_prefix)")
   loss: str = option("vocab", "label-token cross-entropy over the whole vocabulary, or over "
                      "the k + 1 label tokens only (the labeler's own normalisation)",
                      choices=("vocab", "labels"))
@@ -80,6 +92,10 @@ class TuneConfig:
   save_every: int = option(25, "steps between checkpoints")
 
   def validate(self) -> None:
+    if self.warmup < 0:
+      raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
+    if not 1 <= self.orders <= self.k:
+      raise ConfigError(f"--orders must be in 1..k={self.k}, got {self.orders}")
     if not self.env or not self.model or not self.out:
       raise ConfigError("--env, --model and --out are required")
     if not 0.0 <= self.none_frac < 1.0:
@@ -112,6 +128,39 @@ def layer_range(layers: str) -> list[int] | None:
     raise ConfigError(f"--layers must be FIRST-LAST with FIRST <= LAST (e.g. 15-29), got "
                       f"{layers!r}")
   return list(range(int(first), int(last) + 1))
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+  """The multiple of --lr for optimizer step `step` (0-based) of `total`: (step + 1) / warmup
+  during the first `warmup` steps, then 1 ("constant") or a linear or cosine decay over the
+  remaining steps, from 1 at the first of them towards 0 after the last (never 0 itself)."""
+  if step < warmup:
+    return (step + 1) / warmup
+  if schedule == "constant":
+    return 1.0
+  progress = (step - warmup) / max(total - warmup, 1)
+  if schedule == "linear":
+    return 1.0 - progress
+  if schedule == "cosine":
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+  raise ConfigError(f"--schedule must be constant, linear or cosine, got {schedule!r}")
+
+
+def in_orders(ex, orders: int):
+  """Examples [N] -> Examples [N * orders]: row n * orders + p is example n with its
+  candidates rotated by `debias.shifts(k, orders)[p]` (p = 0: as drawn); a shown target's
+  letter moves with its item, None stays None. orders = 1: ex itself."""
+  if orders == 1:
+    return ex
+  from llm_labeler import debias
+  k = ex.candidates.shape[1]
+  rows = []
+  for s in debias.shifts(k, orders):
+    order = debias.rotation(k, s)  # letter j shows candidate order[j]
+    target = np.where(ex.target < k, (ex.target - s) % k, ex.target)
+    rows.append(ex._replace(candidates=ex.candidates[:, order],
+                            target=target.astype(ex.target.dtype)))
+  return type(ex)(*(np.stack(f, 1).reshape(-1, *f[0].shape[1:]) for f in zip(*rows)))
 
 
 def checkpoint_dir(out: str) -> str:
@@ -286,7 +335,8 @@ def tune(cfg: TuneConfig, log=print) -> dict:
   tokenizer, lm = hf_backend.load_model(cfg.model, "float32")
   base = {"path": os.path.abspath(cfg.model), "weights_sha256": lora.weights_sha256(lm),
           "class": type(lm).__name__}
-  prompts, label_ids = render(cfg, ex, catalog, tokenizer)
+  shown = in_orders(ex, cfg.orders)  # prompt n * orders + p: example n in order p
+  prompts, label_ids = render(cfg, shown, catalog, tokenizer)
   enc = [tokenizer.encode(p, add_special_tokens=True) for p in prompts]
   val_enc = ([tokenizer.encode(p, add_special_tokens=True)
               for p in render(cfg, val, catalog, tokenizer)[0]] if val is not None else [])
@@ -296,7 +346,8 @@ def tune(cfg: TuneConfig, log=print) -> dict:
       f"validation) in {time.perf_counter() - t_load:.1f}s (mean "
       f"{np.mean([len(e) for e in enc]):.0f} tokens, target None in "
       f"{(ex.target == cfg.k).mean():.1%}, the targets' entropy {prior:.4f}: the loss of the "
-      f"label prior alone; {prefix} shared head tokens run once per step)")
+      f"label prior alone; {prefix} shared head tokens run once per step; each example in "
+      f"{cfg.orders} order(s))")
   torch.manual_seed(cfg.seed)
   model = get_peft_model(lm, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0,
                                         target_modules=cfg.targets.split(","),
@@ -333,18 +384,30 @@ def tune(cfg: TuneConfig, log=print) -> dict:
   with faults.Preemption() as preemption:
     for step in range(state["step"], len(batches)):
       idx = batches[step]
-      logits = hf_backend.label_logits(model, [enc[i] for i in idx], pad, prefix)
-      loss = label_loss(logits, ex.target[idx], label_ids, cfg.loss)
+      # One forward over the batch; with --orders, one per example over its orders, which
+      # share the head and the history (their own, longer prefix); gradients accumulate.
+      groups = ([idx] if cfg.orders == 1 else
+                [np.arange(i * cfg.orders, (i + 1) * cfg.orders) for i in idx])
+      n = sum(len(g) for g in groups)
       opt.zero_grad(set_to_none=True)
-      loss.backward()
+      value = 0.0
+      for g in groups:
+        g_enc = [enc[i] for i in g]
+        g_prefix = (prefix if cfg.orders == 1 or not cfg.share_prefix
+                    else hf_backend.common_prefix(g_enc))
+        logits = hf_backend.label_logits(model, g_enc, pad, g_prefix)
+        loss = label_loss(logits, shown.target[g], label_ids, cfg.loss) * (len(g) / n)
+        loss.backward()
+        value += float(loss.detach())
+      for group in opt.param_groups:
+        group["lr"] = cfg.lr * lr_factor(step, len(batches), cfg.warmup, cfg.schedule)
       opt.step()
-      value = float(loss.detach())
       if not math.isfinite(value):
         raise DataError(f"--lr={cfg.lr}: the loss is {value} at step {step + 1}; lower --lr")
       state["losses"].append(value)
       state["step"] = step + 1
       done_examples += len(idx)
-      tokens += sum(len(enc[i]) for i in idx)
+      tokens += sum(len(enc[i]) for g in groups for i in g)
       dt = time.perf_counter() - t0 - val_seconds[0]
       last = step + 1 == len(batches)
       if (step + 1) % cfg.log_every == 0 or last:
@@ -369,6 +432,7 @@ def tune(cfg: TuneConfig, log=print) -> dict:
                                           catalog.fingerprint, "env": os.path.abspath(cfg.env),
                                           "split": "train"},
       "flags": dataclasses.asdict(cfg), "steps": len(batches), "examples_seen": trained,
+      "prompts_seen": trained * cfg.orders,
       "loss_curve": state["losses"], "target_entropy": prior,
       "validation": state.get("validation", []), "seconds": round(seconds, 2),
       "validation_seconds": round(val_seconds[0], 2),

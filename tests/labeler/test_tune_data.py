@@ -3,6 +3,7 @@ label_quality's metrics on hand-made labels, and the bad-input refusals of tune 
 label_quality that need no model."""
 
 import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -377,3 +378,45 @@ def test_lora_layers_flag():
       layer_range(bad)
   with pytest.raises(ConfigError, match="--val_num"):
     TuneConfig(env="e", model="m", out="o", val_num=-1).validate()
+
+
+def test_learning_rate_warm_up_and_decay():
+  from llm_labeler.tune import TuneConfig, lr_factor
+  assert [lr_factor(s, 10, 0, "constant") for s in range(10)] == [1.0] * 10
+  assert [lr_factor(s, 10, 4, "constant") for s in range(6)] == [0.25, 0.5, 0.75, 1, 1, 1]
+  lin = [lr_factor(s, 10, 2, "linear") for s in range(10)]
+  assert lin[:3] == [0.5, 1.0, 1.0] and lin[-1] == pytest.approx(1 / 8)
+  assert all(a > b for a, b in itertools.pairwise(lin[2:]))  # decays after the warm-up, never to 0
+  cos = [lr_factor(s, 102, 2, "cosine") for s in range(102)]
+  assert cos[2] == 1.0 and cos[52] == pytest.approx(0.5) and 0 < cos[-1] < 1e-3
+  assert all(a >= b for a, b in itertools.pairwise(cos[2:]))
+  assert lr_factor(5, 3, 10, "linear") == 0.6  # a warm-up longer than the run: still warming
+  with pytest.raises(ConfigError, match="--warmup"):
+    TuneConfig(env="e", model="m", out="o", warmup=-1).validate()
+
+
+def test_each_order_shows_the_same_candidates_rotated_with_the_target_following_its_item(sides):
+  from llm_labeler.tune import TuneConfig, in_orders
+  train, _, ds = sides
+  ex = _examples(train, ds, num=50, none_frac=0.2)
+  assert in_orders(ex, 1) is ex
+  rot = in_orders(ex, K)  # every letter once per example
+  assert len(rot.target) == 50 * K
+  for n in range(50):
+    rows = slice(n * K, (n + 1) * K)
+    np.testing.assert_array_equal(rot.candidates[n * K], ex.candidates[n])  # order 0: as drawn
+    for f in ("history", "true_item", "user"):
+      assert (getattr(rot, f)[rows] == getattr(ex, f)[n]).all()
+    for c in rot.candidates[rows]:
+      assert sorted(c.tolist()) == sorted(ex.candidates[n].tolist())
+    if ex.target[n] == K:  # None stays None
+      assert (rot.target[rows] == K).all()
+    else:
+      assert sorted(rot.target[rows].tolist()) == list(range(K))  # one order per letter
+      np.testing.assert_array_equal(rot.candidates[rows][np.arange(K), rot.target[rows]],
+                                    ex.true_item[n])
+  two = in_orders(ex, 2)
+  np.testing.assert_array_equal(two.candidates[1::2], np.roll(ex.candidates, -2, axis=1))
+  for bad in (0, K + 1):
+    with pytest.raises(ConfigError, match="--orders"):
+      TuneConfig(env="e", model="m", out="o", k=K, orders=bad).validate()
