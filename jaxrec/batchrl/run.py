@@ -51,7 +51,7 @@ class BatchConfig:
   """`python -m jaxrec.batchrl`'s config; its options are the flags. Defaults: EasyRL4Rec's
   published Coat runs (visual_results/result_script/Coat.sh and the args in the logs of
   visual_results/result_logs/1-batchRL/Coat/), each named in its help; the learners'
-  modules (bcq.py, cql.py, crr.py) name theirs. A learner-specific flag set for a learner
+  modules (bcq.py, cql.py, crr.py, sqn.py) name theirs. A learner-specific flag set for a learner
   that does not read it is refused."""
   agent: str = option("bcq", "batch learner: bcq (discrete BCQ), cql (discrete CQL on "
                       "QR-DQN), crr (discrete CRR), sqn (EasyRL4Rec's SQN: BCQ's loss, "
