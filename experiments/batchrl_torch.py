@@ -37,10 +37,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from experiments.sa2c_torch import FlaxNamed
+
 TRACKER_PARAMS = ("encoder/items/embedding", "encoder/empty")  # the peer's optim_state
 
 
-class MultiHead(torch.nn.Module):
+class MultiHead(FlaxNamed):
   """(items [B, L] int64 (-1 = padding, right-aligned), rewards [B, L] or None) -> one output
   [B, size] per entry of `sizes`; params named as the Flax tree's paths, kernels [in, out]."""
 
@@ -56,23 +58,7 @@ class MultiHead(torch.nn.Module):
       width = h
     for i, n in enumerate(self.sizes):
       shapes |= {f"head_{i}/kernel": (width, n), f"head_{i}/bias": (n,)}
-    # ParameterDict keys may not hold "/"; the Flax path is kept in `names`.
-    self.names = sorted(shapes)
-    self.p = torch.nn.ParameterDict(
-        {n.replace("/", "__"): torch.nn.Parameter(torch.zeros(shapes[n])) for n in self.names})
-
-  def param(self, name: str) -> torch.nn.Parameter:
-    return self.p[name.replace("/", "__")]
-
-  def load_flax(self, flax_params) -> None:
-    """Copies a Flax params tree of jaxrec.batchrl.networks.MultiHead into this module."""
-    from flax.traverse_util import flatten_dict
-    flat = {"/".join(k): v for k, v in flatten_dict(flax_params["params"]).items()}
-    if sorted(flat) != self.names:
-      raise ValueError(f"param names differ: {sorted(set(flat) ^ set(self.names))}")
-    with torch.no_grad():
-      for n in self.names:
-        self.param(n).copy_(torch.from_numpy(np.array(flat[n])))
+    self.register_flax(shapes)
 
   def forward(self, items, rewards=None) -> tuple[torch.Tensor, ...]:
     flat = items[:, -self.window:]

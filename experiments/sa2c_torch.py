@@ -38,7 +38,35 @@ def dense(x, p, name):
                      p[f"{name}/kernel"]).reshape(x.shape[:-1] + (-1,))
 
 
-class SupervisedQNet(torch.nn.Module):
+class FlaxNamed(torch.nn.Module):
+  """A torch module whose parameters carry a Flax tree's paths ("encoder/items/embedding",
+  kernels [in, out]), so JAX weights copy in by name (the benchmarks' same-weights checks)."""
+
+  def register_flax(self, shapes: dict) -> None:
+    """One zero parameter per path -> shape; ParameterDict keys may not hold "/" or ".", so
+    the Flax path is kept in `names`."""
+    self.names = sorted(shapes)
+    self.p = torch.nn.ParameterDict(
+        {n.replace("/", "__"): torch.nn.Parameter(torch.zeros(shapes[n])) for n in self.names})
+
+  def param(self, name: str) -> torch.nn.Parameter:
+    return self.p[name.replace("/", "__")]
+
+  def params(self) -> dict:
+    return {n: self.param(n) for n in self.names}
+
+  def load_flax(self, flax_params) -> None:
+    """Copies a Flax params tree with the same paths into this module."""
+    from flax.traverse_util import flatten_dict
+    flat = {"/".join(k): v for k, v in flatten_dict(flax_params["params"]).items()}
+    if sorted(flat) != self.names:
+      raise ValueError(f"param names differ: {sorted(set(flat) ^ set(self.names))}")
+    with torch.no_grad():
+      for n in self.names:
+        self.param(n).copy_(torch.from_numpy(np.array(flat[n])))
+
+
+class SupervisedQNet(FlaxNamed):
   """history [B, L] int64 (-1 = padding, right-aligned) -> (ce logits [B, I], Q [B, I]); the
   params are named as the Flax tree's paths ("encoder/block_0/qkv/kernel", kernels [in, out])."""
 
@@ -58,23 +86,7 @@ class SupervisedQNet(torch.nn.Module):
         shapes |= {f"{b}/{ln}/scale": (dim,), f"{b}/{ln}/bias": (dim,)}
       for lin in ("out", "ff_in", "ff_out"):
         shapes |= {f"{b}/{lin}/kernel": (dim, dim), f"{b}/{lin}/bias": (dim,)}
-    # ParameterDict keys may not hold "/" or "."; the Flax path is kept in `names`.
-    self.names = sorted(shapes)
-    self.p = torch.nn.ParameterDict(
-        {n.replace("/", "__"): torch.nn.Parameter(torch.zeros(shapes[n])) for n in self.names})
-
-  def params(self) -> dict:
-    return {n: self.p[n.replace("/", "__")] for n in self.names}
-
-  def load_flax(self, flax_params) -> None:
-    """Copies a Flax params tree of jaxrec's SupervisedQNet (q_head=True) into this module."""
-    from flax.traverse_util import flatten_dict
-    flat = {"/".join(k): v for k, v in flatten_dict(flax_params["params"]).items()}
-    if sorted(flat) != self.names:
-      raise ValueError(f"param names differ: {sorted(set(flat) ^ set(self.names))}")
-    with torch.no_grad():
-      for n in self.names:
-        self.p[n.replace("/", "__")].copy_(torch.from_numpy(np.array(flat[n])))
+    self.register_flax(shapes)
 
   def _attend(self, q, k, v, slopes, dist, allowed):
     """q [B, Tq, H, dh], k, v [B, T, H, dh], dist [Tq, T], allowed [B, Tq, T] -> [B, Tq, d]."""
