@@ -145,17 +145,6 @@ def _updates_at(run: str, epoch: int) -> int:
   return next(int(r["updates"]) for r in rows if r["epoch"] == epoch)
 
 
-def _check_same_flags(cfg: LeaConfig, path: str) -> None:
-  if not os.path.isfile(path):
-    return
-  old = read_json_object(path)
-  new = json.loads(json.dumps(dataclasses.asdict(cfg)))
-  for k in SHAPING:
-    if old.get(k) != new.get(k):
-      raise ConfigError(f"--workdir={cfg.workdir} holds an experiment with other {k} "
-                        f"({old.get(k)!r}, not {new.get(k)!r}); use another --workdir")
-
-
 def ensure_env(cfg: LeaConfig, ds, log) -> str:
   if cfg.labeler != "oracle":
     return ""
@@ -319,7 +308,7 @@ def run_lea(cfg: LeaConfig, log=print, dataset=None) -> dict:
   instead of loading cfg.dataset (tests)."""
   cfg.validate()
   path = os.path.join(cfg.workdir, "lea.json")
-  _check_same_flags(cfg, path)
+  config.check_same_shaping(cfg, path, SHAPING, "an experiment", "")
   ds = dataset or registry.load_dataset(cfg.dataset, cfg.data_dir or None, cfg.prep,
                                         cfg.synthetic)
   os.makedirs(cfg.workdir, exist_ok=True)

@@ -408,17 +408,6 @@ def write_curves(path: str, cfg: TableConfig, results: dict, log) -> bool:
   return True
 
 
-def _check_same_flags(cfg: TableConfig, path: str) -> None:
-  if not os.path.isfile(path):
-    return
-  old = read_json_object(path)
-  new = json.loads(json.dumps(dataclasses.asdict(cfg)))
-  for k in SHAPING:
-    if old.get(k) != new.get(k):
-      raise ConfigError(f"--workdir={cfg.workdir} holds a table with other --{k} "
-                        f"({old.get(k)!r}, not {new.get(k)!r}); use another --workdir")
-
-
 class RunFailed(Exception):
   """A run's CLI exited with an error (its log names why): exit 1, not bad input's 2."""
 
@@ -427,7 +416,7 @@ def run_table(cfg: TableConfig, log=print) -> dict:
   """The whole table (module docstring); returns results.json's content."""
   cfg.validate()
   path = os.path.join(cfg.workdir, "offline_table.json")
-  _check_same_flags(cfg, path)
+  config.check_same_shaping(cfg, path, SHAPING, "a table", "--")
   os.makedirs(cfg.workdir, exist_ok=True)
   atomic_write_text(path, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
   env = build_env(cfg, log)

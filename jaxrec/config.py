@@ -16,11 +16,14 @@ and a new field is one line in its config. Two configs defined in one program ma
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Any, Iterator
 
 from absl import flags
 
 from jaxrec.errors import ConfigError
+from jaxrec.io import read_json_object
 
 
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,  # noqa: A002
@@ -139,3 +142,18 @@ def refuse(names: list[str], why: str) -> None:
   if names:
     listed = ", ".join(f"--{n}" for n in sorted(names))
     raise ConfigError(f"{listed} {'does' if len(names) == 1 else 'do'} not apply {why}")
+
+
+def check_same_shaping(cfg, path: str, keys: tuple[str, ...], holds: str,
+                       flag_prefix: str = "--") -> None:
+  """A workdir holds one experiment: `path` (the JSON of an earlier run's `cfg`) must agree
+  with `cfg` on `keys`, the options that shape its results; else a one-line ConfigError
+  naming the first that differs. No file yet: nothing to check."""
+  if not os.path.isfile(path):
+    return
+  old = read_json_object(path)
+  new = json.loads(json.dumps(dataclasses.asdict(cfg)))
+  for k in keys:
+    if old.get(k) != new.get(k):
+      raise ConfigError(f"--workdir={cfg.workdir} holds {holds} with other {flag_prefix}{k} "
+                        f"({old.get(k)!r}, not {new.get(k)!r}); use another --workdir")
