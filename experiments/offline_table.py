@@ -63,6 +63,7 @@ from jaxrec.config import option
 from jaxrec.errors import ConfigError, DataError
 from jaxrec.faults import PREEMPTED_EXIT, Preempted
 from jaxrec.io import atomic_write_text, read_json_object
+from jaxrec.batchrl.run import last_quarter
 from jaxrec.train.evaluation import eval_modes
 from jaxrec.train.presets import PRESETS
 
@@ -272,12 +273,6 @@ class Runner:
     return failures
 
 
-def _last_quarter(rows: list[dict], key: str) -> float:
-  rows = [r for r in rows if r["epoch"] > 0]
-  n = max(1, len(rows) // 4)
-  return float(np.mean([r[key] for r in rows[-n:]]))
-
-
 def _rate(rows: list[dict]) -> tuple[str, float] | None:
   for key in ("updates_per_s", "steps_per_s"):
     vals = [r[key] for r in rows if key in r]
@@ -303,7 +298,7 @@ def collect(cfg: TableConfig, env: str, walls: dict) -> dict:
       for i, mode in enumerate(modes):
         prefix = "" if i == 0 else f"{mode}_"
         for k in MEASURES:
-          per_mode[mode][k].append(_last_quarter(rows, prefix + k))
+          per_mode[mode][k].append(last_quarter(rows, prefix + k))
       rate = _rate(rows)
       runs[f"{method}/seed{seed}"] = {
           "R@0": rows[0]["R"], "Len@0": rows[0]["Len"], "last_R": rows[-1]["R"],
