@@ -224,8 +224,8 @@ class Runner:
   """Runs the CLI calls --jobs at a time; SIGTERM is passed to the running children and no new
   one starts."""
 
-  def __init__(self, jobs: int, log):
-    self.jobs, self.log = jobs, log
+  def __init__(self, jobs: int):
+    self.jobs = jobs
     self.lock = threading.Lock()
     self.procs: set[subprocess.Popen] = set()
     self.stopping = False
@@ -441,7 +441,7 @@ def run_table(cfg: TableConfig, log=print) -> dict:
       write(collect(cfg, env, walls))
       log(f"{name}: done in {wall:.0f} s")
 
-  runner = Runner(cfg.jobs, log)
+  runner = Runner(cfg.jobs)
   failures = runner.run_all(tasks, on_done)
   results = collect(cfg, env, walls)
   write(results)
