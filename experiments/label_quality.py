@@ -15,7 +15,11 @@ all: the right label is then "None"). Per labeler ("row"):
 Rows: random (uniform over the k candidates), popularity (the candidate with most train-split
 interactions; probabilities proportional to count + 1), oracle (the simulated judge on the
 train user model), and with --backend=hf --model: untuned, plus with --lora: tuned and, when
---permutations > 1, tuned_debiased. Writes FILE.json ({"rows": {name: metrics}, "k", "num",
+--permutations > 1, tuned_debiased. --template=yesno-v1 (the default with a Yes/No adapter)
+asks the model rows one Yes/No prompt per candidate (llm_labeler.prompts): the candidate
+with the largest log-odds is chosen, "None" when every candidate gets a No; it has no
+letters, so no tuned_debiased row, and letter_share_max is then the largest share of one
+candidate position. Writes FILE.json ({"rows": {name: metrics}, "k", "num",
 ...}) and FILE.md (the table), both atomically, and prints the table.
 """
 
@@ -44,6 +48,8 @@ class QualityConfig:
   model: str = option("", "hf: local model directory or .gguf file")
   lora: str = option("", "hf: adapter directory of llm_labeler.tune (tuned rows)")
   permutations: int = option(4, "tuned_debiased: candidate orders averaged (1 = no such row)")
+  template: str = option("", "model rows' prompt: '' = the adapter's (--lora), else table1-v2; "
+                         "or yesno-v1 (one Yes/No prompt per candidate)")
   num: int = option(1000, "held-out prompts")
   k: int = option(10, "candidates per prompt")
   history: int = option(0, "history items shown (0: the adapter's tuning window, else 10)")
@@ -63,6 +69,19 @@ class QualityConfig:
       raise ConfigError("--lora needs --backend=hf")
     if self.permutations < 1 or self.history < 0 or self.threads < 0:
       raise ConfigError("--permutations must be >= 1, --history and --threads >= 0")
+    from llm_labeler.prompts import TEMPLATE_VERSION, YESNO_TEMPLATE_VERSION
+    if self.template not in ("", TEMPLATE_VERSION, YESNO_TEMPLATE_VERSION):
+      raise ConfigError(f"--template must be empty, {TEMPLATE_VERSION} or "
+                        f"{YESNO_TEMPLATE_VERSION}, got {self.template!r}")
+
+
+def model_template(cfg: QualityConfig) -> str:
+  """The model rows' template: --template, else the adapter's, else Table 1."""
+  from llm_labeler.prompts import TEMPLATE_VERSION
+  if cfg.template or not cfg.lora:
+    return cfg.template or TEMPLATE_VERSION
+  from llm_labeler import lora
+  return lora.read_manifest(cfg.lora)["template_version"]
 
 
 def metrics(choice: np.ndarray, probs: np.ndarray, target: np.ndarray,
@@ -141,7 +160,8 @@ def run(cfg: QualityConfig, log=print) -> dict:
   result = {"env": os.path.abspath(cfg.env), "split": "test", "k": cfg.k, "num": n,
             "history": history, "none_frac": cfg.none_frac, "negatives": cfg.negatives,
             "seed": cfg.seed, "model": cfg.model, "lora": cfg.lora,
-            "permutations": cfg.permutations, "rows": rows}
+            "permutations": cfg.permutations,
+            "template": model_template(cfg) if cfg.backend == "hf" else None, "rows": rows}
   result["table"] = table(result)
   cli.emit_json(result, cfg.out)
   atomic_write_text(os.path.splitext(cfg.out)[0] + ".md", result["table"])
@@ -160,15 +180,18 @@ def _model_rows(cfg: QualityConfig, req, catalog, timing: dict, log) -> dict:
   if cfg.threads:
     import torch
     torch.set_num_threads(cfg.threads)
+  from llm_labeler.prompts import is_yesno
+  template = model_template(cfg)
   runs = [("untuned", "", 1)]
   if cfg.lora:
     runs += [("tuned", cfg.lora, 1)] + ([("tuned_debiased", cfg.lora, cfg.permutations)]
-                                        if cfg.permutations > 1 else [])
+                                        if cfg.permutations > 1 and not is_yesno(template)
+                                        else [])
   out, backends = {}, {}
   for name, adapter, perms in runs:
     if adapter not in backends:
       backends[adapter] = HFBackend(cfg.model, catalog, cfg.k, cfg.batch_size,
-                                    cfg.chat_template, lora=adapter)
+                                    cfg.chat_template, lora=adapter, template=template)
     backend = backends[adapter]
     tokens, t0 = backend.prompt_tokens, time.perf_counter()
     lab = average(backend.label, req, perms, "label_quality")

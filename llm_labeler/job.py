@@ -37,7 +37,8 @@ from jaxrec.config import nested, option
 from jaxrec.errors import ConfigError, DataError, JaxrecError
 from jaxrec.oracle_config import OracleConfig
 from llm_labeler.backends import BACKENDS
-from llm_labeler.prompts import TEMPLATE_VERSION, check_template, has_none
+from llm_labeler.prompts import (TEMPLATE_VERSION, YESNO_TEMPLATE_VERSION, check_template,
+                                 has_none, is_yesno)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,9 @@ class LabelConfig:
   lora: str = option("", "hf/vllm: adapter directory written by llm_labeler.tune (manifest "
                      "checked against the model, template and k)")
   permutations: int = option(1, "candidate orders averaged per request (position debiasing)")
+  template: str = option("", "prompt template: '' = the requests' (with --lora: the adapter's "
+                         "if it is yesno-v1); yesno-v1 = one Yes/No prompt per candidate of "
+                         "Table 1 requests")
   history: int = option(0, "newest history items each prompt shows (0: with --lora the "
                         "adapter's tuning window, else all the request holds)")
   tensor_parallel_size: int = option(1, "vllm: GPUs per model")
@@ -98,6 +102,11 @@ class LabelConfig:
       raise ConfigError("--lora needs --backend=hf or vllm, and not --lora_path as well")
     if self.permutations < 1:
       raise ConfigError(f"--permutations must be >= 1, got {self.permutations}")
+    if self.template not in ("", YESNO_TEMPLATE_VERSION):
+      raise ConfigError(f"--template must be empty (the requests' template) or "
+                        f"{YESNO_TEMPLATE_VERSION}, got {self.template!r}")
+    if self.template and self.backend == "oracle":
+      raise ConfigError("--template is for the model backends (the oracle reads no prompt)")
     if self.history < 0 or (self.history and self.backend == "oracle"):
       raise ConfigError(f"--history must be >= 0, and is for the model backends (the oracle "
                         f"reads the env's whole history); got {self.history} with "
@@ -157,6 +166,9 @@ def make_backend(cfg: LabelConfig, request_meta: dict):
   """Builds the backend (imports vLLM / transformers / the env only now), shown the newest
   `prompt_history` items of each request, debiased over --permutations candidate orders when
   P > 1."""
+  if cfg.permutations > 1 and is_yesno(prompt_template(cfg, request_meta)):
+    raise ConfigError(f"--permutations={cfg.permutations}: the {YESNO_TEMPLATE_VERSION} "
+                      "template shows one candidate per prompt, there is no order to permute")
   backend = _make_backend(cfg, request_meta)
   history = prompt_history(cfg)
   if history:
@@ -174,9 +186,29 @@ def template_of(request_meta: dict) -> str:
   return check_template(request_meta.get("template_version", TEMPLATE_VERSION))
 
 
+def prompt_template(cfg: LabelConfig, request_meta: dict) -> str:
+  """The template the model is prompted with: --template, else the adapter's when it is the
+  Yes/No one, else the requests' (`template_of`). The Yes/No template scores Table 1
+  requests only (it offers None, LEA's requests do not)."""
+  requested = template_of(request_meta)
+  if cfg.backend == "oracle":
+    return requested
+  template = cfg.template
+  if not template and cfg.lora:
+    from llm_labeler import lora
+    tuned = lora.read_manifest(cfg.lora).get("template_version")
+    template = tuned if tuned == YESNO_TEMPLATE_VERSION else ""
+  if not template or template == requested:
+    return requested
+  if requested != TEMPLATE_VERSION:
+    raise ConfigError(f"--template={template} scores Table 1 requests ({TEMPLATE_VERSION}); "
+                      f"{cfg.requests} asks for {requested}")
+  return template
+
+
 def _make_backend(cfg: LabelConfig, request_meta: dict):
   k = int(request_meta["k"])
-  template = template_of(request_meta)
+  template = prompt_template(cfg, request_meta)
   if cfg.backend == "oracle":
     from jaxrec.labeling import make_oracle_backend
     oracle_cfg = cfg.oracle
@@ -197,7 +229,7 @@ def _make_backend(cfg: LabelConfig, request_meta: dict):
   from llm_labeler.backends.vllm_backend import VLLMBackend, VLLMConfig
   if cfg.lora:  # vLLM: files, template and k are checked; the base weights are not (docs)
     from llm_labeler import lora
-    lora.check_files(cfg.lora, k, cfg.chat_template)
+    lora.check_files(cfg.lora, k, cfg.chat_template, template=template)
   return VLLMBackend(VLLMConfig(
       model=cfg.model, lora_path=cfg.lora or cfg.lora_path, tensor_parallel_size=cfg.tensor_parallel_size,
       max_num_seqs=cfg.max_num_seqs, dtype=cfg.dtype,
@@ -207,10 +239,12 @@ def _make_backend(cfg: LabelConfig, request_meta: dict):
       catalog, k, template)
 
 
-def label_meta(backend, request_meta: dict) -> dict:
-  """What every label shard of --out records (CONSISTENT_KEYS must agree across shards)."""
+def label_meta(backend, request_meta: dict, template: str = "") -> dict:
+  """What every label shard of --out records (CONSISTENT_KEYS must agree across shards).
+  `template`: the prompt template the backend renders (`prompt_template`), else the
+  requests'."""
   return {"backend": backend.name, "model": backend.model,
-          "template_version": template_of(request_meta),
+          "template_version": template or template_of(request_meta),
           "k": int(request_meta["k"]), "dataset": request_meta.get("dataset"),
           "fingerprint": request_meta.get("fingerprint"),
           "history_len": request_meta.get("history_len"),
@@ -257,9 +291,10 @@ def label_directory(cfg: LabelConfig, log=print, backend=None) -> dict:
   created = not os.path.exists(cfg.out)
   if cfg.lora and os.path.isdir(cfg.requests):  # refuse a wrong adapter before writing
     from llm_labeler import lora
-    k = shards.read_manifest(cfg.requests)["meta"].get("k")
-    if k is not None:
-      lora.check_files(cfg.lora, int(k), cfg.chat_template)
+    request_meta = shards.read_manifest(cfg.requests)["meta"]
+    if request_meta.get("k") is not None:
+      lora.check_files(cfg.lora, int(request_meta["k"]), cfg.chat_template,
+                       template=prompt_template(cfg, request_meta))
   os.makedirs(cfg.out, exist_ok=True)
   for fn in shards.remove_stale_temps(cfg.out):
     log(f"removed {fn}, left by a killed labeler")
@@ -295,7 +330,7 @@ def label_directory(cfg: LabelConfig, log=print, backend=None) -> dict:
           if backend.name == "oracle":
             log("backend oracle: a SIMULATED judge on the env's user model, not an LLM")
         if meta is None:
-          meta = label_meta(backend, manifest["meta"])
+          meta = label_meta(backend, manifest["meta"], prompt_template(cfg, manifest["meta"]))
           shards.check_meta(cfg.out, meta, shards.directory_meta(cfg.out))
         progress.begin()
         req = shards.read_requests(cfg.requests, name)

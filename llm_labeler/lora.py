@@ -19,7 +19,7 @@ import os
 
 from jaxrec.errors import ConfigError, DataError
 from jaxrec.io import sha256_file
-from llm_labeler.prompts import TEMPLATE_VERSION
+from llm_labeler.prompts import TEMPLATE_VERSION, YESNO_TEMPLATE_VERSION
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -81,13 +81,18 @@ def read_manifest(directory: str, flag: str = "--lora") -> dict:
   return manifest
 
 
-def check_files(directory: str, k: int, chat_template: bool, flag: str = "--lora") -> dict:
-  """read_manifest plus the prompt it was tuned on: template version, k, chat template."""
+def check_files(directory: str, k: int, chat_template: bool, flag: str = "--lora",
+                template: str = TEMPLATE_VERSION) -> dict:
+  """read_manifest plus the prompt it was tuned on: template version (`template`, the one
+  the labeler will render), k, chat template."""
   m = read_manifest(directory, flag)
   path = os.path.join(directory, MANIFEST)
-  if m["template_version"] != TEMPLATE_VERSION:
+  # Letter prompts (Table 1, LEA's selection) are served by Table 1 adapters, as before the
+  # Yes/No template; a Yes/No adapter serves Yes/No prompts only, and the other way round.
+  want = template if template == YESNO_TEMPLATE_VERSION else TEMPLATE_VERSION
+  if m["template_version"] != want:
     raise ConfigError(f"{path}: tuned on prompt template {m['template_version']!r}, this "
-                      f"labeler renders {TEMPLATE_VERSION!r}; tune again")
+                      f"labeler renders {template!r}; tune again")
   if int(m["k"]) != k:
     raise ConfigError(f"{path}: tuned for k={m['k']} candidates, the requests have k={k}")
   if bool(m.get("chat_template", False)) != chat_template:

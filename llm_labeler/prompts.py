@@ -80,7 +80,9 @@ TEMPLATE_VERSION = "table1-v2"
 # LEA's augmentation prompt (module docstring): its own version, recorded in the request and
 # label manifests of jaxrec.offline.augment; k candidates, no None option.
 LEA_TEMPLATE_VERSION = shards.LEA_TEMPLATE
-TEMPLATES = (TEMPLATE_VERSION, LEA_TEMPLATE_VERSION)
+# Per-candidate Yes/No prompts for Table 1 requests (module docstring, "Yes/No scoring").
+YESNO_TEMPLATE_VERSION = "yesno-v1"
+TEMPLATES = (TEMPLATE_VERSION, LEA_TEMPLATE_VERSION, YESNO_TEMPLATE_VERSION)
 
 PREAMBLE = ("Below is an instruction that describes a task, paired with an input that provides "
             "further context. Write a response that appropriately completes the request.")
@@ -100,6 +102,15 @@ LEA_INSTRUCTION = (
 LEA_SELECT = ("In the list of following {k} {item}, based on the history, select the letter of "
               "the {item} that the user is most likely to continue to {behavior}:")
 RESPONSE = "By analysing the user's preference, the user will select"
+YESNO_INSTRUCTION = (
+    "You are a user in a {scenario} platform now. The {item} is in the form of {attributes}. "
+    "Given a user's {behavior} history of {item} and one candidate {item}, judge whether the "
+    "user will like the candidate at next timestamp. Please judge by the user's preference on "
+    "{attributes}.")
+YESNO_CANDIDATE = ". Candidate: ("
+YESNO_QUESTION = "). Will the user like this candidate at next timestamp?"
+YESNO_RESPONSE = "Yes or No? The answer is"
+ANSWERS = ("Yes", "No")  # the two answer tokens (" Yes", " No" after YESNO_RESPONSE)
 NONE_TEXT = "None"
 EMPTY_HISTORY = "none"
 _CHAT_SENTINEL = "\x00JAXREC_PROMPT\x00"
@@ -110,9 +121,15 @@ MAX_VALUE_CHARS = 256
 
 
 def has_none(template: str) -> bool:
-  """Whether prompts of `template` offer the "None" label (Table 1 does, LEA's does not)."""
+  """Whether labels of `template` include "None" (Table 1 and its Yes/No form do, LEA's does
+  not)."""
   check_template(template)
-  return template == TEMPLATE_VERSION
+  return template != LEA_TEMPLATE_VERSION
+
+
+def is_yesno(template: str) -> bool:
+  """Whether `template` asks one Yes/No prompt per candidate (k prompts per request)."""
+  return check_template(template) == YESNO_TEMPLATE_VERSION
 
 
 def check_template(template: str) -> str:
@@ -208,10 +225,13 @@ class PromptRenderer:
       k: candidates per prompt.
       chat: (head, tail) from `chat_wrapper` for instruct models; None = the plain template.
       reserved: strings cut out of catalog text: `special_strings(tokenizer)`.
-      template: TEMPLATE_VERSION (Table 1) or LEA_TEMPLATE_VERSION (no None line).
+      template: TEMPLATE_VERSION (Table 1), LEA_TEMPLATE_VERSION (no None line) or
+        YESNO_TEMPLATE_VERSION (one Yes/No prompt per candidate: `render` returns N * k).
     """
     self.template = check_template(template)
     self.k = k
+    yesno = template == YESNO_TEMPLATE_VERSION
+    self.per_request = k if yesno else 1  # prompts per request
     self.labels = letters(k)
     self.num_items = len(catalog.item_text)
     pattern = _reserved_pattern(reserved)
@@ -220,20 +240,22 @@ class PromptRenderer:
     lea = template == LEA_TEMPLATE_VERSION
     nouns = {"scenario": noun(catalog.scenario), "item": noun(catalog.item_noun),
              "attributes": attributes, "behavior": noun(catalog.behavior)}
-    instruction = (LEA_INSTRUCTION if lea else INSTRUCTION).format(**nouns)
+    instruction = (LEA_INSTRUCTION if lea else YESNO_INSTRUCTION if yesno
+                   else INSTRUCTION).format(**nouns)
     before_history, after_history = INPUT.split("{history}")
     if lea:
       after_history = ". " + LEA_SELECT.format(k=k, item=nouns["item"],
                                               behavior=nouns["behavior"])
     body_head = f"{PREAMBLE}\n\nInstruction: {instruction}\nInput: {before_history}"
-    none_line = "" if lea else f"\n{self.labels[k]}. {NONE_TEXT}"
+    none_line = "" if lea or yesno else f"\n{self.labels[k]}. {NONE_TEXT}"
+    question, response = (YESNO_QUESTION, YESNO_RESPONSE) if yesno else ("", RESPONSE)
     if chat is None:
       self._head = body_head
-      self._tail = f"{none_line}\nResponse: {RESPONSE}"
+      self._tail = f"{question}{none_line}\nResponse: {response}"
     else:
       self._head = chat[0] + body_head
-      self._tail = f"{none_line}{chat[1]}{RESPONSE}"
-    self._mid = after_history
+      self._tail = f"{question}{none_line}{chat[1]}{response}"
+    self._mid = YESNO_CANDIDATE if yesno else after_history
     items = item_strings(catalog, reserved)
     # History columns 0..L-2 carry their separator; the last column is the newest item, which
     # is padding only when the whole (right-aligned) history is empty. Index -1 = the pad.
@@ -243,7 +265,9 @@ class PromptRenderer:
     self._cand_prefix = np.array([f"\n{c}. " for c in self.labels[:k]], dtype=object)
 
   def render(self, history: np.ndarray, candidates: np.ndarray) -> list[str]:
-    """history [N, L] int32 (-1 padding, right-aligned), candidates [N, k] int32 -> N prompts."""
+    """history [N, L] int32 (-1 padding, right-aligned), candidates [N, k] int32 -> N prompts
+    (Yes/No template: N * k, request n's candidate j at n * k + j, its k prompts differing in
+    the candidate only, which comes last)."""
     history = np.asarray(history)
     candidates = np.asarray(candidates)
     n, length = history.shape
@@ -253,6 +277,8 @@ class PromptRenderer:
       raise DataError(f"item id out of range for the catalog's {self.num_items} items")
     if n and (int(candidates.min()) < 0 or int(history.min()) < -1):
       raise DataError("candidate ids must be >= 0 and history ids >= -1 (-1 = padding)")
+    if self.per_request > 1:
+      return self._render_yesno(history, candidates)
     parts = np.empty((n, length + 2 * self.k + 3), dtype=object)
     parts[:, 0] = self._head
     parts[:, 1:length] = self._hist[history[:, :-1]]
@@ -260,6 +286,19 @@ class PromptRenderer:
     parts[:, length + 1] = self._mid
     parts[:, length + 2:length + 2 + 2 * self.k:2] = self._cand_prefix
     parts[:, length + 3:length + 3 + 2 * self.k:2] = self._cand[candidates]
+    parts[:, -1] = self._tail
+    join = "".join
+    return [join(row) for row in parts.tolist()]
+
+  def _render_yesno(self, history: np.ndarray, candidates: np.ndarray) -> list[str]:
+    n, length = history.shape
+    history = np.repeat(history, self.k, axis=0)
+    parts = np.empty((n * self.k, length + 4), dtype=object)
+    parts[:, 0] = self._head
+    parts[:, 1:length] = self._hist[history[:, :-1]]
+    parts[:, length] = self._hist_last[history[:, -1]]
+    parts[:, length + 1] = self._mid
+    parts[:, length + 2] = self._cand[candidates.reshape(-1)]
     parts[:, -1] = self._tail
     join = "".join
     return [join(row) for row in parts.tolist()]

@@ -18,6 +18,13 @@ steps (loss against the label prior's entropy, hit@1, the largest label share, a
 label distribution moves from prompt to prompt), so a tune that learnt only the label prior, or
 answers every prompt alike, shows it without touching the test split.
 
+--template=yesno-v1 --loss=listwise tunes for the Yes/No template instead (llm_labeler.prompts):
+each example is k prompts, one per candidate, that share the head and the history (one
+forward per example, the shared part run once); candidate j scores logit(Yes) - logit(No),
+"None" 0, and the loss is the cross-entropy of the target over those k + 1 scores, exactly
+the label probabilities the labeler reads (`base.yesno_label_scores`). The model then answers
+about one item at a time instead of binding a letter to an item among k.
+
 ADAPTER_DIR (peft's files + manifest.json, llm_labeler.lora) appears only when training is
 complete: it is written to a temp directory beside it and renamed. Until then the state of
 training (LoRA weights, AdamW moments, step, loss curve; safetensors + JSON, no pickle) is
@@ -42,7 +49,7 @@ from jaxrec.config import option
 from jaxrec.errors import ConfigError, DataError
 from jaxrec.io import atomic_open, atomic_write_text
 from llm_labeler import lora
-from llm_labeler.prompts import TEMPLATE_VERSION
+from llm_labeler.prompts import TEMPLATE_VERSION, YESNO_TEMPLATE_VERSION
 
 # Flags that do not change the result: a checkpoint resumes under other values of these.
 _RUN_ONLY = ("out", "log_every", "save_every", "threads", "val_every")
@@ -76,8 +83,13 @@ class TuneConfig:
                        "per-letter bias earns less gradient than the choice; each example's "
                        "orders share their head and history (--share_prefix)")
   loss: str = option("vocab", "label-token cross-entropy over the whole vocabulary, or over "
-                     "the k + 1 label tokens only (the labeler's own normalisation)",
-                     choices=("vocab", "labels"))
+                     "the k + 1 label tokens only (the labeler's own normalisation); "
+                     "listwise: the Yes/No template's (cross-entropy of the true candidate "
+                     "over the k candidates' log-odds and None's 0)",
+                     choices=("vocab", "labels", "listwise"))
+  template: str = option(TEMPLATE_VERSION, "prompt template: table1-v2 (one letter among k) "
+                         "or yesno-v1 (one Yes/No prompt per candidate; --loss=listwise)",
+                         choices=(TEMPLATE_VERSION, YESNO_TEMPLATE_VERSION))
   share_prefix: bool = option(True, "run the prompt head all prompts share once per step "
                               "(same loss and gradient, fewer tokens)")
   epochs: int = option(1, "passes over the examples")
@@ -96,6 +108,16 @@ class TuneConfig:
       raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
     if not 1 <= self.orders <= self.k:
       raise ConfigError(f"--orders must be in 1..k={self.k}, got {self.orders}")
+    if self.template not in (TEMPLATE_VERSION, YESNO_TEMPLATE_VERSION):
+      raise ConfigError(f"--template must be {TEMPLATE_VERSION} or {YESNO_TEMPLATE_VERSION}, "
+                        f"got {self.template!r}")
+    if (self.template == YESNO_TEMPLATE_VERSION) != (self.loss == "listwise"):
+      raise ConfigError(f"--template={YESNO_TEMPLATE_VERSION} trains with --loss=listwise and "
+                        f"--loss=listwise needs it; got --template={self.template} "
+                        f"--loss={self.loss}")
+    if self.template == YESNO_TEMPLATE_VERSION and self.orders != 1:
+      raise ConfigError(f"--orders={self.orders}: the {YESNO_TEMPLATE_VERSION} template shows "
+                        "one candidate per prompt, there is no order to rotate")
     if not self.env or not self.model or not self.out:
       raise ConfigError("--env, --model and --out are required")
     if not 0.0 <= self.none_frac < 1.0:
@@ -203,18 +225,28 @@ def evaluate(model, enc, target, label_ids, loss: str, pad: int, prefix: int,
   """Validation on encoded prompts: the mean loss; hit@1 of the argmax over the k + 1 labels
   (the labeler's choice); the largest share one label takes among the choices; and
   `prompt_spread`, the mean total-variation distance of each prompt's label distribution from
-  their mean: 0 when the model answers every prompt alike (it learnt a prior, not a choice)."""
+  their mean: 0 when the model answers every prompt alike (it learnt a prior, not a choice).
+  loss="listwise" (Yes/No prompts, k per example): one forward per example over its k
+  prompts, with their own shared head (`prefix` is not used)."""
   import torch
 
   from llm_labeler.backends import hf_backend
+  from llm_labeler.backends.base import yesno_label_scores
+  per = len(enc) // len(target)  # prompts per example: k for Yes/No, else 1
+  step = per if loss == "listwise" else batch_size
   losses, scores = [], []
   with torch.no_grad():
-    for s in range(0, len(enc), batch_size):
-      logits = hf_backend.label_logits(model, enc[s:s + batch_size], pad, prefix)
-      t = target[s:s + batch_size]
+    for s in range(0, len(enc), step):
+      group = enc[s:s + step]
+      pre = hf_backend.common_prefix(group) if loss == "listwise" else prefix
+      logits = hf_backend.label_logits(model, group, pad, pre)
+      t = target[s // per:(s + step) // per]
       losses.append(float(label_loss(logits, t, label_ids, loss)) * len(t))
       scores.append(logits[:, torch.as_tensor(np.asarray(label_ids))].double().numpy())
-  return {"loss": sum(losses) / len(enc)} | label_stats(np.concatenate(scores), target)
+  scores = np.concatenate(scores)
+  if loss == "listwise":
+    scores = yesno_label_scores(scores, per)
+  return {"loss": sum(losses) / len(target)} | label_stats(scores, target)
 
 
 def label_stats(scores: np.ndarray, target: np.ndarray) -> dict:
@@ -228,13 +260,15 @@ def label_stats(scores: np.ndarray, target: np.ndarray) -> dict:
 
 
 def render(cfg: TuneConfig, ex, catalog, tokenizer) -> tuple[list[str], np.ndarray]:
-  """(prompts [N], the k + 1 label token ids) by the labeler's PromptRenderer; example n's
-  target token is label_ids[ex.target[n]]."""
-  from llm_labeler.backends.base import label_token_ids
+  """(prompts, label token ids) by the labeler's PromptRenderer. Table 1: N prompts and the
+  k + 1 label tokens, example n's target token label_ids[ex.target[n]]. Yes/No: N * k prompts
+  (example n's candidate j at n * k + j) and the [Yes, No] answer tokens."""
+  from llm_labeler.backends.base import answer_token_ids, label_token_ids
   from llm_labeler.prompts import PromptRenderer, chat_wrapper, letters, special_strings
   chat = chat_wrapper(tokenizer) if cfg.chat_template else None
-  renderer = PromptRenderer(catalog, cfg.k, chat, special_strings(tokenizer))
-  ids = np.asarray(label_token_ids(tokenizer, letters(cfg.k)))
+  renderer = PromptRenderer(catalog, cfg.k, chat, special_strings(tokenizer), cfg.template)
+  ids = np.asarray(answer_token_ids(tokenizer) if renderer.per_request > 1
+                   else label_token_ids(tokenizer, letters(cfg.k)))
   return renderer.render(ex.history, ex.candidates), ids
 
 
@@ -243,10 +277,19 @@ def label_loss(logits, target, label_ids, loss: str = "vocab"):
   0..k (k = None), label_ids [k + 1] the label tokens. "vocab": softmax over the vocabulary
   (the format and the choice); "labels": softmax over the k + 1 label tokens only, the
   probabilities the labeler reads (llm_labeler.backends.base.choose), so every gradient step
-  goes to which label, none to producing a label at all."""
+  goes to which label, none to producing a label at all. "listwise" (the Yes/No template):
+  logits [B * k, V] after each example's k prompts, label_ids [Yes, No]; candidate j scores
+  logit(Yes) - logit(No), None 0 (`base.yesno_label_scores`), and the loss is the
+  cross-entropy of the target over those k + 1 scores, the labeler's own label
+  probabilities."""
   import torch
   target = torch.as_tensor(np.asarray(target), dtype=torch.long)
   label_ids = torch.as_tensor(np.asarray(label_ids), dtype=torch.long)
+  if loss == "listwise":
+    answers = logits[:, label_ids].float()
+    s = (answers[:, 0] - answers[:, 1]).reshape(len(target), -1)
+    return torch.nn.functional.cross_entropy(
+        torch.cat([s, torch.zeros_like(s[:, :1])], dim=1), target)
   if loss == "labels":
     return torch.nn.functional.cross_entropy(logits[:, label_ids].float(), target)
   if loss == "vocab":
@@ -337,6 +380,8 @@ def tune(cfg: TuneConfig, log=print) -> dict:
           "class": type(lm).__name__}
   shown = in_orders(ex, cfg.orders)  # prompt n * orders + p: example n in order p
   prompts, label_ids = render(cfg, shown, catalog, tokenizer)
+  # Prompts per example: its orders, or its k Yes/No prompts (one per candidate).
+  per = len(prompts) // len(ex.target)
   enc = [tokenizer.encode(p, add_special_tokens=True) for p in prompts]
   val_enc = ([tokenizer.encode(p, add_special_tokens=True)
               for p in render(cfg, val, catalog, tokenizer)[0]] if val is not None else [])
@@ -384,19 +429,21 @@ def tune(cfg: TuneConfig, log=print) -> dict:
   with faults.Preemption() as preemption:
     for step in range(state["step"], len(batches)):
       idx = batches[step]
-      # One forward over the batch; with --orders, one per example over its orders, which
-      # share the head and the history (their own, longer prefix); gradients accumulate.
-      groups = ([idx] if cfg.orders == 1 else
-                [np.arange(i * cfg.orders, (i + 1) * cfg.orders) for i in idx])
+      # One forward over the batch; with --orders (or Yes/No prompts), one per example over
+      # its orders (its k prompts), which share the head and the history (their own, longer
+      # prefix); gradients accumulate.
+      groups = [idx] if per == 1 else [np.arange(i * per, (i + 1) * per) for i in idx]
       n = sum(len(g) for g in groups)
       opt.zero_grad(set_to_none=True)
       value = 0.0
       for g in groups:
         g_enc = [enc[i] for i in g]
-        g_prefix = (prefix if cfg.orders == 1 or not cfg.share_prefix
+        g_prefix = (prefix if per == 1 or not cfg.share_prefix
                     else hf_backend.common_prefix(g_enc))
         logits = hf_backend.label_logits(model, g_enc, pad, g_prefix)
-        loss = label_loss(logits, shown.target[g], label_ids, cfg.loss) * (len(g) / n)
+        # Yes/No: the group's k prompts are one example, whose target is ex.target.
+        target = ex.target[g[:1] // per] if cfg.loss == "listwise" else shown.target[g]
+        loss = label_loss(logits, target, label_ids, cfg.loss) * (len(g) / n)
         loss.backward()
         value += float(loss.detach())
       for group in opt.param_groups:
@@ -427,12 +474,12 @@ def tune(cfg: TuneConfig, log=print) -> dict:
   trained = sum(len(b) for b in batches)
   manifest = {
       "kind": "jaxrec-lora", "base_model": base, "tokenizer_sha256": lora.tokenizer_sha256(tokenizer),
-      "template_version": TEMPLATE_VERSION, "k": cfg.k, "chat_template": cfg.chat_template,
+      "template_version": cfg.template, "k": cfg.k, "chat_template": cfg.chat_template,
       "history": cfg.history, "dataset": {"name": catalog.dataset, "fingerprint":
                                           catalog.fingerprint, "env": os.path.abspath(cfg.env),
                                           "split": "train"},
       "flags": dataclasses.asdict(cfg), "steps": len(batches), "examples_seen": trained,
-      "prompts_seen": trained * cfg.orders,
+      "prompts_seen": trained * per,
       "loss_curve": state["losses"], "target_entropy": prior,
       "validation": state.get("validation", []), "seconds": round(seconds, 2),
       "validation_seconds": round(val_seconds[0], 2),

@@ -8,7 +8,7 @@ import numpy as np
 
 from jaxrec.errors import ConfigError
 from jaxrec.shards import LabelShard, RequestShard
-from llm_labeler.prompts import RESPONSE
+from llm_labeler.prompts import ANSWERS, RESPONSE, YESNO_RESPONSE
 
 
 class Backend(Protocol):
@@ -26,17 +26,18 @@ class Backend(Protocol):
     ...
 
 
-def label_token_ids(tokenizer, labels: list[str]) -> list[int]:
+def label_token_ids(tokenizer, labels: list[str], response: str = RESPONSE) -> list[int]:
   """The token id of each label as the model would write it right after the prompt.
 
-  Tokenises RESPONSE + " " + label and keeps the token it adds to RESPONSE (" a" in BPE
+  Tokenises response + " " + label and keeps the token it adds to the response (" a" in BPE
   vocabularies, "▁a" in SentencePiece ones); every label must be one distinct token.
+  `response`: the prompt's last words (YESNO_RESPONSE for the Yes/No template's answers).
   """
   enc = lambda s: tokenizer.encode(s, add_special_tokens=False)
-  base = enc(RESPONSE)
+  base = enc(response)
   ids = []
   for label in labels:
-    full = enc(f"{RESPONSE} {label}")
+    full = enc(f"{response} {label}")
     if full[:len(base)] != base or len(full) != len(base) + 1:
       raise ConfigError(f"label {label!r} is not one token after the prompt for this tokenizer "
                         f"({full[len(base) - 1:]}); the labeler needs single-token labels")
@@ -59,3 +60,24 @@ def choose(label_scores: np.ndarray, none_option: bool = True
   s = s - s.max(axis=1, keepdims=True)
   logprobs = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
   return np.argmax(s, axis=1).astype(np.int32), logprobs.astype(np.float32)
+
+
+def answer_token_ids(tokenizer) -> list[int]:
+  """[yes, no]: the answer tokens of the Yes/No template (one token each after its response)."""
+  return label_token_ids(tokenizer, list(ANSWERS), YESNO_RESPONSE)
+
+
+def yesno_label_scores(answer_logits: np.ndarray, k: int) -> np.ndarray:
+  """answer_logits [N * k, 2] (the Yes and No logits after each of a request's k Yes/No
+  prompts, request-major) -> label scores [N, k + 1] for `choose`: candidate j scores its
+  log-odds logit(Yes) - logit(No), "None" scores 0. Normalised, that is a choice model with an
+  outside option: p(j) = e^{s_j} / (1 + sum_i e^{s_i}), p(None) = 1 / (1 + sum_i e^{s_i}), so
+  None wins exactly when the model answers No to every candidate (the Table 1 prompt's "if you
+  think that none of the candidates will be selected")."""
+  a = np.asarray(answer_logits, np.float64)
+  if a.ndim != 2 or a.shape[1] != 2 or a.shape[0] % k:
+    raise ConfigError(f"answer logits of shape {a.shape}: expected [N * {k}, 2]")
+  with np.errstate(invalid="ignore"):
+    s = (a[:, 0] - a[:, 1]).reshape(-1, k)
+  s[np.isnan(s)] = -np.inf  # neither answer scored (-inf - -inf): not a Yes
+  return np.concatenate([s, np.zeros((len(s), 1))], axis=1)

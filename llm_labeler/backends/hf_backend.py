@@ -2,7 +2,10 @@
 
 One forward pass per batch of prompts; the next-token logits at the end of each prompt,
 restricted to the k + 1 label tokens, give the greedy constrained choice and the soft
-preference (`base.choose`). It exercises the real text path (prompt, tokenizer, model) on
+preference (`base.choose`). The Yes/No template (`prompts.YESNO_TEMPLATE_VERSION`) asks k
+prompts per request, one forward pass per request over its k prompts (they share the head and
+the history, run once), and scores each candidate by logit(Yes) - logit(No)
+(`base.yesno_label_scores`). It exercises the real text path (prompt, tokenizer, model) on
 machines without a GPU, and serves one GPU without vLLM (--device=cuda); the vllm backend is
 the production one (continuous batching, prefix caching).
 """
@@ -15,7 +18,8 @@ import numpy as np
 
 from jaxrec.errors import ConfigError
 from jaxrec.shards import Catalog, LabelShard, RequestShard
-from llm_labeler.backends.base import choose, label_token_ids
+from llm_labeler.backends.base import (answer_token_ids, choose, label_token_ids,
+                                       yesno_label_scores)
 from llm_labeler.prompts import (TEMPLATE_VERSION, PromptRenderer, chat_wrapper, has_none,
                                  letters, special_strings)
 
@@ -92,7 +96,7 @@ class HFBackend:
     `template`: the prompt template of the requests (llm_labeler.prompts.TEMPLATES)."""
     from llm_labeler import lora as lora_lib
     # The adapter's files, template and k are checked before torch is imported or a model read.
-    manifest = lora_lib.check_files(lora, k, chat_template) if lora else None
+    manifest = lora_lib.check_files(lora, k, chat_template, template=template) if lora else None
     import torch
     self._torch = torch
     self.device = torch.device(device)
@@ -107,7 +111,10 @@ class HFBackend:
     chat = chat_wrapper(self.tokenizer) if chat_template else None
     self.renderer = PromptRenderer(catalog, k, chat, special_strings(self.tokenizer), template)
     self.none_option = has_none(template)
-    self.label_ids = label_token_ids(self.tokenizer, letters(k))
+    self.k = k
+    # Yes/No template: the two answer tokens of each of a request's k prompts.
+    self.label_ids = (answer_token_ids(self.tokenizer) if self.renderer.per_request > 1
+                      else label_token_ids(self.tokenizer, letters(k)))
     self.batch_size = batch_size
     self.share_prefix = share_prefix
     self.model = os.path.abspath(model)
@@ -119,14 +126,17 @@ class HFBackend:
     # labeled on CPU and GPU hosts may share one --out.
     self.prompt_tokens = 0
 
-  def scores(self, prompts: list[str]) -> np.ndarray:
-    """[N, k+1] next-token logits of the label tokens after each prompt."""
+  def scores(self, prompts: list[str], group: int = 0) -> np.ndarray:
+    """[N, len(label_ids)] next-token logits of the label tokens after each prompt. `group`
+    > 0: forward passes of `group` prompts each (the Yes/No template's k prompts of one
+    request, which share the head and the history) instead of --batch_size."""
     torch = self._torch
     out = []
     ids = torch.tensor(self.label_ids, device=self.device)
     pad = self.tokenizer.pad_token_id
-    for start in range(0, len(prompts), self.batch_size):
-      enc = self.tokenizer(prompts[start:start + self.batch_size])["input_ids"]
+    step = group or self.batch_size
+    for start in range(0, len(prompts), step):
+      enc = self.tokenizer(prompts[start:start + step])["input_ids"]
       self.prompt_tokens += sum(len(e) for e in enc)
       prefix = common_prefix(enc) if self.share_prefix and len(enc) > 1 else 0
       with torch.inference_mode():
@@ -137,5 +147,9 @@ class HFBackend:
   def label(self, requests: RequestShard, shard: str = "") -> LabelShard:
     del shard
     prompts = self.renderer.render(requests.history, requests.candidates)
-    choice, logprobs = choose(self.scores(prompts), self.none_option)
+    if self.renderer.per_request > 1:  # Yes/No: one forward per request over its k prompts
+      scores = yesno_label_scores(self.scores(prompts, self.k), self.k)
+    else:
+      scores = self.scores(prompts)
+    choice, logprobs = choose(scores, self.none_option)
     return LabelShard(choice, np.ones(len(choice), bool), logprobs)

@@ -6,7 +6,11 @@ normalised over them into a soft preference. Two constraints are available:
   tokens  `allowed_token_ids` = the label tokens (exact, no grammar engine; the default);
   choice  `StructuredOutputsParams(choice=labels)` (vLLM's structured outputs).
 Prefix caching is on: every prompt of a dataset shares the long instruction prefix, so after
-the first batch only the history and candidates are prefilled. vLLM is imported here only.
+the first batch only the history and candidates are prefilled. The Yes/No template asks k
+prompts per request, constrained to the two answer tokens; each candidate scores
+logprob(Yes) - logprob(No) and the choice is the argmax with "None" at 0
+(`base.yesno_label_scores`); a request's k prompts differ in the candidate only, so prefix
+caching prefills its history once. vLLM is imported here only.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import numpy as np
 
 from jaxrec.errors import ConfigError
 from jaxrec.shards import Catalog, LabelShard, RequestShard
-from llm_labeler.backends.base import choose, label_token_ids
+from llm_labeler.backends.base import (answer_token_ids, choose, label_token_ids,
+                                       yesno_label_scores)
 from llm_labeler.parse import Parser
 from llm_labeler.prompts import (TEMPLATE_VERSION, PromptRenderer, chat_wrapper, has_none,
                                  letters, special_strings)
@@ -75,15 +80,18 @@ class VLLMBackend:
                         enforce_eager=cfg.enforce_eager, seed=cfg.seed,
                         **kwargs)
     tokenizer = self.llm.get_tokenizer()
-    labels = letters(k)
-    self.label_ids = label_token_ids(tokenizer, labels)
-    # The constraint below depends on the tokenizer and k only: item text cannot widen it.
     chat = chat_wrapper(tokenizer) if cfg.chat_template else None
     self.renderer = PromptRenderer(catalog, k, chat, special_strings(tokenizer), template)
+    self.k = k
+    self.yesno = self.renderer.per_request > 1
+    # The constraint below depends on the tokenizer and k only: item text cannot widen it.
+    # Yes/No template: the two answer tokens of each of a request's k prompts.
+    self.label_ids = (answer_token_ids(tokenizer) if self.yesno
+                      else label_token_ids(tokenizer, letters(k)))
     self.none_option = has_none(template)
     self.parser = Parser(k)
     # A template without "None" (LEA's) allows only the k candidate labels.
-    allowed = self.label_ids if self.none_option else self.label_ids[:k]
+    allowed = self.label_ids if self.none_option or self.yesno else self.label_ids[:k]
     if cfg.constraint == "tokens":
       constraint = {"allowed_token_ids": allowed}
     else:  # the same token as text: " a", so the choice strings carry the space
@@ -115,6 +123,10 @@ class VLLMBackend:
       for j, tid in enumerate(self.label_ids):
         if tid in step:
           scores[i, j] = step[tid].logprob
+    if self.yesno:  # the choice is the argmax of the candidates' log-odds and None's 0
+      valid = np.isfinite(scores).all(axis=1).reshape(-1, self.k).all(axis=1)
+      choice, logprobs = choose(yesno_label_scores(scores, self.k), self.none_option)
+      return LabelShard(choice, valid, logprobs)
     # The choice is what the model wrote (under the constraint: the argmax label token); a
     # parse failure (e.g. an unexpected detokenisation) is counted, never guessed.
     choice, valid = self.parser(texts)

@@ -2,7 +2,8 @@
 SmolLM2-135M-Instruct lowers the label loss and writes its manifest, the hf backend serves the
 adapter and so does vLLM's CPU engine (same labels), an adapter of another base model is
 refused, and SIGTERM + rerun of the tune CLI ends as an uninterrupted run (on a tiny random
-model with SmolLM2's tokenizer, to be quick)."""
+model with SmolLM2's tokenizer, to be quick); the same for the Yes/No template (a short
+listwise tune, served by hf with its template by default, and by vLLM with the same labels)."""
 
 import json
 import os
@@ -19,6 +20,7 @@ from jaxrec.labeling import sampling
 from labeler.test_llm import OFFLINE, gguf_path, offline, smol_dir  # noqa: F401 - fixtures
 from llm_labeler import lora
 from llm_labeler.job import LabelConfig, label_directory
+from llm_labeler.prompts import YESNO_TEMPLATE_VERSION as YESNO
 from llm_labeler.tune import TuneConfig, checkpoint_dir, tune
 from train.conftest import seq_env_dir  # noqa: F401 - the session fixture
 
@@ -216,3 +218,56 @@ def test_validation_passes_and_lora_on_chosen_layers(seq_env_dir, tiny_dir, tmp_
   assert m["target_entropy"] > 0 and m["flags"]["val_num"] == 8
   names = list(load_file(os.path.join(tmp_path, "a", "adapter_model.safetensors")))
   assert names and all(".layers.1." in n for n in names), names
+
+
+@pytest.fixture(scope="module")
+def yesno_adapter(seq_env_dir, smol_dir, tmp_path_factory):  # noqa: F811
+  out = str(tmp_path_factory.mktemp("tune") / "yesno")
+  return out, tune(TuneConfig(env=seq_env_dir, model=smol_dir, out=out, template=YESNO,
+                              loss="listwise", val_num=8, val_every=6, **FLAGS),
+                   log=lambda s: None)
+
+
+def test_a_short_yesno_tune_lowers_the_listwise_loss(yesno_adapter):
+  out, m = yesno_adapter
+  curve = m["loss_curve"]
+  assert len(curve) == m["steps"] == 12 and m["prompts_seen"] == 48 * K
+  assert np.mean(curve[-3:]) < np.mean(curve[:3]), curve
+  assert m["template_version"] == YESNO and m["flags"]["loss"] == "listwise"
+  assert [v["step"] for v in m["validation"]] == [6, 12]
+  assert all(np.isfinite(v["loss"]) and 0 <= v["hit_at_1"] <= 1 for v in m["validation"])
+
+
+def test_the_hf_backend_serves_a_yesno_adapter_with_its_template(yesno_adapter, smol_dir,
+                                                                 request_dir, tmp_path):
+  out = str(tmp_path / "tuned")
+  label_directory(LabelConfig(requests=request_dir, out=out, backend="hf", model=smol_dir,
+                              lora=yesno_adapter[0]), log=lambda s: None)
+  assert shards.directory_meta(out)["template_version"] == YESNO  # the adapter's, by default
+  tuned = shards.read_labels(out, "requests-00000")
+  base_dir = str(tmp_path / "base")
+  label_directory(LabelConfig(requests=request_dir, out=base_dir, backend="hf", model=smol_dir,
+                              template=YESNO), log=lambda s: None)
+  base = shards.read_labels(base_dir, "requests-00000")
+  assert tuned.valid.all() and np.exp(tuned.logprobs).sum(1) == pytest.approx(1.0, abs=1e-4)
+  assert np.abs(np.exp(tuned.logprobs) - np.exp(base.logprobs)).max() > 0.05  # it is applied
+  np.testing.assert_array_equal(tuned.choice, np.argmax(tuned.logprobs, axis=1))
+
+
+def test_vllm_serves_a_yesno_adapter_as_hf_does(yesno_adapter, smol_dir, request_dir, tmp_path):
+  out = str(tmp_path / "vllm")
+  res = subprocess.run(
+      [sys.executable, "-m", "llm_labeler.label", f"--requests={request_dir}", f"--out={out}",
+       "--backend=vllm", f"--model={smol_dir}", f"--lora={yesno_adapter[0]}",
+       "--gpu_memory_utilization=0.3", "--max_model_len=1024", "--max_num_seqs=8",
+       "--enforce_eager", "--dtype=float32"],
+      capture_output=True, text=True, timeout=1500, env=os.environ | OFFLINE)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert shards.directory_meta(out)["template_version"] == YESNO
+  label_directory(LabelConfig(requests=request_dir, out=str(tmp_path / "hf"), backend="hf",
+                              model=smol_dir, lora=yesno_adapter[0]), log=lambda s: None)
+  vl = shards.read_labels(out, "requests-00000")
+  hf = shards.read_labels(str(tmp_path / "hf"), "requests-00000")
+  assert vl.valid.all()
+  np.testing.assert_array_equal(vl.choice, hf.choice)
+  np.testing.assert_allclose(np.exp(vl.logprobs), np.exp(hf.logprobs), atol=1e-3)
