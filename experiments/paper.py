@@ -1,6 +1,6 @@
 """python -m experiments.paper --dataset=NAME [--data_dir=PATH] --labeler=oracle|vllm|hf
     --seeds=3 --workdir=DIR [--preset=tiny|default|paper|long|cpu_llm] [--model=PATH
-    --lora=ADAPTER | --tune] [--workers=N]
+    --lora=ADAPTER | --tune] [--template=yesno-v1] [--workers=N]
 
 Reproduces the paper's Tables 3-5 and Figures 6-11 (Wang et al., WSDM 2025) end to end:
   1. env       WORKDIR/env: the train / test simulators (built once, reused by reruns);
@@ -148,6 +148,9 @@ class PaperConfig:
   tune: bool = option(False, "vllm / hf: LoRA-tune the labeling model on the train env's "
                       "logged interactions first (llm_labeler.tune as a resumable stage, "
                       "WORKDIR/adapter; the paper's Sec. 5.1) and label with it")
+  template: str = option("", "vllm / hf: the labeling prompt: '' = Table 1 (or the --lora "
+                         "adapter's); yesno-v1 = one Yes/No prompt per candidate (--tune: "
+                         "tuned with the listwise loss)", choices=("", "yesno-v1"))
 
   def validate(self) -> None:
     if not self.workdir:
@@ -179,6 +182,10 @@ class PaperConfig:
                         "(the oracle is not a model)")
     if self.lora and self.tune:
       raise ConfigError("--lora and --tune exclude each other (--tune writes WORKDIR/adapter)")
+    if self.template not in ("", "yesno-v1") or (self.template and self.labeler == "oracle"):
+      raise ConfigError(f"--template must be empty or yesno-v1, and applies to "
+                        f"--labeler=vllm|hf; got --template={self.template!r} with "
+                        f"--labeler={self.labeler}")
     if self.lora and not os.path.isfile(os.path.join(self.lora, "manifest.json")):
       raise ConfigError(f"--lora={self.lora}: no manifest.json there (an adapter directory of "
                         "llm_labeler.tune)")
@@ -322,23 +329,27 @@ def label_steps(cfg: PaperConfig, preset: Preset, env_dir: str) -> list[tuple[st
   adapter = adapter_dir(cfg)
   shown = [f"--lora={adapter}"] if adapter else (
       [f"--history={preset.label_history}"] if preset.label_history else [])
+  prompt = [f"--template={cfg.template}"] if cfg.template else []
   steps = []
   if cfg.tune:  # llm_labeler.tune writes --out whole when complete and resumes otherwise
     steps.append(("tune", adapter,
                   [sys.executable, "-m", "llm_labeler.tune", f"--env={env_dir}",
                    f"--model={cfg.model}", f"--out={adapter}", f"--num={preset.tune_examples}",
-                   f"--k={k}", f"--history={preset.tune_history}", "--seed=0"]))
+                   f"--k={k}", f"--history={preset.tune_history}", "--seed=0",
+                   *([f"--template={cfg.template}", "--loss=listwise"] if cfg.template
+                     else [])]))
   steps += [
       ("sample requests", os.path.join(req, "DONE"),
        [sys.executable, "-m", "jaxrec.sample_requests", f"--env={env_dir}", f"--out={req}",
         f"--num={preset.num_requests}", f"--k={k}", "--seed=0"]),
       ("label", os.path.join(lab, "DONE.paper"),
        [sys.executable, "-m", "llm_labeler.label", f"--requests={req}", f"--out={lab}",
-        f"--backend={cfg.labeler}", f"--model={cfg.model}", f"--env={env_dir}", *shown]),
+        f"--backend={cfg.labeler}", f"--model={cfg.model}", f"--env={env_dir}", *shown,
+        *prompt]),
       ("quality", os.path.join(root, "quality.json"),
        [sys.executable, "-m", "experiments.label_quality", f"--env={env_dir}",
         f"--out={os.path.join(root, 'quality.json')}", "--backend=hf", f"--model={cfg.model}",
-        f"--num={preset.quality_num}", f"--k={k}", "--permutations=1",
+        f"--num={preset.quality_num}", f"--k={k}", "--permutations=1", *prompt,
         *([f"--lora={adapter}"] if adapter else
           [f"--history={preset.label_history}"] if preset.label_history else [])]),
   ]
@@ -371,7 +382,8 @@ def ensure_labels(cfg: PaperConfig, preset: Preset, env_dir: str, log) -> dict:
 
 def _check_same_flags(cfg: PaperConfig, path: str) -> None:
   """A workdir holds one experiment: a rerun must use the flags that shape its results."""
-  keys = ("dataset", "labeler", "preset", "model", "protocol", "true_matrix", "lora", "tune")
+  keys = ("dataset", "labeler", "preset", "model", "protocol", "true_matrix", "lora", "tune",
+          "template")
   if not os.path.isfile(path):
     return
   try:
@@ -379,7 +391,7 @@ def _check_same_flags(cfg: PaperConfig, path: str) -> None:
   except (OSError, ValueError, KeyError) as e:
     raise DataError(f"{path}: unreadable ({e})") from None
   for k in keys:
-    if old.get(k) != getattr(cfg, k):
+    if old.get(k, "" if k == "template" else None) != getattr(cfg, k):  # no template: before it
       raise ConfigError(f"--workdir={cfg.workdir} holds a run with --{k}={old.get(k)}; "
                         f"got --{k}={getattr(cfg, k)} (use another --workdir)")
 

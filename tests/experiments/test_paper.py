@@ -254,6 +254,13 @@ def test_label_stages_tune_then_label_and_measure_with_the_adapter(tmp_path):
   plain = dataclasses.replace(plain, preset="default")
   for _, _, cmd in paper.label_steps(plain, paper.PRESETS["default"], "ENV")[1:]:
     assert _flag(cmd, "history") is None  # all the request holds
+    assert _flag(cmd, "template") is None
+  # --template=yesno-v1: tuned with the listwise loss, labeled and measured on that prompt.
+  yesno = dataclasses.replace(cfg, template="yesno-v1")
+  steps = paper.label_steps(yesno, preset, "ENV")
+  assert _flag(steps[0][2], "loss") == "listwise"
+  assert [_flag(c, "template") for _, _, c in steps] == ["yesno-v1", None, "yesno-v1",
+                                                         "yesno-v1"]
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -261,6 +268,7 @@ def test_label_stages_tune_then_label_and_measure_with_the_adapter(tmp_path):
     (dict(tune=True), "--tune applies to --labeler=vllm|hf"),
     (dict(labeler="hf", model="M", lora="A", tune=True), "--lora and --tune exclude each other"),
     (dict(labeler="hf", model="M", lora="/nonexistent"), "--lora=/nonexistent: no manifest.json"),
+    (dict(template="yesno-v1"), "applies to --labeler=vllm|hf"),
 ])
 def test_adapter_flags_are_checked(kw, message, tmp_path):
   with pytest.raises(ConfigError, match=message):
