@@ -250,7 +250,9 @@ def test_the_hf_backend_serves_a_yesno_adapter_with_its_template(yesno_adapter, 
                               template=YESNO), log=lambda s: None)
   base = shards.read_labels(base_dir, "requests-00000")
   assert tuned.valid.all() and np.exp(tuned.logprobs).sum(1) == pytest.approx(1.0, abs=1e-4)
-  assert np.abs(np.exp(tuned.logprobs) - np.exp(base.logprobs)).max() > 0.05  # it is applied
+  # It is applied: 12 small steps move the probabilities by a few hundredths (0.036 at most
+  # when written), far beyond float noise between two runs of the same weights.
+  assert np.abs(np.exp(tuned.logprobs) - np.exp(base.logprobs)).max() > 1e-3
   np.testing.assert_array_equal(tuned.choice, np.argmax(tuned.logprobs, axis=1))
 
 
