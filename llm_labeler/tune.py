@@ -38,6 +38,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -52,7 +53,7 @@ from llm_labeler import lora
 from llm_labeler.prompts import TEMPLATE_VERSION, YESNO_TEMPLATE_VERSION
 
 # Flags that do not change the result: a checkpoint resumes under other values of these.
-_RUN_ONLY = ("out", "log_every", "save_every", "threads", "val_every")
+_RUN_ONLY = ("out", "log_every", "save_every", "threads", "val_every", "device")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +98,7 @@ class TuneConfig:
   chat_template: bool = option(False, "wrap prompts in the tokenizer's chat template")
   seed: int = option(0, "examples, their order and the LoRA init")
   threads: int = option(0, "torch threads (0 = torch's default)")
+  device: str = option("cpu", "torch device (cpu, cuda, cuda:N); a checkpoint resumes on any")
   val_num: int = option(0, "validation examples: more interactions of the train split, "
                         "disjoint from the tuning examples, scored every --val_every steps")
   val_every: int = option(25, "steps between validation passes (and after the last step)")
@@ -132,6 +134,8 @@ class TuneConfig:
       raise ConfigError(f"--k must be in 2..25, got {self.k}")
     if self.val_num < 0:
       raise ConfigError(f"--val_num must be >= 0, got {self.val_num}")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+      raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
     layer_range(self.layers)
 
   def result_flags(self) -> dict:
@@ -221,7 +225,7 @@ def target_entropy(target: np.ndarray, k: int) -> float:
 
 
 def evaluate(model, enc, target, label_ids, loss: str, pad: int, prefix: int,
-             batch_size: int) -> dict:
+             batch_size: int, device=None) -> dict:
   """Validation on encoded prompts: the mean loss; hit@1 of the argmax over the k + 1 labels
   (the labeler's choice); the largest share one label takes among the choices; and
   `prompt_spread`, the mean total-variation distance of each prompt's label distribution from
@@ -239,10 +243,11 @@ def evaluate(model, enc, target, label_ids, loss: str, pad: int, prefix: int,
     for s in range(0, len(enc), step):
       group = enc[s:s + step]
       pre = hf_backend.common_prefix(group) if loss == "listwise" else prefix
-      logits = hf_backend.label_logits(model, group, pad, pre)
+      logits = hf_backend.label_logits(model, group, pad, pre, device)
       t = target[s // per:(s + step) // per]
       losses.append(float(label_loss(logits, t, label_ids, loss)) * len(t))
-      scores.append(logits[:, torch.as_tensor(np.asarray(label_ids))].double().numpy())
+      ids = torch.as_tensor(np.asarray(label_ids), device=logits.device)
+      scores.append(logits[:, ids].double().cpu().numpy())
   scores = np.concatenate(scores)
   if loss == "listwise":
     scores = yesno_label_scores(scores, per)
@@ -283,8 +288,8 @@ def label_loss(logits, target, label_ids, loss: str = "vocab"):
   cross-entropy of the target over those k + 1 scores, the labeler's own label
   probabilities."""
   import torch
-  target = torch.as_tensor(np.asarray(target), dtype=torch.long)
-  label_ids = torch.as_tensor(np.asarray(label_ids), dtype=torch.long)
+  target = torch.as_tensor(np.asarray(target), dtype=torch.long, device=logits.device)
+  label_ids = torch.as_tensor(np.asarray(label_ids), dtype=torch.long, device=logits.device)
   if loss == "listwise":
     answers = logits[:, label_ids].float()
     s = (answers[:, 0] - answers[:, 1]).reshape(len(target), -1)
@@ -312,11 +317,11 @@ def _save(ckpt: str, step: int, model, opt, state: dict) -> None:
   from peft import get_peft_model_state_dict
   from safetensors.torch import save
   os.makedirs(ckpt, exist_ok=True)
-  tensors = {f"lora.{k}": v.detach().contiguous() for k, v in
+  tensors = {f"lora.{k}": v.detach().cpu().contiguous() for k, v in
              get_peft_model_state_dict(model).items()}
   for i, s in opt.state_dict()["state"].items():
     for key, v in s.items():
-      tensors[f"opt.{i}.{key}"] = v.detach().reshape(v.shape).contiguous()
+      tensors[f"opt.{i}.{key}"] = v.detach().cpu().reshape(v.shape).contiguous()
   name = f"step-{step:06d}.safetensors"
   with atomic_open(os.path.join(ckpt, name), "wb") as f:
     f.write(save(tensors))
@@ -375,6 +380,9 @@ def tune(cfg: TuneConfig, log=print) -> dict:
   from llm_labeler.backends import hf_backend
   if cfg.threads:
     torch.set_num_threads(cfg.threads)
+  if cfg.device != "cpu" and not torch.cuda.is_available():
+    raise ConfigError(f"--device={cfg.device}: torch sees no CUDA device here")
+  device = torch.device(cfg.device)
   tokenizer, lm = hf_backend.load_model(cfg.model, "float32")
   base = {"path": os.path.abspath(cfg.model), "weights_sha256": lora.weights_sha256(lm),
           "class": type(lm).__name__}
@@ -398,6 +406,7 @@ def tune(cfg: TuneConfig, log=print) -> dict:
                                         target_modules=cfg.targets.split(","),
                                         layers_to_transform=layer_range(cfg.layers),
                                         task_type="CAUSAL_LM"))
+  model.to(device)
   model.train()
   opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                           weight_decay=0.0)
@@ -417,7 +426,7 @@ def tune(cfg: TuneConfig, log=print) -> dict:
       return
     t = time.perf_counter()
     v = {"step": step} | evaluate(model, val_enc, val.target, label_ids, cfg.loss, pad, prefix,
-                                  cfg.batch_size)
+                                  cfg.batch_size, device)
     state["validation"].append(v)
     log(f"validation at step {step}: loss {v['loss']:.4f} (label prior "
         f"{target_entropy(val.target, cfg.k):.4f}), hit@1 {v['hit_at_1']:.3f}, largest label "
@@ -440,7 +449,7 @@ def tune(cfg: TuneConfig, log=print) -> dict:
         g_enc = [enc[i] for i in g]
         g_prefix = (prefix if per == 1 or not cfg.share_prefix
                     else hf_backend.common_prefix(g_enc))
-        logits = hf_backend.label_logits(model, g_enc, pad, g_prefix)
+        logits = hf_backend.label_logits(model, g_enc, pad, g_prefix, device)
         # Yes/No: the group's k prompts are one example, whose target is ex.target.
         target = ex.target[g[:1] // per] if cfg.loss == "listwise" else shown.target[g]
         loss = label_loss(logits, target, label_ids, cfg.loss) * (len(g) / n)

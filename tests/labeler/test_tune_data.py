@@ -246,7 +246,7 @@ def test_an_adapter_for_another_k_or_template_is_refused_by_the_cli(tmp_path, re
 
 def test_tune_refuses_bad_flags_before_loading_a_model(seq_env_dir, tmp_path):  # noqa: F811
   for flag, match in (("--none_frac=1.0", "--none_frac"), ("--num=1000000", "--num"),
-                      ("--layers=29-15", "--layers")):
+                      ("--layers=29-15", "--layers"), ("--device=gpu", "--device")):
     out = tmp_path / "ad"
     res = subprocess.run([sys.executable, "-m", "llm_labeler.tune", f"--env={seq_env_dir}",
                           "--model=nonexistent", f"--out={out}", flag], capture_output=True,
@@ -254,6 +254,15 @@ def test_tune_refuses_bad_flags_before_loading_a_model(seq_env_dir, tmp_path):  
     assert res.returncode == 2 and match in res.stderr, res.stderr
     assert res.stderr.strip().count("\n") == 0 and not out.exists()
     assert not [f for f in os.listdir(tmp_path) if "tune-ckpt" in f or f.startswith(".tmp")]
+
+
+def test_the_device_is_not_part_of_the_resume_key():
+  from llm_labeler.tune import TuneConfig
+  cpu = TuneConfig(env="e", model="m", out="o")
+  assert cpu.result_flags() == TuneConfig(env="e", model="m", out="o",
+                                          device="cuda:1").result_flags()
+  for ok in ("cpu", "cuda", "cuda:0"):
+    TuneConfig(env="e", model="m", out="o", device=ok).validate()
 
 
 def test_tune_resume_key_uses_absolute_paths(tmp_path, monkeypatch):
