@@ -166,10 +166,11 @@ def make_backend(cfg: LabelConfig, request_meta: dict):
   """Builds the backend (imports vLLM / transformers / the env only now), shown the newest
   `prompt_history` items of each request, debiased over --permutations candidate orders when
   P > 1."""
-  if cfg.permutations > 1 and is_yesno(prompt_template(cfg, request_meta)):
+  template = prompt_template(cfg, request_meta)
+  if cfg.permutations > 1 and is_yesno(template):
     raise ConfigError(f"--permutations={cfg.permutations}: the {YESNO_TEMPLATE_VERSION} "
                       "template shows one candidate per prompt, there is no order to permute")
-  backend = _make_backend(cfg, request_meta)
+  backend = _make_backend(cfg, request_meta, template)
   history = prompt_history(cfg)
   if history:
     backend = Windowed(backend, history)
@@ -206,9 +207,9 @@ def prompt_template(cfg: LabelConfig, request_meta: dict) -> str:
   return template
 
 
-def _make_backend(cfg: LabelConfig, request_meta: dict):
+def _make_backend(cfg: LabelConfig, request_meta: dict, template: str):
+  """`template`: `prompt_template(cfg, request_meta)`, resolved once by `make_backend`."""
   k = int(request_meta["k"])
-  template = prompt_template(cfg, request_meta)
   if cfg.backend == "oracle":
     from jaxrec.labeling import make_oracle_backend
     oracle_cfg = cfg.oracle

@@ -78,22 +78,29 @@ def test_the_hf_backend_serves_the_adapter(adapter, smol_dir, request_dir, tmp_p
   assert "[4 rotations]" in shards.directory_meta(debiased)["model"]
 
 
-def test_vllm_serves_the_adapter_as_hf_does(adapter, smol_dir, request_dir, tmp_path):
-  """vLLM's CPU engine with enable_lora + LoRARequest labels as the hf backend with the
-  adapter merged: same choices, label probabilities equal to float tolerance."""
+def _vllm_and_hf_labels(adapter_dir, smol_dir, request_dir, tmp_path):  # noqa: F811
+  """(vLLM label shard, hf label shard, vLLM's directory meta) of the same requests with the
+  adapter: vLLM's CPU engine (enable_lora + LoRARequest) through the label CLI, hf in process
+  (the adapter merged)."""
   out = str(tmp_path / "vllm")
   res = subprocess.run(
       [sys.executable, "-m", "llm_labeler.label", f"--requests={request_dir}", f"--out={out}",
-       "--backend=vllm", f"--model={smol_dir}", f"--lora={adapter[0]}",
+       "--backend=vllm", f"--model={smol_dir}", f"--lora={adapter_dir}",
        "--gpu_memory_utilization=0.3", "--max_model_len=1024", "--max_num_seqs=8",
        "--enforce_eager", "--dtype=float32"],
       capture_output=True, text=True, timeout=1500, env=os.environ | OFFLINE)
   assert res.returncode == 0, res.stderr[-3000:]
-  assert "LoRA" in shards.directory_meta(out)["model"]
   label_directory(LabelConfig(requests=request_dir, out=str(tmp_path / "hf"), backend="hf",
-                              model=smol_dir, lora=adapter[0]), log=lambda s: None)
-  vl = shards.read_labels(out, "requests-00000")
-  hf = shards.read_labels(str(tmp_path / "hf"), "requests-00000")
+                              model=smol_dir, lora=adapter_dir), log=lambda s: None)
+  return (shards.read_labels(out, "requests-00000"),
+          shards.read_labels(str(tmp_path / "hf"), "requests-00000"), shards.directory_meta(out))
+
+
+def test_vllm_serves_the_adapter_as_hf_does(adapter, smol_dir, request_dir, tmp_path):
+  """vLLM's CPU engine with enable_lora + LoRARequest labels as the hf backend with the
+  adapter merged: same choices, label probabilities equal to float tolerance."""
+  vl, hf, meta = _vllm_and_hf_labels(adapter[0], smol_dir, request_dir, tmp_path)
+  assert "LoRA" in meta["model"]
   np.testing.assert_array_equal(vl.choice, hf.choice)
   np.testing.assert_allclose(np.exp(vl.logprobs), np.exp(hf.logprobs), atol=1e-3)
 
@@ -257,19 +264,8 @@ def test_the_hf_backend_serves_a_yesno_adapter_with_its_template(yesno_adapter, 
 
 
 def test_vllm_serves_a_yesno_adapter_as_hf_does(yesno_adapter, smol_dir, request_dir, tmp_path):
-  out = str(tmp_path / "vllm")
-  res = subprocess.run(
-      [sys.executable, "-m", "llm_labeler.label", f"--requests={request_dir}", f"--out={out}",
-       "--backend=vllm", f"--model={smol_dir}", f"--lora={yesno_adapter[0]}",
-       "--gpu_memory_utilization=0.3", "--max_model_len=1024", "--max_num_seqs=8",
-       "--enforce_eager", "--dtype=float32"],
-      capture_output=True, text=True, timeout=1500, env=os.environ | OFFLINE)
-  assert res.returncode == 0, res.stderr[-3000:]
-  assert shards.directory_meta(out)["template_version"] == YESNO
-  label_directory(LabelConfig(requests=request_dir, out=str(tmp_path / "hf"), backend="hf",
-                              model=smol_dir, lora=yesno_adapter[0]), log=lambda s: None)
-  vl = shards.read_labels(out, "requests-00000")
-  hf = shards.read_labels(str(tmp_path / "hf"), "requests-00000")
+  vl, hf, meta = _vllm_and_hf_labels(yesno_adapter[0], smol_dir, request_dir, tmp_path)
+  assert meta["template_version"] == YESNO
   assert vl.valid.all()
   np.testing.assert_array_equal(vl.choice, hf.choice)
   np.testing.assert_allclose(np.exp(vl.logprobs), np.exp(hf.logprobs), atol=1e-3)

@@ -9,13 +9,12 @@ import pytest
 
 from jaxrec import shards
 from jaxrec.errors import ConfigError
-from labeler.test_tune_data import _fake_adapter, _requests
+from labeler.test_tune_data import K, _fake_adapter, request_dir  # noqa: F401 - fixture
 from llm_labeler import prompts
 from llm_labeler.backends.base import choose, yesno_label_scores
 from llm_labeler.job import LabelConfig, label_directory, make_backend, prompt_template
 from llm_labeler.tune import TuneConfig
 
-K = 4
 YESNO = prompts.YESNO_TEMPLATE_VERSION
 
 
@@ -105,15 +104,7 @@ def test_tune_refuses_mismatched_template_flags(kw, match):
   TuneConfig(env="e", model="m", out="o", template=YESNO, loss="listwise").validate()
 
 
-@pytest.fixture
-def request_dir(tmp_path):
-  d = str(tmp_path / "req")
-  meta = {"dataset": "x", "fingerprint": "0" * 16, "k": K, "history_len": 2, "num_items": 12}
-  shards.write_requests(d, "requests-00000", _requests(n=4), meta)
-  return d
-
-
-def test_which_template_a_job_renders(tmp_path, request_dir):
+def test_which_template_a_job_renders(tmp_path, request_dir):  # noqa: F811
   table1 = {"k": K}
   lea = {"k": K, "template_version": shards.LEA_TEMPLATE}
   cfg = LabelConfig(requests=request_dir, out="o", backend="hf", model="m")
@@ -136,7 +127,8 @@ def test_which_template_a_job_renders(tmp_path, request_dir):
     LabelConfig(requests="r", out="o", env="e", template=YESNO).validate()
 
 
-def test_permutations_and_a_table1_adapter_are_refused_with_yesno_prompts(tmp_path, request_dir):
+def test_permutations_and_a_table1_adapter_are_refused_with_yesno_prompts(
+    tmp_path, request_dir):  # noqa: F811
   cfg = LabelConfig(requests=request_dir, out="o", backend="hf", model="m", template=YESNO,
                     permutations=2)
   with pytest.raises(ConfigError, match="no order to permute"):
