@@ -16,7 +16,9 @@ Reproduces the paper's Tables 3-5 and Figures 6-11 (Wang et al., WSDM 2025) end 
                each with its own orbax resume), plus the exploration-strategy runs of
                Figures 10-11 (WORKDIR/runs/explore/<method>/<strategy>/seed<k>);
   5. report    results.json, tables.md, figures/*.png (experiments/paper_report.py).
-A rerun with the same flags skips finished runs and resumes unfinished ones. Runs go to
+A rerun with the same flags skips finished runs and resumes unfinished ones; a SIGTERM during a
+label stage is passed on to it (it stops after the shard or tune step in flight) and the
+launcher exits 143. Runs go to
 --workers processes (default: 2 where there are 2 cores) sharing a persistent XLA compilation
 cache (WORKDIR/xla_cache), so each program is compiled once.
 """
@@ -26,8 +28,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 from absl import flags
@@ -42,6 +46,7 @@ from jaxrec.data import flags as data_flags
 from jaxrec.data import registry, synthetic
 from jaxrec.envs import build, peer
 from jaxrec.errors import ConfigError, DataError
+from jaxrec.faults import PREEMPTED_EXIT, Preempted
 from jaxrec.io import atomic_write_text
 from jaxrec.train.pretraining import PretrainConfig
 from jaxrec.train.run import TrainConfig
@@ -70,6 +75,10 @@ class Preset:
   tune_history: int = 10
   label_history: int = 0
   quality_num: int = 200
+  # vllm / hf: rows per request shard (jaxrec.sample_requests --shard_size): the label job
+  # commits one shard at a time, so a stopped label stage keeps every finished shard. The rows
+  # do not depend on it (the requests are sampled first, then cut into shards).
+  request_shard_size: int = 10_000
 
 
 # The default preset is the README's main job: <= 10 min on a 2-core CPU, at the paper's budget
@@ -118,9 +127,11 @@ PRESETS["long"] = dataclasses.replace(
 # A real model on a 2-core CPU (--labeler=hf with SmolLM2-135M; issue 18): the default preset's
 # envs, budget and pre-training, 1,000 labeled requests instead of 10,000 and prompts of 5
 # history items instead of 10 (tuning, labeling and the label-quality check), no exploration
-# runs; docs/labeler.md has its stage times.
+# runs, request shards of 100 (a few minutes of labeling each on this CPU, so a stopped label
+# stage resumes at most one shard back); docs/labeler.md has its stage times.
 PRESETS["cpu_llm"] = dataclasses.replace(
-    PRESETS["default"], explore_methods=(), num_requests=1000, tune_history=5, label_history=5)
+    PRESETS["default"], explore_methods=(), num_requests=1000, tune_history=5, label_history=5,
+    request_shard_size=100)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,7 +352,8 @@ def label_steps(cfg: PaperConfig, preset: Preset, env_dir: str) -> list[tuple[st
   steps += [
       ("sample requests", os.path.join(req, "DONE"),
        [sys.executable, "-m", "jaxrec.sample_requests", f"--env={env_dir}", f"--out={req}",
-        f"--num={preset.num_requests}", f"--k={k}", "--seed=0"]),
+        f"--num={preset.num_requests}", f"--k={k}", "--seed=0",
+        f"--shard_size={preset.request_shard_size}"]),
       ("label", os.path.join(lab, "DONE.paper"),
        [sys.executable, "-m", "llm_labeler.label", f"--requests={req}", f"--out={lab}",
         f"--backend={cfg.labeler}", f"--model={cfg.model}", f"--env={env_dir}", *shown,
@@ -356,9 +368,39 @@ def label_steps(cfg: PaperConfig, preset: Preset, env_dir: str) -> list[tuple[st
   return steps
 
 
+def run_stage(cmd: list[str], log) -> tuple[int, str, bool]:
+  """Runs one label stage's CLI, its stderr (progress lines, the error) passed to `log` line by
+  line as it comes. A SIGTERM to this process is passed on to the stage, which stops at its
+  next safe point (a committed shard, a tune checkpoint) and exits 143; without this the stage
+  would outlive its launcher. -> (exit status, its last stderr line, whether SIGTERM came)."""
+  proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace")
+  stopped = []
+
+  def forward(signum, frame):
+    del frame
+    stopped.append(signum)
+    proc.send_signal(signum)
+
+  main = threading.current_thread() is threading.main_thread()
+  previous = signal.signal(signal.SIGTERM, forward) if main else None
+  last = "(no output)"
+  try:
+    for line in proc.stderr:
+      line = line.rstrip()
+      if line.strip():
+        last = line
+        log(f"  {line}")
+    proc.wait()
+  finally:
+    if main:
+      signal.signal(signal.SIGTERM, previous)
+  return proc.returncode, last, bool(stopped)
+
+
 def ensure_labels(cfg: PaperConfig, preset: Preset, env_dir: str, log) -> dict:
   """vllm / hf: (tuned,) request shards sampled from the train env, labeled by the LLM offline,
-  and the label quality of that labeler. -> wall seconds of each stage run now."""
+  and the label quality of that labeler. -> wall seconds of each stage run now. SIGTERM stops
+  the stage in flight at its next safe point (Preempted: exit 143; rerunning resumes)."""
   if cfg.labeler == "oracle":
     log("labels: the simulated oracle judge (jaxrec.oracle, NOT an LLM) labels inside "
         "pre-training")
@@ -370,10 +412,11 @@ def ensure_labels(cfg: PaperConfig, preset: Preset, env_dir: str, log) -> dict:
       continue
     log(f"labels: {what}: {' '.join(cmd[1:])}")
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
-    if res.returncode:
-      tail = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
-      raise DataError(f"{cmd[2]} failed (exit {res.returncode}): {tail}")
+    rc, last, stopped = run_stage(cmd, log)
+    if stopped and rc in (PREEMPTED_EXIT, -signal.SIGTERM):
+      raise Preempted(f"labels: {what} stopped by SIGTERM; rerun the same command to resume")
+    if rc:
+      raise DataError(f"{cmd[2]} failed (exit {rc}): {last}")
     if marker.endswith(".paper"):
       atomic_write_text(marker, "")
     walls[what] = time.perf_counter() - t0

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ from jaxrec.agents.registry import PRETRAINED, make_agent
 from jaxrec.checkpoint import read_train_config
 from jaxrec.envs import build
 from jaxrec.errors import ConfigError, DataError
+from jaxrec.faults import Preempted
 from jaxrec.export import evaluate_export, export_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -235,6 +237,7 @@ def test_label_stages_tune_then_label_and_measure_with_the_adapter(tmp_path):
   assert tune[2] == "llm_labeler.tune" and _flag(tune, "num") == "1000"
   assert _flag(tune, "history") == "5" and _flag(tune, "k") == str(preset.pretrain.num_candidates)
   assert _flag(sample, "k") == _flag(tune, "k") and _flag(sample, "num") == "1000"
+  assert _flag(sample, "shard_size") == "100"  # a stopped label stage keeps its shards
   # Labels and their quality use the adapter (and so its window), on the same model.
   for cmd in (label, quality):
     assert _flag(cmd, "lora") == adapter and _flag(cmd, "model") == "M"
@@ -252,6 +255,8 @@ def test_label_stages_tune_then_label_and_measure_with_the_adapter(tmp_path):
   for _, _, cmd in paper.label_steps(plain, preset, "ENV")[1:]:
     assert _flag(cmd, "lora") is None and _flag(cmd, "history") == "5"
   plain = dataclasses.replace(plain, preset="default")
+  assert _flag(paper.label_steps(plain, paper.PRESETS["default"], "ENV")[0][2],
+               "shard_size") == "10000"
   for _, _, cmd in paper.label_steps(plain, paper.PRESETS["default"], "ENV")[1:]:
     assert _flag(cmd, "history") is None  # all the request holds
     assert _flag(cmd, "template") is None
@@ -261,6 +266,42 @@ def test_label_stages_tune_then_label_and_measure_with_the_adapter(tmp_path):
   assert _flag(steps[0][2], "loss") == "listwise"
   assert [_flag(c, "template") for _, _, c in steps] == ["yesno-v1", None, "yesno-v1",
                                                          "yesno-v1"]
+
+
+# A stage that prints a line, then waits for SIGTERM and exits 143 as the label / tune CLIs do.
+_STAGE = ("import signal, sys, time\n"
+          "signal.signal(signal.SIGTERM, lambda *a: (print('saved shard', file=sys.stderr), "
+          "sys.exit(143)))\n"
+          "print('labeled 100 requests', file=sys.stderr, flush=True)\n"
+          "time.sleep(60)\n")
+
+
+def test_sigterm_is_passed_to_the_label_stage_and_the_launcher_stops(tmp_path, monkeypatch):
+  lines = []
+
+  def log(line):  # the stage's first line: the launcher gets a SIGTERM
+    lines.append(line)
+    if line == "  labeled 100 requests":
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  before = signal.getsignal(signal.SIGTERM)
+  rc, last, stopped = paper.run_stage([sys.executable, "-c", _STAGE], log)
+  assert (rc, last, stopped) == (143, "saved shard", True)  # the child saved and exited
+  assert lines == ["  labeled 100 requests", "  saved shard"]  # streamed, not swallowed
+  assert signal.getsignal(signal.SIGTERM) is before  # the launcher's handler is restored
+  # In the pipeline: Preempted (the CLI's exit 143), and no "done" marker for that stage.
+  cfg = paper.PaperConfig(workdir=str(tmp_path), labeler="hf", model="M", preset="cpu_llm")
+  monkeypatch.setattr(paper, "label_steps", lambda *a: [
+      ("label", str(tmp_path / "DONE.paper"), [sys.executable, "-c", _STAGE])])
+  with pytest.raises(Preempted, match="labels: label stopped by SIGTERM; rerun"):
+    paper.ensure_labels(cfg, paper.PRESETS["cpu_llm"], "ENV", log)
+  assert not (tmp_path / "DONE.paper").exists()
+  # A stage that fails on its own: its last line in the error.
+  monkeypatch.setattr(paper, "label_steps", lambda *a: [
+      ("label", str(tmp_path / "DONE.paper"),
+       [sys.executable, "-c", "import sys; sys.exit('error: --model: no such file')"])])
+  with pytest.raises(DataError, match=r"failed \(exit 1\): error: --model: no such file"):
+    paper.ensure_labels(cfg, paper.PRESETS["cpu_llm"], "ENV", lambda s: None)
 
 
 @pytest.mark.parametrize("kw, message", [
