@@ -265,7 +265,8 @@ class _Progress:
       self.start = time.perf_counter()
 
   def update(self, name: str, rows: int, invalid: int, tokens: int, pending_rows: int,
-             is_oracle: bool) -> None:
+             is_oracle: bool, prompts_per_row: int = 1) -> None:
+    """`prompts_per_row`: the prompts one request becomes (k for the Yes/No template)."""
     self.rows += rows
     self.invalid += invalid
     self.shards += 1
@@ -273,7 +274,8 @@ class _Progress:
     rate = self.rows / dt
     tok = "n/a (oracle)" if is_oracle else f"{tokens / dt:.4g}"
     self.log(f"labeled {name}: {rows} rows | total {self.rows} rows in {self.shards} shards, "
-             f"{rate:.4g} prompts/s, {tok} prompt tokens/s, invalid {self.invalid} "
+             f"{rate:.4g} requests/s = {rate * prompts_per_row:.4g} prompts/s, {tok} prompt "
+             f"tokens/s, invalid {self.invalid} "
              f"({self.invalid / max(self.rows, 1):.2%}), ETA {pending_rows / rate:.0f}s for "
              f"{pending_rows} known rows")
 
@@ -345,7 +347,8 @@ def label_directory(cfg: LabelConfig, log=print, backend=None) -> dict:
         labeled.append(name)
         pending_rows = sum(manifest["shards"][n]["rows"] for n in pending[i + 1:])
         progress.update(name, len(req.session), int((~lab.valid).sum()), backend.prompt_tokens,
-                        pending_rows, backend.name == "oracle")
+                        pending_rows, backend.name == "oracle",
+                        getattr(getattr(backend, "renderer", None), "per_request", 1))
         _check_preempted(preemption, cfg, f"after committing {name}")
       if not cfg.follow or (done_marker and not pending):
         return _summary(labeled, skipped, progress)

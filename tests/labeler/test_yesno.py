@@ -3,6 +3,7 @@ its prompts, the choice model with None as the outside option, the listwise tuni
 which template a labeling job renders (requests, --template, the adapter). No model needed."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from jaxrec import shards
 from jaxrec.errors import ConfigError
 from labeler.test_tune_data import K, _fake_adapter, request_dir  # noqa: F401 - fixture
+from llm_labeler import job as job_lib
 from llm_labeler import prompts
 from llm_labeler.backends.base import choose, yesno_label_scores
 from llm_labeler.job import LabelConfig, label_directory, make_backend, prompt_template
@@ -139,3 +141,13 @@ def test_permutations_and_a_table1_adapter_are_refused_with_yesno_prompts(
     label_directory(LabelConfig(requests=request_dir, out=out, backend="hf", model="m",
                                 lora=ad1, template=YESNO), log=lambda s: None)
   assert not os.path.exists(out)
+
+
+def test_progress_counts_k_prompts_per_yesno_request():
+  lines = []
+  progress = job_lib._Progress(lines.append)
+  progress.begin()
+  progress.update("requests-00000", 8, 0, 4000, 0, False, prompts_per_row=10)
+  got = re.search(r"([\d.e+-]+) requests/s = ([\d.e+-]+) prompts/s", lines[0])
+  assert got, lines[0]
+  assert float(got.group(2)) == pytest.approx(10 * float(got.group(1)), rel=2e-3)
