@@ -252,6 +252,14 @@ def label_meta(backend, request_meta: dict, template: str = "") -> dict:
           "num_items": request_meta.get("num_items"), "backend_meta": backend.meta}
 
 
+def prompts_per_request(label_meta: dict) -> int:
+  """Prompts a model reads per labeled request: k for the Yes/No template (one per candidate),
+  else 1 (the oracle reads none; its rate counts requests)."""
+  if label_meta["backend"] != "oracle" and is_yesno(label_meta["template_version"]):
+    return int(label_meta["k"])
+  return 1
+
+
 class _Progress:
   """Cumulative rates and the ETA over the rows still pending."""
 
@@ -347,8 +355,7 @@ def label_directory(cfg: LabelConfig, log=print, backend=None) -> dict:
         labeled.append(name)
         pending_rows = sum(manifest["shards"][n]["rows"] for n in pending[i + 1:])
         progress.update(name, len(req.session), int((~lab.valid).sum()), backend.prompt_tokens,
-                        pending_rows, backend.name == "oracle",
-                        getattr(getattr(backend, "renderer", None), "per_request", 1))
+                        pending_rows, backend.name == "oracle", prompts_per_request(meta))
         _check_preempted(preemption, cfg, f"after committing {name}")
       if not cfg.follow or (done_marker and not pending):
         return _summary(labeled, skipped, progress)
