@@ -174,6 +174,15 @@ def _env_history(env_dir: str) -> int:
   return build.load_env(env_dir, "train")[0].history_len
 
 
+def timing_row(requests: int, orders: int, per_request: int, tokens: int, seconds: float) -> dict:
+  """A model row's rates: `requests` labeled in `seconds`, each shown in `orders` candidate
+  orders (--permutations) as `per_request` prompts per order (k for the Yes/No template)."""
+  return {"seconds": round(seconds, 2), "requests_per_s": round(requests / seconds, 4),
+          "prompts_per_s": round(requests * per_request / seconds, 4),
+          "forward_prompts_per_s": round(requests * per_request * orders / seconds, 4),
+          "prompt_tokens_per_s": round(tokens / seconds, 1)}
+
+
 def _model_rows(cfg: QualityConfig, req, catalog, timing: dict, log) -> dict:
   from llm_labeler.backends.hf_backend import HFBackend
   from llm_labeler.debias import average
@@ -197,9 +206,8 @@ def _model_rows(cfg: QualityConfig, req, catalog, timing: dict, log) -> dict:
     lab = average(backend.label, req, perms, "label_quality")
     dt = time.perf_counter() - t0
     out[name] = (lab.choice, np.exp(lab.logprobs.astype(np.float64)))
-    timing[name] = {"seconds": round(dt, 2), "prompts_per_s": round(len(lab.choice) / dt, 4),
-                    "forward_prompts_per_s": round(len(lab.choice) * perms / dt, 4),
-                    "prompt_tokens_per_s": round((backend.prompt_tokens - tokens) / dt, 1)}
+    timing[name] = timing_row(len(lab.choice), perms, backend.renderer.per_request,
+                              backend.prompt_tokens - tokens, dt)
     log(f"{name}: {len(lab.choice)} requests x {perms} orders in {dt:.1f}s")
   return out
 

@@ -155,3 +155,12 @@ def test_progress_counts_k_prompts_per_yesno_request():
   got = re.search(r"([\d.e+-]+) requests/s = ([\d.e+-]+) prompts/s", lines[0])
   assert got, lines[0]
   assert float(got.group(2)) == pytest.approx(10 * float(got.group(1)), rel=2e-3)
+
+
+def test_label_quality_rates_count_k_prompts_per_yesno_request():
+  from experiments.label_quality import timing_row
+  yesno = timing_row(200, 1, K, 60_000, 100.0)
+  assert (yesno["requests_per_s"], yesno["prompts_per_s"]) == (2.0, 2.0 * K)
+  assert yesno["forward_prompts_per_s"] == 2.0 * K and yesno["prompt_tokens_per_s"] == 600.0
+  table1 = timing_row(200, 4, 1, 60_000, 100.0)  # 4 candidate orders: 4 forwards a request
+  assert (table1["prompts_per_s"], table1["forward_prompts_per_s"]) == (2.0, 8.0)
