@@ -38,7 +38,7 @@ from jaxrec.errors import ConfigError, DataError, JaxrecError
 from jaxrec.oracle_config import OracleConfig
 from llm_labeler.backends import BACKENDS
 from llm_labeler.prompts import (TEMPLATE_VERSION, YESNO_TEMPLATE_VERSION, check_template,
-                                 has_none, is_yesno)
+                                 has_none, is_yesno, prompts_per_request)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,12 +252,12 @@ def label_meta(backend, request_meta: dict, template: str = "") -> dict:
           "num_items": request_meta.get("num_items"), "backend_meta": backend.meta}
 
 
-def prompts_per_request(label_meta: dict) -> int:
-  """Prompts a model reads per labeled request: k for the Yes/No template (one per candidate),
-  else 1 (the oracle reads none; its rate counts requests)."""
-  if label_meta["backend"] != "oracle" and is_yesno(label_meta["template_version"]):
-    return int(label_meta["k"])
-  return 1
+def prompts_per_row(label_meta: dict) -> int:
+  """Prompts a model reads per labeled request of a job with this label meta
+  (`prompts.prompts_per_request`); the oracle reads none, its rate counts requests."""
+  if label_meta["backend"] == "oracle":
+    return 1
+  return prompts_per_request(label_meta["template_version"], int(label_meta["k"]))
 
 
 class _Progress:
@@ -355,7 +355,7 @@ def label_directory(cfg: LabelConfig, log=print, backend=None) -> dict:
         labeled.append(name)
         pending_rows = sum(manifest["shards"][n]["rows"] for n in pending[i + 1:])
         progress.update(name, len(req.session), int((~lab.valid).sum()), backend.prompt_tokens,
-                        pending_rows, backend.name == "oracle", prompts_per_request(meta))
+                        pending_rows, backend.name == "oracle", prompts_per_row(meta))
         _check_preempted(preemption, cfg, f"after committing {name}")
       if not cfg.follow or (done_marker and not pending):
         return _summary(labeled, skipped, progress)

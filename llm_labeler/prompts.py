@@ -132,6 +132,11 @@ def is_yesno(template: str) -> bool:
   return check_template(template) == YESNO_TEMPLATE_VERSION
 
 
+def prompts_per_request(template: str, k: int) -> int:
+  """Prompts one request of k candidates becomes: k for the Yes/No template, else 1."""
+  return k if is_yesno(template) else 1
+
+
 def check_template(template: str) -> str:
   if template not in TEMPLATES:
     raise DataError(f"prompt template {template!r} unknown to this labeler (it renders "
@@ -230,8 +235,8 @@ class PromptRenderer:
     """
     self.template = check_template(template)
     self.k = k
-    yesno = template == YESNO_TEMPLATE_VERSION
-    self.per_request = k if yesno else 1  # prompts per request
+    yesno = is_yesno(template)
+    self.per_request = prompts_per_request(template, k)
     self.labels = letters(k)
     self.num_items = len(catalog.item_text)
     pattern = _reserved_pattern(reserved)

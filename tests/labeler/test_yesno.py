@@ -145,9 +145,9 @@ def test_permutations_and_a_table1_adapter_are_refused_with_yesno_prompts(
 
 def test_progress_counts_k_prompts_per_yesno_request():
   meta = {"backend": "hf", "template_version": YESNO, "k": 10}
-  assert job_lib.prompts_per_request(meta) == 10  # from the labels' meta, whatever wraps the
-  assert job_lib.prompts_per_request(meta | {"backend": "oracle"}) == 1  # backend
-  assert job_lib.prompts_per_request(meta | {"template_version": prompts.TEMPLATE_VERSION}) == 1
+  assert job_lib.prompts_per_row(meta) == 10  # from the labels' meta, whatever wraps the
+  assert job_lib.prompts_per_row(meta | {"backend": "oracle"}) == 1  # backend
+  assert job_lib.prompts_per_row(meta | {"template_version": prompts.TEMPLATE_VERSION}) == 1
   lines = []
   progress = job_lib._Progress(lines.append)
   progress.begin()
