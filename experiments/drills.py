@@ -67,6 +67,11 @@ class Runner:
       time.sleep(0.02)
     for f in logs:
       f.close()
+    if pattern is not None and trigger_s is None:  # the line and the exit within one poll
+      with open(log_path, "rb") as f:
+        f.seek(offset)
+        if pattern.search(f.read().decode(errors="replace")):
+          trigger_s = time.monotonic() - t0
     return {"rcs": [p.returncode for p in procs], "signalled": signalled,
             "trigger_s": trigger_s, "wall_s": time.monotonic() - t0}
 
@@ -390,7 +395,12 @@ def run_drills(workdir: str, names: list[str], seed: int = 0, max_reruns: int = 
   drills.build_env()
   results = []
   for d in chosen:
-    r = drills.run(d)
+    try:
+      r = drills.run(d)
+    except Exception as e:  # a drill that cannot run is a failed drill, not a lost summary
+      r = {"name": d.name, "kill": d.kill, "failpoint": d.failpoint, "interruptions": 0,
+           "runs": 0, "passed": False, "seconds": 0.0,
+           "problems": [f"the drill raised {type(e).__name__}: {e}"]}
     log(f"{d.name}: {'passed' if r['passed'] else 'FAILED'} in {r['seconds']}s "
         f"({r['runs']} runs){'' if r['passed'] else ': ' + '; '.join(r['problems'])}")
     results.append(r)

@@ -66,6 +66,7 @@ def test_the_drill_detects_damage(drill_dir, tmp_path):
 def test_every_drill_passes(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "experiments.fault_drill",
                          f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=3000)
+  assert proc.stdout.strip(), f"no summary (exit {proc.returncode}): {proc.stderr[-3000:]}"
   summary = json.loads(proc.stdout.strip().splitlines()[-1])
   assert set(summary) == {"drills", "passed", "lost_labels", "duplicate_labels",
                           "resume_mismatches", "seconds"}

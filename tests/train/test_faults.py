@@ -152,3 +152,38 @@ def test_failpoints_are_noops_unless_named(monkeypatch):
   faults.failpoint("train.saving")  # another point: no kill
   with pytest.raises(KeyError):
     faults.failpoint("train.typo")
+
+
+def test_a_drill_that_raises_is_reported_not_lost(tmp_path, monkeypatch):
+  """experiments.fault_drill prints its summary even when a drill cannot run (CI once got no
+  output at all from it): the exception becomes that drill's problem and the others still run."""
+  from experiments import drills
+
+  def run(self, drill):
+    if drill.name == "label_sigterm":
+      raise OSError("disk full")
+    return {"name": drill.name, "passed": True, "problems": [], "seconds": 0.0, "runs": 1}
+
+  monkeypatch.setattr(drills.Drills, "build_env", lambda self: None)
+  monkeypatch.setattr(drills.Drills, "run", run)
+  summary = drills.run_drills(str(tmp_path), ["label_kill_last_manifest", "label_sigterm"],
+                              log=lambda s: None)
+  assert summary["drills"] == 2 and summary["passed"] == 1
+  bad = summary["results"][1]
+  assert bad["name"] == "label_sigterm" and not bad["passed"]
+  assert bad["problems"] == ["the drill raised OSError: disk full"]
+  assert (tmp_path / "fault_drill.json").exists()
+
+
+def test_the_drill_runner_sees_a_progress_line_printed_just_before_exit(tmp_path, monkeypatch):
+  """A job that prints its progress line and exits between two polls still has a trigger time
+  (a reference run without one was taken for a failed run). The poll interval is stretched to
+  3 s so that the job (a --help) is sure to print and exit inside the first one."""
+  import time
+  from experiments import drills
+  sleep = time.sleep
+  monkeypatch.setattr(time, "sleep", lambda s: sleep(3.0))
+  log = str(tmp_path / "log")
+  r = drills.Runner(str(tmp_path)).run(
+      [("json.tool", ["--help"])], log, trigger=r"^usage: ", delay=1e9)
+  assert r["rcs"] == [0] and r["trigger_s"] is not None and not r["signalled"]
