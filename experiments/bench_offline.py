@@ -22,6 +22,13 @@ not timed: each timed function is called once before timing (benchlib.best_time)
 rates are the best call over `--rounds` interleaved rounds of `--min_time` seconds each, with
 an f32 matmul timed in the same rounds as a reference of the machine's speed at the time.
 
+The work of one update is counted on each side (`jax_flops_per_update`: XLA's cost analysis of
+the one-update program, elementwise work included; `torch_flops_per_update`:
+torch.utils.flop_counter, matmul-class ops only; `*_warmup_*` for the warm-up phase) and each
+rate becomes GFLOP/s and a share of the same-run matmul (`{side}_gflops`,
+`{side}_share_of_matmul`, `_warmup` variants); `share_of_matmul_for_3x_torch` is the share the
+JAX program would need for 3x torch's sa2c samples/s.
+
 torch runs with torch.set_num_threads(N), N = the CPU cores this process may use
 (os.sched_getaffinity: under `taskset -c 1`, 1), the cores XLA's CPU backend sees as well.
 """
@@ -81,7 +88,8 @@ def start_count(cfg: OfflineConfig, phase: str) -> int:
 
 def jax_fns(cfg: OfflineConfig, num_items: int, data, updates: int, seed: int = 0):
   """-> ({"jax_<phase>", "pyloop_<phase>": zero-argument call of `updates` updates}, the
-  initial state). Every call starts from the same state (nothing carries over)."""
+  initial state, {phase: XLA's flop count of one update}). Every call starts from the same
+  state (nothing carries over)."""
   learner = LEARNERS[cfg.agent]
   net = SupervisedQNet(cfg.net(num_items), q_head=learner.q_head, dropout=cfg.dropout)
   init, epoch = make_train(learner, net, cfg.optimizer(), cfg.hparams(), cfg.batch_size,
@@ -93,9 +101,11 @@ def jax_fns(cfg: OfflineConfig, num_items: int, data, updates: int, seed: int = 
   n = host.action.shape[0]
   rng = np.random.default_rng(seed)
   keys = np.asarray(jax.random.split(jax.random.PRNGKey(seed + 1), updates))
-  fns = {}
+  fns, flops = {}, {}
+  batch0 = jax.tree_util.tree_map(lambda x: x[:cfg.batch_size], host)
   for phase in PHASES:
     state = state0._replace(updates=jnp.int32(start_count(cfg, phase)))
+    flops[phase] = benchlib.xla_flops(one, state, batch0, jax.random.PRNGKey(seed))
     fns[f"jax_{phase}"] = (lambda s=state: epoch(s, data, jax.random.PRNGKey(seed + 2))[0])
 
     def pyloop(s=state):
@@ -107,13 +117,27 @@ def jax_fns(cfg: OfflineConfig, num_items: int, data, updates: int, seed: int = 
       return s
 
     fns[f"pyloop_{phase}"] = pyloop
-  return fns, state0
+  return fns, state0, flops
+
+
+def torch_update_flops(trainer, cfg: OfflineConfig) -> dict:
+  """{phase: flops of one torch update} by torch.utils.flop_counter (matmul-class operations
+  only: mm, bmm, addmm, attention; XLA's count adds the elementwise work), counted on one extra
+  update from the phase's start."""
+  from torch.utils.flop_counter import FlopCounterMode
+  out = {}
+  for phase in PHASES:
+    trainer.step = start_count(cfg, phase)
+    with FlopCounterMode(display=False) as counter:
+      trainer.update()
+    out[phase] = float(counter.get_total_flops())
+  return out
 
 
 def torch_fns(cfg: OfflineConfig, num_items: int, data, updates: int, init_params,
               seed: int = 0):
-  """-> {"torch_<phase>": zero-argument call of `updates` updates}; the torch copies start from
-  the JAX init (init_params: stacked [2, ...])."""
+  """-> ({"torch_<phase>": zero-argument call of `updates` updates}, the trainer); the torch
+  copies start from the JAX init (init_params: stacked [2, ...])."""
   from experiments import sa2c_torch
   trainer = sa2c_torch.Trainer(
       {f: np.asarray(getattr(data, f)) for f in data._fields
@@ -121,8 +145,9 @@ def torch_fns(cfg: OfflineConfig, num_items: int, data, updates: int, init_param
       cfg.dim, cfg.num_layers, cfg.num_heads, cfg.batch_size, cfg.learning_rate, cfg.lr_2,
       cfg.gamma, cfg.neg, cfg.neg_reward, cfg.warmup, cfg.clip, cfg.dropout, seed=seed,
       init=init_params)
-  return {f"torch_{phase}": (lambda p=phase: trainer.run(updates, start_count(cfg, p)))
-          for phase in PHASES}
+  fns = {f"torch_{phase}": (lambda p=phase: trainer.run(updates, start_count(cfg, p)))
+         for phase in PHASES}
+  return fns, trainer
 
 
 def run_bench(cfg: OfflineConfig, dataset: str, updates: int, rounds: int, min_time: float,
@@ -148,9 +173,11 @@ def run_bench(cfg: OfflineConfig, dataset: str, updates: int, rounds: int, min_t
   if data.size < cfg.batch_size * updates:
     raise ConfigError(f"--updates {updates} x --batch_size {cfg.batch_size} is more than the "
                       f"{data.size} train transitions of dataset {ds.name!r}")
-  fns, state0 = jax_fns(cfg, ds.num_items, data, updates)
-  fns |= torch_fns(cfg, ds.num_items, data, updates, state0.params)
+  fns, state0, jax_flops = jax_fns(cfg, ds.num_items, data, updates)
+  torch_side, trainer = torch_fns(cfg, ds.num_items, data, updates, state0.params)
+  fns |= torch_side
   secs, matmul = benchlib.best_times_with_matmul(fns, rounds, min_time)
+  flops = {"jax": jax_flops, "torch": torch_update_flops(trainer, cfg)}
   samples = updates * cfg.batch_size
   result = benchlib.machine() | {
       "dataset": ds.name, "num_items": ds.num_items, "train_transitions": data.size,
@@ -166,6 +193,22 @@ def run_bench(cfg: OfflineConfig, dataset: str, updates: int, rounds: int, min_t
     result[f"{side}_{phase}_samples_per_s"] = samples / s
   for side in SIDES:
     result[f"{side}_samples_per_s"] = result[f"{side}_sa2c_samples_per_s"]
+  # The work, counted: each side's flops per update and the rate they ran at, against the
+  # same-run matmul (pyloop runs jax's program, so jax's count is its too).
+  for side, count in flops.items():
+    result[f"{side}_flops_per_update"] = count["sa2c"]
+    result[f"{side}_warmup_flops_per_update"] = count["warmup"]
+  for side in SIDES:
+    count = flops["torch" if side == "torch" else "jax"]
+    for phase in PHASES:
+      sfx = "" if phase == "sa2c" else f"_{phase}"
+      rate = result[f"{side}_{phase}_samples_per_s"] / cfg.batch_size * count[phase] / 1e9
+      result[f"{side}{sfx}_gflops"] = rate
+      result[f"{side}{sfx}_share_of_matmul"] = rate / matmul
+  # what a lead of 3x torch's samples/s (issue 20's target) asks of the jax program
+  result["share_of_matmul_for_3x_torch"] = (3 * result["torch_sa2c_samples_per_s"]
+                                            / cfg.batch_size * flops["jax"]["sa2c"] / 1e9
+                                            / matmul)
   for phase in PHASES:
     sfx = "" if phase == "sa2c" else f"_{phase}"
     result[f"jax_over_torch{sfx}"] = (result[f"jax_{phase}_samples_per_s"]

@@ -122,4 +122,16 @@ def test_a_tiny_run_writes_every_key(tmp_path):
             "neg", "headline_phase", "compile_time_timed"):
     assert k in result, k
   assert result["torch_threads"] == result["cores"] == bench_offline.available_cores()
+  # the work per update, counted on each side (XLA's cost analysis, elementwise work included;
+  # torch's flop counter, matmul-class ops only: at these toy sizes XLA's is the larger, at the
+  # LEA sizes they agree to 2%, docs/offline.md)
+  jax_f, torch_f = result["jax_flops_per_update"], result["torch_flops_per_update"]
+  assert jax_f > torch_f > 0, (jax_f, torch_f)
+  assert result["jax_warmup_flops_per_update"] > 0
+  for side in bench_offline.SIDES:
+    assert result[f"{side}_share_of_matmul"] == pytest.approx(
+        result[f"{side}_gflops"] / result["matmul_gflops"])
+  assert result["share_of_matmul_for_3x_torch"] == pytest.approx(
+      3 * result["torch_gflops"] / result["matmul_gflops"]
+      * jax_f / torch_f)
   assert (result["batch_size"], result["history_len"], result["dim"]) == (16, L, 8)
