@@ -17,8 +17,9 @@ Reproduces the paper's Tables 3-5 and Figures 6-11 (Wang et al., WSDM 2025) end 
                Figures 10-11 (WORKDIR/runs/explore/<method>/<strategy>/seed<k>);
   5. report    results.json, tables.md, figures/*.png (experiments/paper_report.py).
 A rerun with the same flags skips finished runs and resumes unfinished ones; a SIGTERM during a
-label stage is passed on to it (it stops after the shard or tune step in flight) and the
-launcher exits 143. Runs go to
+label stage is passed on to it (it stops after the shard or tune step in flight), during the
+runs to the worker processes (each run stops after its epoch in flight, saved; no new run
+starts), and the launcher exits 143. Runs go to
 --workers processes (default: 2 where there are 2 cores) sharing a persistent XLA compilation
 cache (WORKDIR/xla_cache), so each program is compiled once.
 """

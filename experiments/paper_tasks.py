@@ -111,40 +111,74 @@ class Progress:
              f"{time.perf_counter() - self.t0:.0f}s, ETA {eta:.0f}s")
 
 
-def run_tasks(tasks: list[Task], workers: int, cache_dir: str, log) -> dict[str, dict]:
+def run_tasks(tasks: list[Task], workers: int, cache_dir: str, log,
+              fn=None) -> dict[str, dict]:
   """Runs the unfinished tasks (a pretrain before the runs that start from it); returns the
-  times of each task run now."""
+  times of each task run now. `fn(task, cache_dir)` runs one task (default `execute`; a test
+  passes its own).
+
+  SIGTERM: in this process a run stops at its own next checkpoint (the driver's handler). With
+  worker processes the signal is passed on to every worker (a run in flight saves its epoch and
+  stops; a worker between runs just exits), no further task starts, and once the workers are
+  done this raises Preempted, so the launcher exits 143 with nothing left running (before, the
+  workers outlived it and a rerun could train the same run directory twice at once)."""
+  import signal
+  import threading
+  from jaxrec.faults import Preempted
+  fn = fn or execute
   pending = [t for t in tasks if not is_done(t.workdir)]
   if len(pending) < len(tasks):
     log(f"{len(tasks) - len(pending)} of {len(tasks)} tasks already finished (skipped)")
   progress, times = Progress(pending, workers, log), {}
   if workers <= 1 or len(pending) <= 1:
     for t in pending:
-      times[t.label] = execute(t, cache_dir)
+      times[t.label] = fn(t, cache_dir)
       progress.done(t, times[t.label])
     return times
   ctx = multiprocessing.get_context("spawn")  # jax is not fork-safe
+  stopping: list[int] = []
   with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-    running: dict[cf.Future, Task] = {}
-    while pending or running:
-      # Keep `workers` tasks in flight, in plan order, each whose pretrain has finished.
-      for t in list(pending):
-        if len(running) >= workers:
-          break
-        if not t.needs or is_done(t.needs):
-          running[pool.submit(execute, t, cache_dir)] = t
-          pending.remove(t)
-      if not running:
-        raise DataError(f"{pending[0].label}: its pre-training {pending[0].needs} is not "
-                        "planned in this run")
-      finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-      for fut in finished:
-        t = running.pop(fut)
-        try:
-          times[t.label] = fut.result()
-        except BaseException:
-          for f in running:
-            f.cancel()
-          raise
-        progress.done(t, times[t.label])
+
+    def forward(signum, frame):
+      del frame
+      stopping.append(signum)
+      for proc in list((pool._processes or {}).values()):  # noqa: SLF001 (no public handle)
+        if proc.is_alive():
+          os.kill(proc.pid, signum)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, forward) if main else None
+    try:
+      running: dict[cf.Future, Task] = {}
+      while (pending and not stopping) or running:
+        # Keep `workers` tasks in flight, in plan order, each whose pretrain has finished.
+        for t in list(pending):
+          if len(running) >= workers or stopping:
+            break
+          if not t.needs or is_done(t.needs):
+            running[pool.submit(fn, t, cache_dir)] = t
+            pending.remove(t)
+        if not running:
+          if stopping:
+            break
+          raise DataError(f"{pending[0].label}: its pre-training {pending[0].needs} is not "
+                          "planned in this run")
+        finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+        for fut in finished:
+          t = running.pop(fut)
+          try:
+            times[t.label] = fut.result()
+          except BaseException:
+            if stopping:  # stopped by the signal (Preempted) or killed between runs
+              continue
+            for f in running:
+              f.cancel()
+            raise
+          progress.done(t, times[t.label])
+    finally:
+      if main:
+        signal.signal(signal.SIGTERM, previous)
+  if stopping:
+    raise Preempted(f"runs: stopped by SIGTERM with {len(pending)} not started and the runs "
+                    "in flight saved at their last epoch; rerun the same command to resume")
   return times

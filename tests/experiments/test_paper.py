@@ -393,3 +393,40 @@ def test_tiny_preset_end_to_end_then_resume(tmp_path):
   assert "19 of 19 tasks already finished (skipped)" in res.stdout
   assert {p: p.stat().st_mtime for p in work.glob("runs/**/done.json")} == done
   assert json.loads((work / "results.json").read_text())["methods"] == results["methods"]
+
+
+def test_sigterm_reaches_the_runs_in_worker_processes(tmp_path):
+  """A SIGTERM to the launcher during the runs stage stops the runs in its worker processes
+  (each saves and raises Preempted), starts no further task and raises Preempted once the
+  workers are done; the launcher's own handler is restored. (The runs used to go on in the
+  orphaned workers.)"""
+  import threading
+  import time
+  import paper_fakes
+  from experiments import paper_tasks
+  tasks = [paper_tasks.Task(f"t{i}", "train", str(tmp_path / f"t{i}"), None) for i in range(3)]
+  for t in tasks:
+    os.makedirs(t.workdir)
+  started = [os.path.join(t.workdir, "started") for t in tasks[:2]]
+
+  def send():
+    deadline = time.monotonic() + 120
+    while not all(map(os.path.exists, started)) and time.monotonic() < deadline:
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  got = []
+  ours = lambda *a: got.append(a)  # noqa: E731 (catches the signal if run_tasks lets it by)
+  previous = signal.signal(signal.SIGTERM, ours)
+  try:
+    threading.Thread(target=send, daemon=True).start()
+    with pytest.raises(Preempted, match="1 not started"):
+      paper_tasks.run_tasks(tasks, 2, str(tmp_path / "cache"), log=lambda s: None,
+                            fn=paper_fakes.run_until_sigterm)
+    assert signal.getsignal(signal.SIGTERM) is ours  # restored
+    assert not got  # run_tasks' handler took the signal
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  for t in tasks[:2]:
+    assert os.path.exists(os.path.join(t.workdir, "stopped")), t.label
+  assert not os.path.exists(os.path.join(tasks[2].workdir, "started"))
