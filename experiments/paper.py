@@ -41,6 +41,7 @@ from experiments import paper_report
 from experiments.paper_tasks import Task, run_tasks, setup_compile_cache
 from jaxrec import cli, config
 from jaxrec.config import option
+from jaxrec.agents.a2c import ADVANTAGES
 from jaxrec.agents.registry import PRETRAINED, AgentConfig
 from jaxrec.agents.types import STRATEGIES
 from jaxrec.data import flags as data_flags
@@ -163,6 +164,10 @@ class PaperConfig:
   template: str = option("", "vllm / hf: the labeling prompt: '' = Table 1 (or the --lora "
                          "adapter's); yesno-v1 = one Yes/No prompt per candidate (--tune: "
                          "tuned with the listwise loss)", choices=("", "yesno-v1"))
+  pretrain_advantage: str = option("td", "iALP pre-training's actor weight: td = paper Eq. 9; "
+                                   "baseline = Q(s, a) - sum pi Q(s, .), not the paper's, which "
+                                   "learns from offline label shards (docs/labeler.md)",
+                                   choices=ADVANTAGES)
 
   def validate(self) -> None:
     if not self.workdir:
@@ -243,7 +248,9 @@ def plan(cfg: PaperConfig, preset: Preset, env_dir: str, env_kind: str = "sequen
     pcfg = dataclasses.replace(
         preset.pretrain, env=env_dir, seed=s,
         labeler="inproc" if cfg.labeler == "oracle" else "shards",
-        labeler_dir="" if cfg.labeler == "oracle" else labeler_dir)
+        labeler_dir="" if cfg.labeler == "oracle" else labeler_dir,
+        agent_cfg=dataclasses.replace(preset.pretrain.agent_cfg,
+                                      advantage=cfg.pretrain_advantage))
     tasks.append(Task(f"pretrain {os.path.basename(d)}", "pretrain", d, pcfg, seed=s))
   explore = [m for m in preset.explore_methods if m in cfg.methods] if cfg.explore else []
   explore_seeds = preset.explore_seeds or cfg.seeds
@@ -427,7 +434,7 @@ def ensure_labels(cfg: PaperConfig, preset: Preset, env_dir: str, log) -> dict:
 def _check_same_flags(cfg: PaperConfig, path: str) -> None:
   """A workdir holds one experiment: a rerun must use the flags that shape its results."""
   keys = ("dataset", "labeler", "preset", "model", "protocol", "true_matrix", "lora", "tune",
-          "template")
+          "template", "pretrain_advantage")
   if not os.path.isfile(path):
     return
   try:
@@ -435,8 +442,10 @@ def _check_same_flags(cfg: PaperConfig, path: str) -> None:
   except (OSError, ValueError, KeyError) as e:
     raise DataError(f"{path}: unreadable ({e})") from None
   for k in keys:
-    if old.get(k, "" if k == "template" else None) != getattr(cfg, k):  # no template: before it
-      raise ConfigError(f"--workdir={cfg.workdir} holds a run with --{k}={old.get(k)}; "
+    # a run from before the template / pretrain_advantage flags used their defaults
+    was = old.get(k, {"template": "", "pretrain_advantage": "td"}.get(k))
+    if was != getattr(cfg, k):
+      raise ConfigError(f"--workdir={cfg.workdir} holds a run with --{k}={was}; "
                         f"got --{k}={getattr(cfg, k)} (use another --workdir)")
 
 

@@ -66,6 +66,11 @@ class A2CConfig:
   # sum_a' pi(a'|s') Q(s', a') (the on-policy actor-critic / expected-SARSA target; the max over
   # ~1,000 untrained Q outputs overestimates, and that bias is all the actor sees early on).
   critic_target: str = "max"
+  # --critic=q, the actor's weight: "td" = Eq. 9's TD error r + gamma max Q(s', .) - Q(s, a);
+  # "baseline" = Q(s, a) - sum_a' pi(a'|s) Q(s, a') (not in the paper: Eq. 9's weight goes to
+  # zero wherever the critic fits its targets, so on a fixed buffer, offline label shards,
+  # the actor stops learning; docs/labeler.md).
+  advantage: str = "td"
   # "q": Q(s, .) over all items (paper Eq. 7-9); "v": a state value and lambda-returns over the
   # unroll (tianshou's A2CPolicy, the peer's); gae_lambda, value_coef and normalize_advantages
   # apply to "v" only.
@@ -89,6 +94,7 @@ def a2c_loss_single(logp_a: jax.Array, q_sa: jax.Array, q_next_max: jax.Array,
 
 
 CRITIC_TARGETS = ("max", "expected")
+ADVANTAGES = ("td", "baseline")
 SCHEDULES = ("step", "collect")
 
 
@@ -187,14 +193,18 @@ def minibatch_loss(net: ActorValue, params, mb: Minibatch, entropy_coef: float,
 
 
 def a2c_losses(net: ActorCritic, params, batch: Transition, gamma: float, entropy_coef: float,
-               log_policy: Callable | None = None, critic_target: str = "max"):
+               log_policy: Callable | None = None, critic_target: str = "max",
+               advantage: str = "td"):
   """Mean losses over a batch [..., ...] of transitions. `log_policy(logits, history) -> log pi`
   maps the actor's logits at those histories to the acting policy's log-probabilities
   (default log_softmax; A-iALP_ap's mixture needs the histories for pi_theta);
-  critic_target: "max" (paper Eq. 8) or "expected" (under the acting policy at s')."""
+  critic_target: "max" (paper Eq. 8) or "expected" (under the acting policy at s');
+  advantage: the actor's weight, "td" (paper Eq. 9) or "baseline" (A2CConfig.advantage)."""
   if critic_target not in CRITIC_TARGETS:
     raise ConfigError(f"--critic_target must be one of {', '.join(CRITIC_TARGETS)}; got "
                       f"{critic_target!r}")
+  if advantage not in ADVANTAGES:
+    raise ConfigError(f"--advantage must be one of {', '.join(ADVANTAGES)}; got {advantage!r}")
   flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[batch.action.ndim:]), batch)
   log_policy = log_policy or _log_softmax
   logits, q = net.apply(params, flat.history)
@@ -209,6 +219,9 @@ def a2c_losses(net: ActorCritic, params, batch: Transition, gamma: float, entrop
   q_sa = jnp.take_along_axis(q, idx, axis=1)[:, 0]
   actor, critic, td = jax.vmap(a2c_loss_single, in_axes=(0, 0, 0, 0, 0, None))(
       logp_a, q_sa, v_next, flat.reward, flat.done.astype(jnp.float32), gamma)
+  if advantage == "baseline":
+    weight = q_sa - jnp.sum(jnp.exp(logp) * q, axis=1)
+    actor = -logp_a * jax.lax.stop_gradient(weight)
   entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1).mean()
   loss = actor.mean() + critic.mean() - entropy_coef * entropy
   return loss, {"actor_loss": actor.mean(), "critic_loss": critic.mean(),
@@ -318,4 +331,4 @@ class A2C(optim.GradientAgent):
       return a2c_value_losses(self.net, params, batch, c.gamma, c.gae_lambda, c.entropy_coef,
                               c.value_coef, c.normalize_advantages, log_policy)
     return a2c_losses(self.net, params, batch, c.gamma, c.entropy_coef, log_policy,
-                      c.critic_target)
+                      c.critic_target, c.advantage)

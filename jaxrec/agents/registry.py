@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from jaxrec.agents.a2c import CRITIC_TARGETS, CRITICS, SCHEDULES, check_schedule, default_unroll
+from jaxrec.agents.a2c import (ADVANTAGES, CRITIC_TARGETS, CRITICS, SCHEDULES, check_schedule,
+                               default_unroll)
 from jaxrec.config import nested, option, refuse
 from jaxrec.errors import ConfigError
 from jaxrec.nets.networks import CASER_HEIGHTS, REWARD_HANDLES, TRACKERS, NetConfig
@@ -18,8 +19,9 @@ PRETRAINED = ("ialp", "ialp_ft", "ialp_ap")
 # The AgentConfig fields each agent reads (make_agent below); "oracle" is the nested config.
 _NET = ("dim", "num_layers", "num_heads", "tracker", "window", "hidden_sizes", "learning_rate",
         "max_grad_norm", "gamma", "unroll_len")
-_A2C = _NET + ("entropy_coef", "critic_target", "critic", "gae_lambda", "value_coef",
-               "normalize_advantages", "schedule", "num_minibatches", "update_epochs")
+_A2C = _NET + ("entropy_coef", "critic_target", "advantage", "critic", "gae_lambda",
+               "value_coef", "normalize_advantages", "schedule", "num_minibatches",
+               "update_epochs")
 # A reward input only where no pre-training is involved: label shards hold no reward histories.
 _REWARDS = ("reward_handle",)
 FIELDS = {
@@ -67,6 +69,10 @@ class AgentConfig:
   critic_target: str = option("max", "a2c family, --critic=q: the bootstrap, max_a' Q(s', a') "
                               "(paper Eq. 8) or its expectation under the policy",
                               choices=CRITIC_TARGETS)
+  advantage: str = option("td", "a2c family, --critic=q: the actor's weight, the TD error "
+                          "(paper Eq. 9) or Q(s, a) minus its mean under the policy (baseline: "
+                          "not the paper's; learns from a fixed buffer, where Eq. 9's vanishes)",
+                          choices=ADVANTAGES)
   critic: str = option("v", "a2c family: a state value with lambda-returns over the unroll "
                        "(tianshou's A2C, the peer's; iALP's Q head is replaced by a fresh value "
                        "head) or Q(s, .) over all items with a one-step target (paper Eq. 7-9)",
@@ -112,6 +118,8 @@ class AgentConfig:
     if self.critic_target not in CRITIC_TARGETS:
       raise ConfigError(f"--critic_target must be {' or '.join(CRITIC_TARGETS)}; got "
                         f"{self.critic_target!r}")
+    if self.advantage not in ADVANTAGES:
+      raise ConfigError(f"--advantage must be {' or '.join(ADVANTAGES)}; got {self.advantage!r}")
     if self.critic not in CRITICS:
       raise ConfigError(f"--critic must be {' or '.join(CRITICS)}; got {self.critic!r}")
     if not 0.0 <= self.gae_lambda <= 1.0 or self.value_coef < 0:
@@ -166,6 +174,7 @@ def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
   if cfg.unroll_len:
     common["unroll_len"] = cfg.unroll_len
   a2c_kw = {"entropy_coef": cfg.entropy_coef, "critic_target": cfg.critic_target,
+            "advantage": cfg.advantage,
             "critic": cfg.critic, "gae_lambda": cfg.gae_lambda, "value_coef": cfg.value_coef,
             "normalize_advantages": cfg.normalize_advantages, "schedule": cfg.schedule,
             "num_minibatches": cfg.num_minibatches, "update_epochs": cfg.update_epochs}

@@ -63,13 +63,18 @@ def await_labels(lab_dir: str, name: str, rows: int, timeout: float,
 
 
 def load_shard_transitions(labeler_dir: str, env_meta: EnvMeta, env, num_items: int,
-                           labels: str = "hard", seed: int = 0) -> tuple[Transition, dict]:
+                           labels: str = "hard", seed: int = 0,
+                           negatives: bool = False) -> tuple[Transition, dict]:
   """Every (request, label) shard pair of LABELER_DIR/{requests,labels} -> (transitions [M],
   their None / invalid rates and mean r^p).
 
   done = True: an offline row is one judgment of a state that some other policy reached; the
   state after the labeled action was never visited, so there is nothing sound to bootstrap
   from (Q(s_{t+1}, .) of unvisited states is noise) and Eq. 8's target is r^p itself.
+
+  negatives (hard labels only): after the labeled rows, one row (s, c, r^p = 0, done) for each
+  candidate c of a request whose label chose another candidate (not None, valid): what the
+  judgment says about the k - 1 items it passed over. Not in the paper.
   """
   req_dir, lab_dir = (os.path.join(labeler_dir, d) for d in ("requests", "labels"))
   names = shards.list_shards(req_dir)
@@ -109,6 +114,17 @@ def load_shard_transitions(labeler_dir: str, env_meta: EnvMeta, env, num_items: 
   history = jnp.asarray(history)
   stats = {"none_rate": float(none.mean()), "invalid_rate": float(1.0 - valid.mean()),
            "mean_rp": float(reward.mean())}
+  if negatives:
+    if labels != "hard":
+      raise ValueError("negatives need hard labels")
+    k = candidates.shape[1]
+    chose = np.asarray(~none)
+    passed = chose[:, None] & (np.arange(k)[None, :] != np.asarray(choice)[:, None])
+    rows, slots = np.nonzero(passed)  # row-major: each request's passed-over candidates in order
+    history = jnp.concatenate([history, history[rows]])
+    action = jnp.concatenate([action, jnp.asarray(candidates[rows, slots], jnp.int32)])
+    reward = jnp.concatenate([reward, jnp.zeros(rows.shape, jnp.float32)])
+    stats["negative_rows"] = int(rows.shape[0])
   return Transition(history=history, action=action, reward=reward,
                     done=jnp.ones(action.shape, bool),
                     next_history=ialp.extend(history, action)), stats

@@ -59,7 +59,8 @@ LABELERS = ("inproc", "dir", "shards")
 # The AgentConfig options pre-training reads (the actor-critic of Alg. 1 with the paper's Q
 # critic); jaxrec.pretrain defines these flags only, and refuses ONLINE_ONLY's.
 AGENT_FIELDS = ("dim", "num_layers", "num_heads", "tracker", "window", "hidden_sizes",
-                "learning_rate", "max_grad_norm", "gamma", "entropy_coef", "critic_target")
+                "learning_rate", "max_grad_norm", "gamma", "entropy_coef", "critic_target",
+                "advantage")
 ONLINE_ONLY = ("critic", "gae_lambda", "value_coef", "normalize_advantages", "schedule",
                "num_minibatches", "update_epochs")
 
@@ -74,6 +75,9 @@ class PretrainConfig:
   label_timeout: float = option(600.0, "dir: seconds to wait for one label shard")
   labels: str = option("hard", f"one of {', '.join(ialp.LABELS)}: hard = paper Eq. 3; soft = "
                        "r^p = 1 - p(None) from the logprobs")
+  shard_negatives: bool = option(False, "shards: each candidate the labeler did not choose is "
+                                 "one more one-step row with r^p = 0 (not in the paper; pair "
+                                 "with --advantage=baseline, docs/labeler.md)")
   oracle: oracle.OracleConfig = nested(oracle.OracleConfig(), "oracle_")  # inproc labeler
   num_candidates: int = option(10, "k: items the actor proposes to the labeler (the paper's "
                                "prompt shows 10)")
@@ -132,6 +136,9 @@ class PretrainConfig:
         raise ConfigError(f"--{f} must be positive, got {getattr(self, f)}")
     if self.label_timeout <= 0:
       raise ConfigError(f"--label_timeout must be positive, got {self.label_timeout}")
+    if self.shard_negatives and (self.labeler, self.labels) != ("shards", "hard"):
+      raise ConfigError("--shard_negatives needs --labeler=shards and --labels=hard (the rows "
+                        "of the candidates a label did not choose)")
     if self.labeler != "shards" and self.buffer_size < self.num_sessions:
       raise ConfigError(f"--buffer_size ({self.buffer_size}) must hold one step of "
                         f"--num_sessions ({self.num_sessions})")
@@ -167,8 +174,8 @@ def pretrain(cfg: PretrainConfig, workdir: str, log=print,
     oracle.check_env(env)
   offline, offline_stats = None, {}
   if cfg.labeler == "shards":
-    offline, offline_stats = exchange.load_shard_transitions(cfg.labeler_dir, meta, env,
-                                                             num_items, cfg.labels, cfg.seed)
+    offline, offline_stats = exchange.load_shard_transitions(
+        cfg.labeler_dir, meta, env, num_items, cfg.labels, cfg.seed, cfg.shard_negatives)
   # Alg. 1 learns from one-step transitions of D_LLM: the paper's Q critic (Eq. 7-9), whatever
   # critic the online agents use.
   agent_cfg = dataclasses.replace(cfg.agent_cfg, critic="q")

@@ -149,6 +149,25 @@ def test_critic_target_values_against_hand_computation(theta, target):
     a2c.a2c_losses(net, theta, batch, 0.9, 0.0, critic_target="mean")
 
 
+def test_baseline_advantage_against_hand_computation(theta):
+  """--advantage=baseline: the actor's weight is Q(s, a) - sum_a' pi(a'|s) Q(s, a'), not the TD
+  error; the critic's loss is the same as with Eq. 9's weight."""
+  batch = tiny_batch()
+  net = a2c.A2C(a2c.A2CConfig(net=NET, critic="q")).net
+  _, td_metrics = a2c.a2c_losses(net, theta, batch, 0.9, 0.0)
+  _, metrics = a2c.a2c_losses(net, theta, batch, 0.9, 0.0, advantage="baseline")
+  logits, q = net.apply(theta, batch.history)
+  idx = jnp.arange(4)
+  logp = jax.nn.log_softmax(logits)
+  weight = q[idx, batch.action] - (jnp.exp(logp) * q).sum(-1)
+  np.testing.assert_allclose(float(metrics["actor_loss"]),
+                             float(jnp.mean(-logp[idx, batch.action] * weight)), rtol=1e-5)
+  assert float(metrics["critic_loss"]) == float(td_metrics["critic_loss"])
+  assert float(metrics["actor_loss"]) != float(td_metrics["actor_loss"])
+  with pytest.raises(ConfigError, match="--advantage must be one of td, baseline"):
+    a2c.a2c_losses(net, theta, batch, 0.9, 0.0, advantage="gae")
+
+
 def test_ialp_is_frozen(theta):
   agent = make_agent("ialp", AgentConfig(dim=8, num_layers=0, num_heads=1, **PAPER), 6, 3,
                      pretrained=theta)

@@ -65,6 +65,26 @@ def test_plan_orders_pretraining_first_and_links_it(tmp_path):
   shards = paper.plan(dataclasses.replace(cfg, labeler="vllm", model="m"), preset, "ENV")
   assert shards[0].cfg.labeler == "shards"
   assert "LLMOnline" not in {t.method for t in shards}  # no LLM inside the training loop
+  assert shards[0].cfg.agent_cfg.advantage == "td"  # paper Eq. 9 unless asked otherwise
+  base = paper.plan(dataclasses.replace(cfg, labeler="vllm", model="m",
+                                        pretrain_advantage="baseline"), preset, "ENV")
+  assert base[0].cfg.agent_cfg.advantage == "baseline"
+  assert base[0].cfg.agent_cfg == dataclasses.replace(shards[0].cfg.agent_cfg,
+                                                      advantage="baseline")
+  assert all(t.cfg.agent_cfg.advantage == "td" for t in base if t.kind == "train")
+
+
+def test_a_workdir_keeps_its_pretrain_advantage(tmp_path):
+  """A workdir written without --pretrain_advantage (before the flag) holds td runs."""
+  path = tmp_path / "paper.json"
+  path.write_text(json.dumps({"flags": {"dataset": "synthetic", "labeler": "oracle",
+                                        "preset": "tiny", "model": "", "protocol": "paper",
+                                        "true_matrix": "", "lora": "", "tune": False}}))
+  cfg = paper.PaperConfig(workdir=str(tmp_path), preset="tiny")
+  paper._check_same_flags(cfg, str(path))
+  with pytest.raises(ConfigError, match="holds a run with --pretrain_advantage=td; got "
+                     "--pretrain_advantage=baseline"):
+    paper._check_same_flags(dataclasses.replace(cfg, pretrain_advantage="baseline"), str(path))
 
 
 @pytest.mark.parametrize("kw, message", [

@@ -165,6 +165,36 @@ def test_offline_shards_become_one_step_transitions(best_item_env_dir, tmp_path)
   assert stats == {"none_rate": 20 / 256, "invalid_rate": 0.0, "mean_rp": 236 / 256}
 
 
+def test_shard_negatives_add_the_passed_over_candidates(best_item_env_dir, tmp_path):
+  """--shard_negatives: after the labeled rows, one r^p = 0 row per candidate a label passed
+  over (k - 1 per answered request; none for a None answer), with that request's history."""
+  from jaxrec.envs import build
+  from jaxrec.train.label_exchange import load_shard_transitions
+  _write_offline_shards(tmp_path)
+  env, _, meta = build.load_env(best_item_env_dir)
+  plain, _ = load_shard_transitions(str(tmp_path), meta, env, 20)
+  t, stats = load_shard_transitions(str(tmp_path), meta, env, 20, negatives=True)
+  n_neg = 2 * (128 - 10) * 4  # answered requests x (k - 1)
+  assert stats["negative_rows"] == n_neg and t.action.shape == (256 + n_neg,)
+  for f in ("history", "action", "reward"):  # the labeled rows first, unchanged
+    np.testing.assert_array_equal(np.asarray(getattr(t, f))[:256],
+                                  np.asarray(getattr(plain, f)))
+  neg_a, neg_h = np.asarray(t.action)[256:], np.asarray(t.history)[256:]
+  assert np.all(np.asarray(t.reward)[256:] == 0.0) and np.all(np.asarray(t.done))
+  assert not np.any(neg_a == 3)  # item 3 is the chosen one in every answered request
+  # the first request answered (row 10 of shard s0) gives the first 4 negatives, its history
+  req = shards.read_requests(str(tmp_path / "requests"), "s0")
+  np.testing.assert_array_equal(np.sort(neg_a[:4]), np.sort(req.candidates[10][
+      req.candidates[10] != 3]))
+  assert np.all(neg_h[:4] == req.history[10])
+
+
+def test_shard_negatives_need_hard_offline_labels(best_item_env_dir, tmp_path):
+  with pytest.raises(ConfigError, match="--shard_negatives needs --labeler=shards"):
+    pretrain(_cfg(best_item_env_dir, shard_negatives=True), str(tmp_path / "run"), log=quiet)
+  assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_pretraining_from_offline_shards(best_item_env_dir, tmp_path):
   _write_offline_shards(tmp_path / "offline")
