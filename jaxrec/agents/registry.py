@@ -173,6 +173,10 @@ def make_agent(name: str, cfg: AgentConfig, num_items: int, history_len: int, *,
             "gamma": cfg.gamma, "max_grad_norm": cfg.max_grad_norm}
   if cfg.unroll_len:
     common["unroll_len"] = cfg.unroll_len
+  if name in FIELDS and "advantage" in FIELDS[name] and cfg.advantage != "td" and (
+      cfg.critic != "q"):
+    raise ConfigError(f"--advantage={cfg.advantage} applies to --critic=q (the value critic's "
+                      "advantages are its lambda-returns)")
   a2c_kw = {"entropy_coef": cfg.entropy_coef, "critic_target": cfg.critic_target,
             "advantage": cfg.advantage,
             "critic": cfg.critic, "gae_lambda": cfg.gae_lambda, "value_coef": cfg.value_coef,

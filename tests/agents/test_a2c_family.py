@@ -166,6 +166,9 @@ def test_baseline_advantage_against_hand_computation(theta):
   assert float(metrics["actor_loss"]) != float(td_metrics["actor_loss"])
   with pytest.raises(ConfigError, match="--advantage must be one of td, baseline"):
     a2c.a2c_losses(net, theta, batch, 0.9, 0.0, advantage="gae")
+  with pytest.raises(ConfigError, match="--advantage=baseline applies to --critic=q"):
+    make_agent("a2c", AgentConfig(dim=8, num_layers=0, num_heads=1, critic="v",
+                                  advantage="baseline"), 6, 3)
 
 
 def test_ialp_is_frozen(theta):
