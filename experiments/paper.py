@@ -32,7 +32,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 from absl import flags
@@ -48,7 +47,7 @@ from jaxrec.data import flags as data_flags
 from jaxrec.data import registry, synthetic
 from jaxrec.envs import build, peer
 from jaxrec.errors import ConfigError, DataError
-from jaxrec.faults import PREEMPTED_EXIT, Preempted
+from jaxrec.faults import PREEMPTED_EXIT, Forwarding, Preempted
 from jaxrec.io import atomic_write_text
 from jaxrec.train.pretraining import PretrainConfig
 from jaxrec.train.run import TrainConfig
@@ -382,27 +381,15 @@ def run_stage(cmd: list[str], log) -> tuple[int, str, bool]:
   next safe point (a committed shard, a tune checkpoint) and exits 143; without this the stage
   would outlive its launcher. -> (exit status, its last stderr line, whether SIGTERM came)."""
   proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace")
-  stopped = []
-
-  def forward(signum, frame):
-    del frame
-    stopped.append(signum)
-    proc.send_signal(signum)
-
-  main = threading.current_thread() is threading.main_thread()
-  previous = signal.signal(signal.SIGTERM, forward) if main else None
   last = "(no output)"
-  try:
+  with Forwarding(lambda: [proc.pid] if proc.poll() is None else []) as forwarding:
     for line in proc.stderr:
       line = line.rstrip()
       if line.strip():
         last = line
         log(f"  {line}")
     proc.wait()
-  finally:
-    if main:
-      signal.signal(signal.SIGTERM, previous)
-  return proc.returncode, last, bool(stopped)
+  return proc.returncode, last, forwarding.requested
 
 
 def ensure_labels(cfg: PaperConfig, preset: Preset, env_dir: str, log) -> dict:

@@ -14,6 +14,7 @@ import time
 from typing import NamedTuple
 
 from jaxrec.errors import DataError
+from jaxrec.faults import Forwarding, Preempted
 from jaxrec.io import atomic_write_text
 
 
@@ -111,6 +112,11 @@ class Progress:
              f"{time.perf_counter() - self.t0:.0f}s, ETA {eta:.0f}s")
 
 
+def live_workers(pool: cf.ProcessPoolExecutor) -> list[int]:
+  """Pids of the pool's live worker processes (the executor has no public handle on them)."""
+  return [p.pid for p in list((pool._processes or {}).values()) if p.is_alive()]
+
+
 def run_tasks(tasks: list[Task], workers: int, cache_dir: str, log,
               fn=None) -> dict[str, dict]:
   """Runs the unfinished tasks (a pretrain before the runs that start from it); returns the
@@ -122,9 +128,6 @@ def run_tasks(tasks: list[Task], workers: int, cache_dir: str, log,
   stops; a worker between runs just exits), no further task starts, and once the workers are
   done this raises Preempted, so the launcher exits 143 with nothing left running (before, the
   workers outlived it and a rerun could train the same run directory twice at once)."""
-  import signal
-  import threading
-  from jaxrec.faults import Preempted
   fn = fn or execute
   pending = [t for t in tasks if not is_done(t.workdir)]
   if len(pending) < len(tasks):
@@ -136,49 +139,35 @@ def run_tasks(tasks: list[Task], workers: int, cache_dir: str, log,
       progress.done(t, times[t.label])
     return times
   ctx = multiprocessing.get_context("spawn")  # jax is not fork-safe
-  stopping: list[int] = []
-  with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-
-    def forward(signum, frame):
-      del frame
-      stopping.append(signum)
-      for proc in list((pool._processes or {}).values()):  # noqa: SLF001 (no public handle)
-        if proc.is_alive():
-          os.kill(proc.pid, signum)
-
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, forward) if main else None
-    try:
-      running: dict[cf.Future, Task] = {}
-      while (pending and not stopping) or running:
-        # Keep `workers` tasks in flight, in plan order, each whose pretrain has finished.
-        for t in list(pending):
-          if len(running) >= workers or stopping:
-            break
-          if not t.needs or is_done(t.needs):
-            running[pool.submit(fn, t, cache_dir)] = t
-            pending.remove(t)
-        if not running:
-          if stopping:
-            break
-          raise DataError(f"{pending[0].label}: its pre-training {pending[0].needs} is not "
-                          "planned in this run")
-        finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-        for fut in finished:
-          t = running.pop(fut)
-          try:
-            times[t.label] = fut.result()
-          except BaseException:
-            if stopping:  # stopped by the signal (Preempted) or killed between runs
-              continue
-            for f in running:
-              f.cancel()
-            raise
-          progress.done(t, times[t.label])
-    finally:
-      if main:
-        signal.signal(signal.SIGTERM, previous)
-  if stopping:
+  with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool, Forwarding(
+      lambda: live_workers(pool)) as forwarding:
+    running: dict[cf.Future, Task] = {}
+    while (pending and not forwarding.requested) or running:
+      # Keep `workers` tasks in flight, in plan order, each whose pretrain has finished.
+      for t in list(pending):
+        if len(running) >= workers or forwarding.requested:
+          break
+        if not t.needs or is_done(t.needs):
+          running[pool.submit(fn, t, cache_dir)] = t
+          pending.remove(t)
+      if not running:
+        if forwarding.requested:
+          break
+        raise DataError(f"{pending[0].label}: its pre-training {pending[0].needs} is not "
+                        "planned in this run")
+      finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+      for fut in finished:
+        t = running.pop(fut)
+        try:
+          times[t.label] = fut.result()
+        except BaseException:
+          if forwarding.requested:  # stopped by the signal (Preempted) or killed between runs
+            continue
+          for f in running:
+            f.cancel()
+          raise
+        progress.done(t, times[t.label])
+  if forwarding.requested:
     raise Preempted(f"runs: stopped by SIGTERM with {len(pending)} not started and the runs "
                     "in flight saved at their last epoch; rerun the same command to resume")
   return times

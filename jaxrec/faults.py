@@ -105,3 +105,23 @@ class Preemption:
     if self._old is not None:
       signal.signal(signal.SIGTERM, self._old)
       self._old = None
+
+
+class Forwarding(Preemption):
+  """A launcher's Preemption: `with Forwarding(pids) as f: ... if f.requested: ...`. Each
+  SIGTERM to this process is passed on to the processes `pids()` names (its stages or workers,
+  which stop at their own safe points) instead of ending this one; `requested` turns True.
+  Inert outside the main thread, as Preemption."""
+
+  def __init__(self, pids):
+    super().__init__()
+    self._pids = pids
+
+  def _handler(self, signum, frame):
+    del frame
+    self.requested = True
+    for pid in self._pids():
+      try:
+        os.kill(pid, signum)
+      except ProcessLookupError:  # exited since pids() looked
+        pass
