@@ -27,50 +27,64 @@ def _check(summary: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def drill_dir(tmp_path_factory):
-  """One drill directory (env, request shards, reference labels) for the default tests."""
-  return str(tmp_path_factory.mktemp("drills"))
+def drill_run(tmp_path_factory):
+  """`python -m experiments.fault_drill` over every drill, once for the module: its workdir
+  (the env and the reference runs stay there), exit status, stdout and stderr."""
+  workdir = tmp_path_factory.mktemp("drills")
+  proc = subprocess.run([sys.executable, "-m", "experiments.fault_drill",
+                         f"--workdir={workdir}"], capture_output=True, text=True, timeout=3000)
+  return workdir, proc
 
 
-def test_label_drills_lose_and_duplicate_nothing(drill_dir):
-  names = ["label_kill_last_manifest", "label_kill_random_2_workers"]
-  summary = drills.run_drills(drill_dir, names, log=lambda s: None)
-  _check(summary)
-  assert [r["name"] for r in summary["results"]] == names
-  assert all(r["label_shards"] == drills.LABEL_SHARDS for r in summary["results"])
+def _results(workdir) -> dict:
+  return json.loads((workdir / "fault_drill.json").read_text())
 
 
-def test_offline_drills_resume_bit_for_bit(drill_dir):
-  names = [d.name for d in drills.DRILL_LIST if d.job == "offline"]
+def test_every_drill_passes(drill_run):
+  workdir, proc = drill_run
+  assert proc.stdout.strip(), f"no summary (exit {proc.returncode}): {proc.stderr[-3000:]}"
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert set(summary) == {"drills", "passed", "lost_labels", "duplicate_labels",
+                          "resume_mismatches", "seconds"}
+  full = _results(workdir)
+  _check(full)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert summary["drills"] == len(drills.DRILL_LIST)
+  assert [r["name"] for r in full["results"]] == [d.name for d in drills.DRILL_LIST]
+
+
+def test_label_drills_lose_and_duplicate_nothing(drill_run):
+  workdir, _ = drill_run
+  label = [r for r in _results(workdir)["results"] if r["name"].startswith("label_")]
+  assert {"label_kill_last_manifest", "label_kill_random_2_workers"} <= {r["name"] for r in label}
+  for r in label:
+    assert r["passed"] and r["interruptions"] >= 1, r
+    assert r["lost_labels"] == r["duplicate_labels"] == 0, r
+    assert r["label_shards"] == drills.LABEL_SHARDS, r
+
+
+def test_offline_drills_resume_bit_for_bit(drill_run):
+  workdir, _ = drill_run
+  names = {d.name for d in drills.DRILL_LIST if d.job == "offline"}
   assert len(names) == 3  # kill -9 at random, inside a checkpoint save, SIGTERM
-  summary = drills.run_drills(drill_dir, names, log=lambda s: None)
-  _check(summary)
-  assert [r["name"] for r in summary["results"]] == names
+  offline = [r for r in _results(workdir)["results"] if r["name"] in names]
+  assert len(offline) == 3
+  for r in offline:
+    assert r["passed"] and r["interruptions"] >= 1 and r["resume_mismatches"] == 0, r
 
 
-def test_the_drill_detects_damage(drill_dir, tmp_path):
-  """The checks can fail: a label shard deleted after the drill is reported as lost rows."""
-  runner = drills.Drills(drill_dir, seed=0, max_reruns=2, log=lambda s: None)
+def test_the_drill_detects_damage(drill_run, tmp_path):
+  """The checks can fail: a label shard deleted after the drill is reported as lost rows (the
+  env and the reference label run are the drill run's, reused)."""
+  workdir, _ = drill_run
+  runner = drills.Drills(str(workdir), seed=0, max_reruns=2, log=lambda s: None)
   runner.build_env()
   ref = runner.reference("label")
   out = str(tmp_path / "copy")
   shutil.copytree(ref, out)
   for fn in ("requests-00003.json", "requests-00003.npz"):
     os.unlink(os.path.join(out, fn))
-  found = runner._compare_labels(ref, out, os.path.join(drill_dir, "reference", "label.log"),
+  found = runner._compare_labels(ref, out, os.path.join(str(workdir), "reference", "label.log"),
                                  runner.request_dir())
   assert found["lost_labels"] == drills.LABEL_ROWS
   assert any("manifest.json lists" in p for p in found["problems"])
-
-
-def test_every_drill_passes(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "experiments.fault_drill",
-                         f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=3000)
-  assert proc.stdout.strip(), f"no summary (exit {proc.returncode}): {proc.stderr[-3000:]}"
-  summary = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert set(summary) == {"drills", "passed", "lost_labels", "duplicate_labels",
-                          "resume_mismatches", "seconds"}
-  full = json.loads((tmp_path / "fault_drill.json").read_text())
-  _check(full)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert summary["drills"] == len(drills.DRILL_LIST)
