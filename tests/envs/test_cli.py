@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from envs.test_calibrate import check_sides
+
 
 def _run(*args):
   return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
@@ -24,6 +26,10 @@ def test_build_envs_default_preset_then_bench(tmp_path):
     rep = meta["reports"][side]
     assert rep["hr10"] > 2 * rep["popularity_hr10"], rep
   assert meta["reports"]["train"]["users"] == 1600  # 80/20 split of the 2000 default users
+  # The default synthetic preset's random policy is in the paper's ranges, and the median
+  # held-out item earns calib_pos (step 1 of the calibration rule as stated).
+  check_sides(str(env_dir))
+  assert all(meta["reports"][side]["anchor_quantile"] == 0.5 for side in ("train", "test"))
 
   out = tmp_path / "bench.json"
   res = _run("experiments.bench_envs", f"--env_dir={env_dir}", "--sizes=64,4096",
