@@ -1,8 +1,10 @@
-"""Small env directories built once per test session (fits are short: these tests check the
-mechanics, not fit quality; tests/envs/test_usermodels.py checks quality)."""
+"""Small env directories built once per test run and shared by the xdist workers (fits are
+short: these tests check the mechanics, not fit quality; tests/envs/test_usermodels.py checks
+quality)."""
 
 import pytest
 
+from conftest import built_once
 from jaxrec.data import SyntheticConfig, load_dataset
 from jaxrec.envs import build
 
@@ -16,15 +18,12 @@ def small_dataset():
 
 @pytest.fixture(scope="session")
 def seq_env_dir(tmp_path_factory, small_dataset):
-  out = str(tmp_path_factory.mktemp("envs") / "seq")
-  build.build_envs(small_dataset, build.BuildConfig(kind="sequential", seq_steps=200), out,
-                   log=lambda s: None)
-  return out
+  return built_once(tmp_path_factory, "envs-seq", lambda out: build.build_envs(
+      small_dataset, build.BuildConfig(kind="sequential", seq_steps=200), out,
+      log=lambda s: None))
 
 
 @pytest.fixture(scope="session")
 def matrix_env_dir(tmp_path_factory, small_dataset):
-  out = str(tmp_path_factory.mktemp("envs") / "matrix")
-  build.build_envs(small_dataset, build.BuildConfig(kind="matrix", mf_steps=400), out,
-                   log=lambda s: None)
-  return out
+  return built_once(tmp_path_factory, "envs-matrix", lambda out: build.build_envs(
+      small_dataset, build.BuildConfig(kind="matrix", mf_steps=400), out, log=lambda s: None))

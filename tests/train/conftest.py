@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import built_once
 from jaxrec.envs import MatrixEnv, MatrixParams, QuitParams, build
 from jaxrec.oracle_config import OracleConfig
 
@@ -50,9 +51,8 @@ def seq_env_dir(tmp_path_factory):
   from jaxrec.data import SyntheticConfig, load_dataset
   ds = load_dataset("synthetic", synthetic_cfg=SyntheticConfig(num_users=200, num_items=80,
                                                                 num_genres=4, mean_length=10))
-  out = str(tmp_path_factory.mktemp("env") / "seq")
-  build.build_envs(ds, build.BuildConfig(seq_steps=100, max_len=8), out, log=lambda s: None)
-  return out
+  return built_once(tmp_path_factory, "train-seq", lambda out: build.build_envs(
+      ds, build.BuildConfig(seq_steps=100, max_len=8), out, log=lambda s: None))
 
 
 @pytest.fixture(scope="session")
