@@ -38,9 +38,10 @@ def pytest_collection_modifyitems(config, items):
 
 def built_once(tmp_path_factory, name: str, build) -> str:
   """A directory `build(path)` writes, built once per test run and shared by its xdist workers:
-  the first worker to take the lock builds it (into NAME.partial, renamed when complete), the
-  others wait for it and reuse it. For the session fixtures' env directories, which the tests
-  only read (each worker used to fit its own copy of the same env)."""
+  the first worker to take the lock builds it, the others wait for it and reuse it. `build`
+  must write atomically (build_envs does: a temp directory renamed when complete). For the
+  session fixtures' env directories, which the tests only read (each worker used to fit its
+  own copy of the same env)."""
   root = tmp_path_factory.getbasetemp()
   if os.environ.get("PYTEST_XDIST_WORKER"):
     root = root.parent  # pytest-N/, above each worker's popen-gwK/
@@ -49,8 +50,5 @@ def built_once(tmp_path_factory, name: str, build) -> str:
   with open(out + ".lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not os.path.exists(out):
-      partial = out + ".partial"
-      shutil.rmtree(partial, ignore_errors=True)
-      build(partial)
-      os.replace(partial, out)
+      build(out)
   return out
